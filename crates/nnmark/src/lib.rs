@@ -1,0 +1,22 @@
+//! nnmark: watermark neural-network classifiers and prove ownership of suspect models.
+//!
+//! This crate holds everything; the `nnmark` binary only parses arguments and calls it.
+//! The foundation modules are [`data`], [`model`], [`train`] and [`weights`]; [`device`] picks
+//! the compute backend at run time.
+
+#![warn(missing_docs)]
+
+pub mod data;
+pub mod demo;
+pub mod device;
+pub mod error;
+pub mod model;
+pub mod train;
+pub mod weights;
+
+pub use error::{Error, Result};
+
+/// This crate's version, recorded in every output.
+pub const VERSION: &str = env!("CARGO_PKG_VERSION");
+/// The burn version nnmark is built on (pinned in Cargo.toml).
+pub const BURN_VERSION: &str = "0.22.1";

@@ -1,0 +1,38 @@
+//! MLP 784-128-64-10 with ReLU: AIME's "Sequential" model (input size follows the image shape).
+
+use burn::nn::{Linear, LinearConfig, Relu};
+use burn::prelude::*;
+
+/// Fully connected classifier: input → 128 → 64 → classes.
+#[derive(Module, Debug)]
+pub struct Mlp {
+    fc1: Linear,
+    fc2: Linear,
+    fc3: Linear,
+    act: Relu,
+}
+
+impl Mlp {
+    /// A freshly initialised MLP for `inputs` features and `classes` outputs.
+    pub fn new(inputs: usize, classes: usize, device: &Device) -> Self {
+        Self {
+            fc1: LinearConfig::new(inputs, 128).init(device),
+            fc2: LinearConfig::new(128, 64).init(device),
+            fc3: LinearConfig::new(64, classes).init(device),
+            act: Relu::new(),
+        }
+    }
+
+    /// Logits for a (N, C, H, W) batch.
+    pub fn forward(&self, x: Tensor<4>) -> Tensor<2> {
+        let x: Tensor<2> = x.flatten(1, 3);
+        let x = self.act.forward(self.fc1.forward(x));
+        let x = self.act.forward(self.fc2.forward(x));
+        self.fc3.forward(x)
+    }
+
+    /// The output layer, the one fine-tuning attacks retrain.
+    pub fn head_mut(&mut self) -> &mut Linear {
+        &mut self.fc3
+    }
+}

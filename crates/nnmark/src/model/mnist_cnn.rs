@@ -1,0 +1,63 @@
+//! The Keras `mnist_cnn` example used by frontier stitching:
+//! 32C3-64C3-maxpool2-dropout(0.25)-128-dropout(0.5)-classes.
+
+use burn::nn::conv::{Conv2d, Conv2dConfig};
+use burn::nn::pool::{MaxPool2d, MaxPool2dConfig};
+use burn::nn::{Dropout, DropoutConfig, Linear, LinearConfig, Relu};
+use burn::prelude::*;
+
+use crate::data::ImageShape;
+use crate::error::{Error, Result};
+
+/// Two 3x3 convolutions, a pool and two dense layers with dropout.
+#[derive(Module, Debug)]
+pub struct MnistCnn {
+    conv1: Conv2d,
+    conv2: Conv2d,
+    fc1: Linear,
+    fc2: Linear,
+    pool: MaxPool2d,
+    drop1: Dropout,
+    drop2: Dropout,
+    act: Relu,
+}
+
+impl MnistCnn {
+    /// A freshly initialised network for `input` images (at least 6x6).
+    pub fn new(input: ImageShape, classes: usize, device: &Device) -> Result<Self> {
+        if input.height < 6 || input.width < 6 {
+            return Err(Error::invalid(
+                "input shape",
+                input,
+                "mnist_cnn needs images of at least 6x6",
+            ));
+        }
+        let h = (input.height - 4) / 2;
+        let w = (input.width - 4) / 2;
+        Ok(Self {
+            conv1: Conv2dConfig::new([input.channels, 32], [3, 3]).init(device),
+            conv2: Conv2dConfig::new([32, 64], [3, 3]).init(device),
+            fc1: LinearConfig::new(64 * h * w, 128).init(device),
+            fc2: LinearConfig::new(128, classes).init(device),
+            pool: MaxPool2dConfig::new([2, 2]).with_strides([2, 2]).init(),
+            drop1: DropoutConfig::new(0.25).init(),
+            drop2: DropoutConfig::new(0.5).init(),
+            act: Relu::new(),
+        })
+    }
+
+    /// Logits for a (N, C, H, W) batch.
+    pub fn forward(&self, x: Tensor<4>) -> Tensor<2> {
+        let x = self.act.forward(self.conv1.forward(x));
+        let x = self.act.forward(self.conv2.forward(x));
+        let x = self.drop1.forward(self.pool.forward(x));
+        let x: Tensor<2> = x.flatten(1, 3);
+        let x = self.drop2.forward(self.act.forward(self.fc1.forward(x)));
+        self.fc2.forward(x)
+    }
+
+    /// The output layer.
+    pub fn head_mut(&mut self) -> &mut Linear {
+        &mut self.fc2
+    }
+}

@@ -1,0 +1,55 @@
+//! Gradients of the loss with respect to the input pixels (for FGSM and friends).
+
+use burn::nn::loss::CrossEntropyLossConfig;
+use burn::prelude::*;
+
+use super::batch::{images_tensor, labels_tensor};
+use super::eval::model_device;
+use crate::error::{Error, Result};
+use crate::model::Model;
+
+/// d(cross-entropy)/d(input) for each image, same layout as `pixels`. The loss is summed over
+/// the batch, so each image's gradient is that of its own loss.
+pub fn input_gradients(
+    model: &Model,
+    pixels: &[f32],
+    labels: &[u8],
+    batch_size: usize,
+) -> Result<Vec<f32>> {
+    let n = model.spec.input.numel();
+    if pixels.len() != labels.len() * n {
+        return Err(Error::invalid(
+            "input batch",
+            pixels.len(),
+            format!(
+                "{} labels need {} pixel values",
+                labels.len(),
+                labels.len() * n
+            ),
+        ));
+    }
+    let device = model_device(model);
+    let ad = device.clone().autodiff();
+    // Weights are constants here: only the input is a leaf that requires a gradient.
+    let model_ad = Model {
+        spec: model.spec.clone(),
+        net: model.net.clone().to_device(&ad).no_grad(),
+    };
+    let loss_fn = CrossEntropyLossConfig::new().init(&ad);
+    let mut out = Vec::with_capacity(pixels.len());
+    let bs = batch_size.max(1);
+    for (chunk, lab) in pixels.chunks(bs * n).zip(labels.chunks(bs)) {
+        let x = images_tensor(chunk.to_vec(), model.spec.input, &ad).require_grad();
+        let y = labels_tensor(lab, &ad);
+        let loss = loss_fn.forward(model_ad.forward(x.clone()), y) * (lab.len() as f32);
+        let grads = loss.backward();
+        let g = x.grad(&grads).expect("the input requires a gradient");
+        out.extend(
+            g.into_data()
+                .convert::<f32>()
+                .try_into_vec::<f32>()
+                .expect("float gradient"),
+        );
+    }
+    Ok(out)
+}

@@ -1,0 +1,348 @@
+//! Weights files: safetensors with PyTorch parameter names and layouts (Linear `[out, in]`,
+//! BatchNorm `weight`/`bias`/`running_*`), plus one metadata entry `nnmark` holding a JSON
+//! description (architecture, input, classes, normalisation, data set, seed, versions), so a
+//! file is self-describing. PyTorch's `load_state_dict` reads the tensors as they are.
+//!
+//! The metadata is a single key on purpose: safetensors serialises its metadata map in hash
+//! order, so several keys would make the same weights hash differently from run to run.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use burn::prelude::*;
+use burn::store::{
+    BurnToPyTorchAdapter, KeyRemapper, ModuleSnapshot, PyTorchToBurnAdapter, PytorchStore,
+    SafetensorsStore,
+};
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+use crate::error::{Error, Result};
+use crate::model::{Architecture, Model, ModelSpec};
+
+/// Metadata key under which nnmark stores its JSON description.
+pub const META_KEY: &str = "nnmark";
+/// Version of the weights metadata layout.
+pub const WEIGHTS_FORMAT_VERSION: u32 = 1;
+
+/// The self-description stored with the weights.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct WeightsMeta {
+    /// Layout version of this record.
+    pub format_version: u32,
+    /// Architecture, input shape, classes and normalisation.
+    pub spec: ModelSpec,
+    /// Data set the model was trained on.
+    pub dataset: String,
+    /// Seed of the run that produced it.
+    pub seed: u64,
+    /// nnmark version that wrote it.
+    pub nnmark_version: String,
+    /// burn version that wrote it.
+    pub burn_version: String,
+    /// Free-form provenance (training recipe, parent model hash, ...), sorted for stable bytes.
+    #[serde(default)]
+    pub extra: BTreeMap<String, String>,
+}
+
+impl WeightsMeta {
+    /// Metadata for a model produced now by this build.
+    pub fn new(spec: ModelSpec, dataset: impl Into<String>, seed: u64) -> Self {
+        Self {
+            format_version: WEIGHTS_FORMAT_VERSION,
+            spec,
+            dataset: dataset.into(),
+            seed,
+            nnmark_version: crate::VERSION.to_string(),
+            burn_version: crate::BURN_VERSION.to_string(),
+            extra: BTreeMap::new(),
+        }
+    }
+}
+
+/// torchvision calls a block's shortcut `downsample.0` (conv) and `downsample.1` (bn).
+fn to_torch_names() -> KeyRemapper {
+    KeyRemapper::new()
+        .add_pattern(r"\.downsample\.conv\.", ".downsample.0.")
+        .expect("valid regex")
+        .add_pattern(r"\.downsample\.bn\.", ".downsample.1.")
+        .expect("valid regex")
+}
+
+fn from_torch_names() -> KeyRemapper {
+    KeyRemapper::new()
+        .add_pattern(r"\.downsample\.0\.", ".downsample.conv.")
+        .expect("valid regex")
+        .add_pattern(r"\.downsample\.1\.", ".downsample.bn.")
+        .expect("valid regex")
+}
+
+/// SHA-256 of a byte string, hex.
+pub fn sha256_hex(bytes: &[u8]) -> String {
+    hex::encode(Sha256::digest(bytes))
+}
+
+/// Serialises a model and its metadata to safetensors bytes.
+pub fn to_bytes(model: &Model, meta: &WeightsMeta) -> Result<Vec<u8>> {
+    let json = serde_json::to_string(meta).expect("metadata serialises");
+    let mut store = SafetensorsStore::from_bytes(None)
+        .clear_metadata()
+        .metadata(META_KEY, json)
+        .skip_enum_variants(true)
+        .with_to_adapter(BurnToPyTorchAdapter)
+        .remap(to_torch_names());
+    model
+        .net
+        .valid()
+        .save_into(&mut store)
+        .map_err(|e| Error::Unsupported(format!("cannot serialise weights: {e}")))?;
+    let bytes = store
+        .get_bytes()
+        .map_err(|e| Error::Unsupported(format!("cannot serialise weights: {e}")))?;
+    add_batch_counters(bytes, meta)
+}
+
+/// PyTorch's BatchNorm has a `num_batches_tracked` buffer that burn does not keep; add it so a
+/// strict `load_state_dict` accepts the file.
+fn add_batch_counters(bytes: Vec<u8>, meta: &WeightsMeta) -> Result<Vec<u8>> {
+    use safetensors::tensor::{Dtype, TensorView};
+    let parsed = safetensors::SafeTensors::deserialize(&bytes)
+        .map_err(|e| Error::Unsupported(format!("re-reading weights: {e}")))?;
+    let bn: Vec<String> = parsed
+        .names()
+        .into_iter()
+        .filter_map(|n| {
+            n.strip_suffix(".running_var")
+                .map(|p| format!("{p}.num_batches_tracked"))
+        })
+        .collect();
+    if bn.is_empty() {
+        return Ok(bytes);
+    }
+    let zero = 0i64.to_le_bytes();
+    let mut views: Vec<(String, TensorView<'_>)> = parsed.tensors().into_iter().collect();
+    for name in bn {
+        views.push((
+            name,
+            TensorView::new(Dtype::I64, vec![], &zero).expect("scalar view"),
+        ));
+    }
+    views.sort_by(|a, b| a.0.cmp(&b.0));
+    let mut md = std::collections::HashMap::new();
+    md.insert(
+        META_KEY.to_string(),
+        serde_json::to_string(meta).expect("metadata serialises"),
+    );
+    safetensors::serialize(views, Some(md))
+        .map_err(|e| Error::Unsupported(format!("cannot serialise weights: {e}")))
+}
+
+/// Writes `bytes` to `path` atomically: a temporary file in the same folder, then a rename, so
+/// an interrupted write never leaves a half-written file where the user's was.
+pub fn write_atomic(path: &Path, bytes: &[u8], mode: Option<u32>) -> Result<()> {
+    use std::io::Write;
+    let dir = path
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
+    let mut tmp = tempfile::NamedTempFile::new_in(dir).map_err(|e| Error::io(dir, e))?;
+    #[cfg(unix)]
+    if let Some(mode) = mode {
+        use std::os::unix::fs::PermissionsExt;
+        tmp.as_file()
+            .set_permissions(std::fs::Permissions::from_mode(mode))
+            .map_err(|e| Error::io(tmp.path(), e))?;
+    }
+    #[cfg(not(unix))]
+    let _ = mode;
+    tmp.write_all(bytes).map_err(|e| Error::io(tmp.path(), e))?;
+    tmp.as_file()
+        .sync_all()
+        .map_err(|e| Error::io(tmp.path(), e))?;
+    tmp.persist(path).map_err(|e| Error::io(path, e.error))?;
+    Ok(())
+}
+
+/// Saves a model; returns the SHA-256 of the file written.
+pub fn save(model: &Model, meta: &WeightsMeta, path: &Path) -> Result<String> {
+    let bytes = to_bytes(model, meta)?;
+    write_atomic(path, &bytes, None)?;
+    Ok(sha256_hex(&bytes))
+}
+
+/// A loaded weights file.
+#[derive(Debug, Clone)]
+pub struct LoadedModel {
+    /// The model.
+    pub model: Model,
+    /// Its metadata (synthesised from the given spec for foreign files).
+    pub meta: WeightsMeta,
+    /// SHA-256 of the file's bytes.
+    pub sha256: String,
+}
+
+/// Reads the nnmark metadata of a safetensors file, if it has any.
+pub fn read_meta(path: &Path, bytes: &[u8]) -> Result<Option<WeightsMeta>> {
+    let (_, header) = safetensors::SafeTensors::read_metadata(bytes)
+        .map_err(|e| Error::format(path, format!("not a safetensors file: {e}")))?;
+    match header.metadata().as_ref().and_then(|m| m.get(META_KEY)) {
+        None => Ok(None),
+        Some(json) => serde_json::from_str(json)
+            .map(Some)
+            .map_err(|e| Error::format(path, format!("unreadable nnmark metadata: {e}"))),
+    }
+}
+
+fn apply_errors(path: &Path, spec: &ModelSpec, result: burn::store::ApplyResult) -> Result<()> {
+    let mut problems = Vec::new();
+    if !result.errors.is_empty() {
+        problems.push(format!(
+            "{} tensor(s) do not fit: {}",
+            result.errors.len(),
+            result
+                .errors
+                .iter()
+                .take(3)
+                .map(|e| e.to_string())
+                .collect::<Vec<_>>()
+                .join("; ")
+        ));
+    }
+    if !result.missing.is_empty() {
+        problems.push(format!(
+            "missing {}",
+            result
+                .missing
+                .iter()
+                .take(4)
+                .map(|(p, _)| p.as_str())
+                .collect::<Vec<_>>()
+                .join(", ")
+        ));
+    }
+    let unused: Vec<&String> = result
+        .unused
+        .iter()
+        .filter(|u| !u.ends_with("num_batches_tracked"))
+        .collect();
+    if !unused.is_empty() {
+        problems.push(format!(
+            "unexpected {}",
+            unused
+                .iter()
+                .take(4)
+                .map(|s| s.as_str())
+                .collect::<Vec<_>>()
+                .join(", ")
+        ));
+    }
+    if problems.is_empty() {
+        Ok(())
+    } else {
+        Err(Error::Weights {
+            path: path.to_path_buf(),
+            problem: format!(
+                "does not hold a {} model with {} classes for {} inputs: {}",
+                spec.architecture,
+                spec.num_classes,
+                spec.input,
+                problems.join("; ")
+            ),
+        })
+    }
+}
+
+/// A store error while applying tensors: the file does not fit the requested model.
+fn mismatch(path: &Path, spec: &ModelSpec, e: impl std::fmt::Display) -> Error {
+    let mut detail = e.to_string();
+    if detail.len() > 300 {
+        let cut = (0..=300)
+            .rev()
+            .find(|&i| detail.is_char_boundary(i))
+            .unwrap_or(0);
+        detail.truncate(cut);
+        detail.push_str("...");
+    }
+    Error::Weights {
+        path: path.to_path_buf(),
+        problem: format!(
+            "does not hold a {} model with {} classes for {} inputs: {detail}",
+            spec.architecture, spec.num_classes, spec.input
+        ),
+    }
+}
+
+/// Loads a weights file. nnmark files describe themselves; a foreign file (PyTorch
+/// `state_dict` as safetensors or `.pth`) needs `spec`. When both exist they must agree.
+pub fn load(path: &Path, spec: Option<&ModelSpec>, device: &Device) -> Result<LoadedModel> {
+    let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
+    let sha256 = sha256_hex(&bytes);
+    let is_pth = path.extension().is_some_and(|e| e == "pth" || e == "pt");
+    let stored = if is_pth {
+        None
+    } else {
+        read_meta(path, &bytes)?
+    };
+    let meta = match (stored, spec) {
+        (Some(m), Some(s))
+            if m.spec.architecture != s.architecture
+                || m.spec.num_classes != s.num_classes
+                || m.spec.input != s.input =>
+        {
+            return Err(Error::Weights {
+                path: path.to_path_buf(),
+                problem: format!(
+                    "holds a {} model ({} classes, {} inputs) but a {} model ({} classes, {} inputs) was asked for",
+                    m.spec.architecture,
+                    m.spec.num_classes,
+                    m.spec.input,
+                    s.architecture,
+                    s.num_classes,
+                    s.input
+                ),
+            });
+        }
+        (Some(m), _) => m,
+        (None, Some(s)) => WeightsMeta::new(s.clone(), "unknown", 0),
+        (None, None) => {
+            return Err(Error::Weights {
+                path: path.to_path_buf(),
+                problem: "has no nnmark metadata; say which architecture it holds (--arch)".into(),
+            });
+        }
+    };
+    let mut model = Model::new(meta.spec.clone(), device)?;
+    let result = if is_pth {
+        let mut store = PytorchStore::from_file(path)
+            .skip_enum_variants(true)
+            .remap(from_torch_names())
+            .allow_partial(true);
+        model
+            .net
+            .load_from(&mut store)
+            .map_err(|e| mismatch(path, &meta.spec, e))?
+    } else {
+        let mut store = SafetensorsStore::from_bytes(Some(bytes))
+            .skip_enum_variants(true)
+            .with_from_adapter(PyTorchToBurnAdapter)
+            .remap(from_torch_names())
+            .allow_partial(true);
+        model
+            .net
+            .load_from(&mut store)
+            .map_err(|e| mismatch(path, &meta.spec, e))?
+    };
+    apply_errors(path, &meta.spec, result)?;
+    Ok(LoadedModel {
+        model,
+        meta,
+        sha256,
+    })
+}
+
+/// Architecture stored in a weights file, without loading the tensors.
+pub fn stored_architecture(path: &Path) -> Result<Option<Architecture>> {
+    let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
+    Ok(read_meta(path, &bytes)?.map(|m| m.spec.architecture))
+}

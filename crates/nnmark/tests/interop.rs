@@ -1,0 +1,203 @@
+//! PyTorch interop: a LeNet state_dict written by PyTorch (tools/make_interop_fixture.py) loads
+//! into nnmark and reproduces PyTorch's logits; nnmark's own files round-trip bit-exactly.
+
+use std::path::{Path, PathBuf};
+
+use burn::prelude::*;
+use nnmark::data::ImageShape;
+use nnmark::model::{Architecture, Model, ModelSpec, Normalization};
+use nnmark::train::images_tensor;
+use nnmark::weights::{self, WeightsMeta};
+
+fn fixture(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures")
+        .join(name)
+}
+
+fn lenet_spec() -> ModelSpec {
+    ModelSpec {
+        architecture: Architecture::Lenet,
+        input: ImageShape::MNIST,
+        num_classes: 10,
+        normalization: Normalization::identity(1),
+    }
+}
+
+fn torch_io() -> (Vec<f32>, Vec<f32>) {
+    let bytes = std::fs::read(fixture("lenet_torch_io.safetensors")).unwrap();
+    let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
+    let f = |n: &str| -> Vec<f32> {
+        st.tensor(n)
+            .unwrap()
+            .data()
+            .chunks(4)
+            .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+            .collect()
+    };
+    (f("inputs"), f("logits"))
+}
+
+fn logits(model: &Model, inputs: &[f32]) -> Vec<f32> {
+    let x = images_tensor(inputs.to_vec(), ImageShape::MNIST, &Device::flex());
+    model
+        .forward(x)
+        .into_data()
+        .convert::<f32>()
+        .try_into_vec::<f32>()
+        .unwrap()
+}
+
+fn assert_close(a: &[f32], b: &[f32], tol: f32) {
+    assert_eq!(a.len(), b.len());
+    let worst = a
+        .iter()
+        .zip(b)
+        .map(|(x, y)| (x - y).abs())
+        .fold(0f32, f32::max);
+    assert!(worst < tol, "max abs difference {worst} >= {tol}");
+}
+
+#[test]
+fn pytorch_safetensors_reproduces_pytorch_logits() {
+    let (inputs, expected) = torch_io();
+    let loaded = weights::load(
+        &fixture("lenet_torch.safetensors"),
+        Some(&lenet_spec()),
+        &Device::flex(),
+    )
+    .unwrap();
+    assert_close(&logits(&loaded.model, &inputs), &expected, 1e-4);
+}
+
+#[test]
+fn pytorch_pth_reproduces_pytorch_logits() {
+    let (inputs, expected) = torch_io();
+    let loaded = weights::load(
+        &fixture("lenet_torch.pth"),
+        Some(&lenet_spec()),
+        &Device::flex(),
+    )
+    .unwrap();
+    assert_close(&logits(&loaded.model, &inputs), &expected, 1e-4);
+}
+
+#[test]
+fn foreign_file_without_spec_asks_for_the_architecture() {
+    let err = weights::load(&fixture("lenet_torch.safetensors"), None, &Device::flex())
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("lenet_torch.safetensors") && err.contains("--arch"),
+        "{err}"
+    );
+}
+
+#[test]
+fn foreign_file_of_another_architecture_is_rejected() {
+    let spec = ModelSpec {
+        architecture: Architecture::Mlp,
+        ..lenet_spec()
+    };
+    let err = weights::load(
+        &fixture("lenet_torch.safetensors"),
+        Some(&spec),
+        &Device::flex(),
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(err.contains("does not hold a mlp model"), "{err}");
+}
+
+#[test]
+fn nnmark_files_round_trip_and_stay_in_pytorch_layout() {
+    let (inputs, expected) = torch_io();
+    let loaded = weights::load(
+        &fixture("lenet_torch.safetensors"),
+        Some(&lenet_spec()),
+        &Device::flex(),
+    )
+    .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("m.safetensors");
+    let meta = WeightsMeta::new(lenet_spec(), "fixture", 7);
+    let h1 = weights::save(&loaded.model, &meta, &path).unwrap();
+    let h2 = weights::sha256_hex(&weights::to_bytes(&loaded.model, &meta).unwrap());
+    assert_eq!(h1, h2, "same weights and metadata must give the same bytes");
+    // The tensors are exactly the ones PyTorch wrote (names, shapes, [out, in] Linear layout).
+    let ours = std::fs::read(&path).unwrap();
+    let theirs = std::fs::read(fixture("lenet_torch.safetensors")).unwrap();
+    let (a, b) = (
+        safetensors::SafeTensors::deserialize(&ours).unwrap(),
+        safetensors::SafeTensors::deserialize(&theirs).unwrap(),
+    );
+    let mut names = a.names();
+    names.sort();
+    let mut their_names = b.names();
+    their_names.sort();
+    assert_eq!(names, their_names);
+    for n in names {
+        assert_eq!(
+            a.tensor(n).unwrap().shape(),
+            b.tensor(n).unwrap().shape(),
+            "{n}"
+        );
+        assert_eq!(
+            a.tensor(n).unwrap().data(),
+            b.tensor(n).unwrap().data(),
+            "{n}"
+        );
+    }
+    let back = weights::load(&path, None, &Device::flex()).unwrap();
+    assert_eq!(back.meta, meta);
+    assert_close(&logits(&back.model, &inputs), &expected, 1e-4);
+}
+
+#[test]
+fn every_architecture_round_trips() {
+    let device = Device::flex();
+    let dir = tempfile::tempdir().unwrap();
+    for arch in Architecture::ALL {
+        let spec = ModelSpec {
+            architecture: arch,
+            normalization: Normalization {
+                mean: vec![0.13],
+                std: vec![0.31],
+            },
+            ..lenet_spec()
+        };
+        device.seed(3);
+        let model = Model::new(spec.clone(), &device).unwrap();
+        let path = dir.path().join(format!("{arch}.safetensors"));
+        weights::save(&model, &WeightsMeta::new(spec, "none", 3), &path).unwrap();
+        let back = weights::load(&path, None, &device).unwrap().model;
+        let x: Vec<f32> = (0..2 * 784).map(|i| (i % 17) as f32 / 17.0).collect();
+        assert_close(&logits(&model.clone(), &x), &logits(&back, &x), 1e-6);
+        // A file of one architecture never loads as another.
+        let other = if arch == Architecture::Mlp {
+            Architecture::Lenet
+        } else {
+            Architecture::Mlp
+        };
+        let want = ModelSpec {
+            architecture: other,
+            ..back.spec.clone()
+        };
+        let err = weights::load(&path, Some(&want), &device)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains(&format!("holds a {arch} model")), "{err}");
+    }
+}
+
+#[test]
+fn truncated_weights_file_is_a_clear_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let bytes = std::fs::read(fixture("lenet_torch.safetensors")).unwrap();
+    let path = dir.path().join("cut.safetensors");
+    std::fs::write(&path, &bytes[..bytes.len() / 2]).unwrap();
+    let err = weights::load(&path, Some(&lenet_spec()), &Device::flex())
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("cut.safetensors"), "{err}");
+}
