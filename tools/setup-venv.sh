@@ -7,5 +7,5 @@ venv="$here/.venv"
 if [ ! -x "$venv/bin/python" ]; then
   python3 -m venv "$venv"
 fi
-"$venv/bin/pip" install -q --disable-pip-version-check "torch==2.9.*" numpy safetensors
+"$venv/bin/pip" install -q --disable-pip-version-check "torch==2.9.0" numpy safetensors
 "$venv/bin/python" -c "import torch; print('torch', torch.__version__)"
