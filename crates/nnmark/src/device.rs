@@ -10,6 +10,8 @@ pub const DEVICE_NAMES: &str =
     "cpu (flex), tch-cpu, cuda[:N] (the last two need the `tch` feature)";
 
 /// Parses `cpu`/`flex`, `tch-cpu`, `cuda` or `cuda:N`.
+// burn marks its LibTorch backend deprecated; it is still the only CUDA path that builds here.
+#[allow(deprecated)]
 pub fn parse_device(name: &str) -> Result<Device> {
     match name {
         "cpu" | "flex" => Ok(Device::flex()),

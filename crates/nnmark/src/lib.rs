@@ -11,7 +11,10 @@ pub mod demo;
 pub mod device;
 pub mod error;
 pub mod model;
+pub mod oracle;
+pub mod stats;
 pub mod train;
+pub mod verdict;
 pub mod weights;
 
 pub use error::{Error, Result};

@@ -1,0 +1,124 @@
+//! `Oracle`: anything that answers a batch of images with labels (and, when it can, class
+//! probabilities). Black-box verification sees only this trait, never a model; the first
+//! implementation is a local model, later ones are HTTP endpoints and ONNX files.
+
+use serde::{Deserialize, Serialize};
+
+use crate::data::ImageShape;
+use crate::error::{Error, Result};
+use crate::model::Model;
+use crate::train::{predict, predict_proba};
+
+/// What an oracle reveals per query.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Reveal {
+    /// The predicted label only (what most real services return).
+    Label,
+    /// The k most probable classes with their probabilities.
+    TopK(usize),
+    /// The full probability vector.
+    Probabilities,
+}
+
+/// One answer.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Answer {
+    /// Predicted class.
+    pub label: usize,
+    /// (class, probability) pairs, most probable first; empty when only labels are revealed.
+    pub scores: Vec<(usize, f32)>,
+}
+
+/// Anything that classifies images.
+pub trait Oracle {
+    /// Shape of the images it takes.
+    fn input_shape(&self) -> ImageShape;
+    /// Number of classes it answers with.
+    fn num_classes(&self) -> usize;
+    /// A short description for logs and evidence (never key material).
+    fn describe(&self) -> String;
+    /// Classifies `pixels` (whole images of `input_shape`, values in [0, 1]).
+    fn query(&mut self, pixels: &[f32]) -> Result<Vec<Answer>>;
+    /// Queries answered so far.
+    fn queries_made(&self) -> u64;
+}
+
+/// A model held in memory, answering as a service configured with `reveal` would.
+pub struct LocalOracle {
+    model: Model,
+    reveal: Reveal,
+    queries: u64,
+}
+
+impl LocalOracle {
+    /// Wraps a model.
+    pub fn new(model: Model, reveal: Reveal) -> Self {
+        Self {
+            model,
+            reveal,
+            queries: 0,
+        }
+    }
+}
+
+impl Oracle for LocalOracle {
+    fn input_shape(&self) -> ImageShape {
+        self.model.spec.input
+    }
+
+    fn num_classes(&self) -> usize {
+        self.model.spec.num_classes
+    }
+
+    fn describe(&self) -> String {
+        format!(
+            "local {} model ({} classes)",
+            self.model.spec.architecture, self.model.spec.num_classes
+        )
+    }
+
+    fn query(&mut self, pixels: &[f32]) -> Result<Vec<Answer>> {
+        let n = self.model.spec.input.numel();
+        if pixels.is_empty() || !pixels.len().is_multiple_of(n) {
+            return Err(Error::invalid(
+                "query batch",
+                pixels.len(),
+                format!(
+                    "must be a positive multiple of {n} values ({} images)",
+                    self.model.spec.input
+                ),
+            ));
+        }
+        self.queries += (pixels.len() / n) as u64;
+        if self.reveal == Reveal::Label {
+            return Ok(predict(&self.model, pixels, 256)
+                .into_iter()
+                .map(|label| Answer {
+                    label,
+                    scores: Vec::new(),
+                })
+                .collect());
+        }
+        let k = match self.reveal {
+            Reveal::TopK(k) => k.clamp(1, self.model.spec.num_classes),
+            _ => self.model.spec.num_classes,
+        };
+        Ok(predict_proba(&self.model, pixels, 256)
+            .into_iter()
+            .map(|p| {
+                let mut scores: Vec<(usize, f32)> = p.into_iter().enumerate().collect();
+                scores.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
+                scores.truncate(k);
+                Answer {
+                    label: scores[0].0,
+                    scores,
+                }
+            })
+            .collect())
+    }
+
+    fn queries_made(&self) -> u64 {
+        self.queries
+    }
+}

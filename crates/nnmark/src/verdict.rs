@@ -1,0 +1,167 @@
+//! `Verdict`: the decision on a suspect from k matches out of n key queries, with the null
+//! model it was tested against, an exact one-sided binomial p-value, the match threshold for
+//! the requested false-positive rate, and a Clopper–Pearson interval for the match rate.
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Error, Result};
+use crate::stats;
+
+/// Where the null match rate p0 (an unmarked model's chance of matching a key item) came from.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "kebab-case")]
+pub enum NullModel {
+    /// Random labels over `classes` classes: p0 = 1/classes.
+    Chance {
+        /// Number of classes.
+        classes: usize,
+    },
+    /// Each key item is a fair coin (frontier stitching, Uchida's bits): p0 = 1/2.
+    FairCoin,
+    /// Measured on independent reference models: p0 is the one-sided upper Clopper–Pearson
+    /// bound, at `confidence`, of their pooled match rate.
+    Calibrated {
+        /// Matches of each reference model.
+        matches: Vec<u64>,
+        /// Key items queried per reference model.
+        queries: Vec<u64>,
+        /// Confidence of the upper bound.
+        confidence: f64,
+        /// Names of the reference models (files or seeds).
+        references: Vec<String>,
+    },
+}
+
+impl NullModel {
+    /// The null match rate p0.
+    pub fn rate(&self) -> Result<f64> {
+        match self {
+            NullModel::Chance { classes } if *classes >= 2 => Ok(1.0 / *classes as f64),
+            NullModel::Chance { classes } => Err(Error::invalid(
+                "classes",
+                classes,
+                "a chance null needs at least 2 classes",
+            )),
+            NullModel::FairCoin => Ok(0.5),
+            NullModel::Calibrated {
+                matches,
+                queries,
+                confidence,
+                ..
+            } => {
+                if matches.is_empty() || matches.len() != queries.len() {
+                    return Err(Error::invalid(
+                        "reference models",
+                        matches.len(),
+                        "a calibrated null needs at least one reference model with its query count",
+                    ));
+                }
+                let (k, n): (u64, u64) = (matches.iter().sum(), queries.iter().sum());
+                stats::clopper_pearson_upper(k, n, *confidence)
+            }
+        }
+    }
+}
+
+/// The outcome of verifying one suspect.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Verdict {
+    /// Key items the suspect answered as the key says.
+    pub matches: u64,
+    /// Key items queried.
+    pub queries: u64,
+    /// matches / queries.
+    pub match_rate: f64,
+    /// The null model used.
+    pub null: NullModel,
+    /// Its match rate p0.
+    pub null_rate: f64,
+    /// P(X ≥ matches), X ~ Binomial(queries, p0).
+    pub p_value: f64,
+    /// Requested false-positive rate.
+    pub fpr: f64,
+    /// Fewest matches that would be decisive at `fpr`.
+    pub threshold: u64,
+    /// True when p_value ≤ fpr: the suspect carries the watermark.
+    pub watermarked: bool,
+    /// 95% Clopper–Pearson interval of the match rate.
+    pub match_rate_ci95: (f64, f64),
+}
+
+impl Verdict {
+    /// Decides from `matches` of `queries` against `null` at false-positive rate `fpr`.
+    pub fn decide(matches: u64, queries: u64, null: NullModel, fpr: f64) -> Result<Self> {
+        if !(fpr > 0.0 && fpr < 1.0) {
+            return Err(Error::invalid("fpr", fpr, "must be in (0, 1)"));
+        }
+        if queries == 0 {
+            return Err(Error::invalid(
+                "queries",
+                0,
+                "a verdict needs at least one key query",
+            ));
+        }
+        let p0 = null.rate()?;
+        let p_value = stats::binomial_upper_tail(matches, queries, p0)?;
+        Ok(Self {
+            matches,
+            queries,
+            match_rate: matches as f64 / queries as f64,
+            threshold: stats::upper_threshold(queries, p0, fpr)?,
+            watermarked: p_value <= fpr,
+            match_rate_ci95: stats::clopper_pearson(matches, queries, 0.95)?,
+            null_rate: p0,
+            p_value,
+            fpr,
+            null,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn chance_null_decides_at_the_threshold() {
+        let v = Verdict::decide(98, 100, NullModel::Chance { classes: 10 }, 1e-6).unwrap();
+        assert!(v.watermarked && v.p_value < 1e-60);
+        let at =
+            Verdict::decide(v.threshold, 100, NullModel::Chance { classes: 10 }, 1e-6).unwrap();
+        let below = Verdict::decide(
+            v.threshold - 1,
+            100,
+            NullModel::Chance { classes: 10 },
+            1e-6,
+        )
+        .unwrap();
+        assert!(at.watermarked && !below.watermarked);
+        let clean = Verdict::decide(12, 100, NullModel::Chance { classes: 10 }, 1e-6).unwrap();
+        assert!(
+            !clean.watermarked && clean.match_rate_ci95.0 < 0.12 && clean.match_rate_ci95.1 > 0.12
+        );
+    }
+
+    #[test]
+    fn calibrated_null_is_stricter_when_references_match_often() {
+        let null = NullModel::Calibrated {
+            matches: vec![30, 25, 35],
+            queries: vec![100; 3],
+            confidence: 0.99,
+            references: vec!["a".into(), "b".into(), "c".into()],
+        };
+        let p0 = null.rate().unwrap();
+        assert!(p0 > 0.3 && p0 < 0.45, "{p0}");
+        let v = Verdict::decide(50, 100, null, 1e-6).unwrap();
+        assert!(
+            !v.watermarked,
+            "50% must not convict when unmarked models reach ~30%"
+        );
+        assert!(
+            Verdict::decide(50, 100, NullModel::Chance { classes: 10 }, 1e-6)
+                .unwrap()
+                .watermarked
+        );
+        assert!(Verdict::decide(5, 10, NullModel::FairCoin, 0.0).is_err());
+    }
+}
