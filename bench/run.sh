@@ -10,12 +10,12 @@ if [ "$target" = cuda ]; then
   export LIBTORCH_USE_PYTORCH=1 LIBTORCH_BYPASS_VERSION_CHECK=1
   export LD_LIBRARY_PATH="$($py -c 'import torch, os; print(os.path.join(os.path.dirname(torch.__file__), "lib"))'):${LD_LIBRARY_PATH:-}"
   PATH="$(pwd)/tools/.venv/bin:$PATH" cargo build --release -q -p nnmark-bench --features tch
-  ours=$(./target/release/nnmark-bench --device cuda)
-  theirs=$($py bench/pytorch_bench.py cuda)
+  ours=$(./target/release/nnmark-bench --device cuda --triggers-out target/bench-triggers.bin)
+  theirs=$($py bench/pytorch_bench.py cuda target/bench-triggers.bin)
 else
   cargo build --release -q -p nnmark-bench
-  ours=$(./target/release/nnmark-bench --device cpu)
-  theirs=$($py bench/pytorch_bench.py cpu)
+  ours=$(./target/release/nnmark-bench --device cpu --triggers-out target/bench-triggers.bin)
+  theirs=$($py bench/pytorch_bench.py cpu target/bench-triggers.bin)
 fi
 echo "machine: $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs), $(date -u +%F)"
 $py bench/compare.py "$ours" "$theirs"

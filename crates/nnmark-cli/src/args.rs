@@ -29,7 +29,17 @@ pub enum Command {
     /// Fetch or inspect data sets.
     #[command(subcommand)]
     Data(DataCommand),
-    /// Train a LeNet on the embedded MNIST sample, evaluate it and write it.
+    /// Embed a watermark: generate a key and train it into a model.
+    Embed(EmbedArgs),
+    /// Verify a suspect model against a key (or a revealed subset, publicly).
+    Verify(VerifyArgs),
+    /// Inspect key files.
+    #[command(subcommand)]
+    Key(KeyCommand),
+    /// Export public verification keys.
+    #[command(subcommand)]
+    Vk(VkCommand),
+    /// The main demo on the embedded MNIST sample: train, watermark, verify.
     Demo(DemoArgs),
 }
 
@@ -111,16 +121,31 @@ pub struct TrainArgs {
     /// Architecture: mlp, lenet, mnist-cnn, resnet.
     #[arg(long, default_value = "lenet")]
     pub model: String,
-    /// Passes over the training data.
-    #[arg(long, default_value_t = 10)]
-    pub epochs: usize,
+    #[command(flatten)]
+    pub train: TrainOpts,
+    /// Do not normalise inputs by the training set's mean and standard deviation.
+    #[arg(long)]
+    pub no_normalize: bool,
+    /// Output weights file.
+    #[arg(long, default_value = "model.safetensors")]
+    pub out: PathBuf,
+    #[command(flatten)]
+    pub output: OutputArgs,
+}
+
+/// Training options shared by `train` and `embed`.
+#[derive(Args, Clone)]
+pub struct TrainOpts {
+    /// Passes over the training data (default: 10; `embed` by fine-tuning: 3).
+    #[arg(long)]
+    pub epochs: Option<usize>,
     /// Examples per step.
     #[arg(long, default_value_t = 64)]
     pub batch_size: usize,
     /// sgd or adam.
     #[arg(long, default_value = "sgd")]
     pub optimizer: String,
-    /// Learning rate (default 0.03 for SGD, 0.001 for Adam).
+    /// Learning rate (default 0.03 for SGD, 0.001 for Adam; `embed` by fine-tuning: a third).
     #[arg(long)]
     pub lr: Option<f64>,
     /// SGD momentum.
@@ -141,30 +166,25 @@ pub struct TrainArgs {
     /// Fraction of the training data held out for early stopping.
     #[arg(long, default_value_t = 0.1)]
     pub val_fraction: f64,
-    /// Do not normalise inputs by the training set's mean and standard deviation.
-    #[arg(long)]
-    pub no_normalize: bool,
-    /// Seed of initialisation, shuffling and dropout.
+    /// Seed of initialisation, shuffling, dropout and key generation.
     #[arg(long, default_value_t = 1)]
     pub seed: u64,
-    /// Output weights file.
-    #[arg(long, default_value = "model.safetensors")]
-    pub out: PathBuf,
-    #[command(flatten)]
-    pub output: OutputArgs,
 }
 
-impl TrainArgs {
-    pub fn train_config(&self) -> anyhow::Result<TrainConfig> {
+impl TrainOpts {
+    /// The training configuration; `fine_tune` picks the shorter, gentler defaults used when
+    /// continuing from a trained model (3 epochs, a third of the learning rate).
+    pub fn config(&self, fine_tune: bool) -> anyhow::Result<TrainConfig> {
+        let lr_scale = if fine_tune { 1.0 / 3.0 } else { 1.0 };
         let optimizer = match self.optimizer.as_str() {
             "sgd" => OptimizerConfig::Sgd {
-                lr: self.lr.unwrap_or(0.03),
+                lr: self.lr.unwrap_or(0.03 * lr_scale),
                 momentum: self.momentum,
                 nesterov: self.nesterov,
                 weight_decay: self.weight_decay,
             },
             "adam" => OptimizerConfig::Adam {
-                lr: self.lr.unwrap_or(0.001),
+                lr: self.lr.unwrap_or(0.001 * lr_scale),
                 weight_decay: self.weight_decay,
             },
             other => anyhow::bail!("invalid --optimizer '{other}': expected sgd or adam"),
@@ -194,7 +214,7 @@ impl TrainArgs {
             ),
         };
         Ok(TrainConfig {
-            epochs: self.epochs,
+            epochs: self.epochs.unwrap_or(if fine_tune { 3 } else { 10 }),
             batch_size: self.batch_size,
             optimizer,
             schedule,
@@ -205,6 +225,124 @@ impl TrainArgs {
             seed: self.seed,
         })
     }
+}
+
+#[derive(Args)]
+pub struct EmbedArgs {
+    /// Scheme: adi, zhang-content, zhang-noise, zhang-unrelated.
+    #[arg(long)]
+    pub scheme: String,
+    /// Scheme parameter overrides, NAME=VALUE (repeatable; VALUE is JSON or a plain string).
+    #[arg(long = "param", value_name = "NAME=VALUE")]
+    pub params: Vec<String>,
+    /// Clean model to fine-tune the mark into.
+    #[arg(
+        long,
+        conflicts_with = "from_scratch",
+        required_unless_present = "from_scratch"
+    )]
+    pub model: Option<PathBuf>,
+    /// Train a new model with the mark instead of fine-tuning one.
+    #[arg(long)]
+    pub from_scratch: bool,
+    /// Architecture for --from-scratch: mlp, lenet, mnist-cnn, resnet.
+    #[arg(long, default_value = "lenet")]
+    pub arch: String,
+    #[command(flatten)]
+    pub data: DataArgs,
+    /// Data set of unrelated images (zhang-unrelated; default: mnist10k for a non-MNIST model,
+    /// fashion for an MNIST model).
+    #[arg(long)]
+    pub unrelated_data: Option<String>,
+    #[command(flatten)]
+    pub train: TrainOpts,
+    /// Marked model to write.
+    #[arg(long)]
+    pub out: PathBuf,
+    /// Key file to write (mode 0600; keep it secret).
+    #[arg(long)]
+    pub key: PathBuf,
+    #[command(flatten)]
+    pub output: OutputArgs,
+}
+
+#[derive(Args)]
+pub struct VerifyArgs {
+    /// The owner's key (private verification, or the source of a --reveal).
+    #[arg(long, required_unless_present = "public", conflicts_with = "public")]
+    pub key: Option<PathBuf>,
+    /// Verify a revealed-subset bundle publicly (no marking key needed; give --vk).
+    #[arg(long, value_name = "BUNDLE")]
+    pub public: Option<PathBuf>,
+    /// The public verification key (with --public).
+    #[arg(long, requires = "public")]
+    pub vk: Option<PathBuf>,
+    /// Suspect model file (nnmark safetensors, or a foreign state_dict with --arch).
+    #[arg(long)]
+    pub model: PathBuf,
+    /// Architecture of a foreign suspect file.
+    #[arg(long)]
+    pub arch: Option<String>,
+    /// Scheme the key is expected to be for (checked against the key).
+    #[arg(long)]
+    pub scheme: Option<String>,
+    /// False-positive rate the decision is made at.
+    #[arg(long, default_value_t = 1e-6)]
+    pub fpr: f64,
+    /// Null model: chance (analytic) or calibrated (needs --reference).
+    #[arg(long, default_value = "chance")]
+    pub null: String,
+    /// Independent reference model files, or folders of them (for --null calibrated).
+    #[arg(long)]
+    pub reference: Vec<PathBuf>,
+    /// Confidence of the calibrated null's upper bound.
+    #[arg(long, default_value_t = 0.99)]
+    pub confidence: f64,
+    /// Reveal this many unspent trigger items (chosen by --challenge) into a public bundle
+    /// and mark them spent in the key.
+    #[arg(long, requires = "key")]
+    pub reveal: Option<usize>,
+    /// Challenge string that selects the revealed items (give the judge's; default: random).
+    #[arg(long)]
+    pub challenge: Option<String>,
+    /// Where the reveal bundle is written.
+    #[arg(long, default_value = "reveal.json")]
+    pub bundle: PathBuf,
+    #[command(flatten)]
+    pub output: OutputArgs,
+}
+
+#[derive(Subcommand)]
+pub enum KeyCommand {
+    /// Describe a key file (trigger contents only with --export-triggers).
+    Inspect(KeyInspectArgs),
+}
+
+#[derive(Args)]
+pub struct KeyInspectArgs {
+    /// The key file.
+    pub key: PathBuf,
+    /// Also write the trigger images as PNG files into this folder (they are secret).
+    #[arg(long)]
+    pub export_triggers: Option<PathBuf>,
+    #[command(flatten)]
+    pub output: OutputArgs,
+}
+
+#[derive(Subcommand)]
+pub enum VkCommand {
+    /// Write the public verification key (commitments and their Merkle root) of a key.
+    Export(VkExportArgs),
+}
+
+#[derive(Args)]
+pub struct VkExportArgs {
+    /// The marking key (adi).
+    #[arg(long)]
+    pub key: PathBuf,
+    /// Output JSON file.
+    #[arg(long, default_value = "vk.json")]
+    pub out: PathBuf,
 }
 
 #[derive(Args)]

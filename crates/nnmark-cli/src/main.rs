@@ -1,6 +1,7 @@
 //! The `nnmark` command: parses arguments and calls the library, nothing more.
 
 mod args;
+mod marks;
 mod progress;
 
 use std::process::ExitCode;
@@ -13,7 +14,7 @@ use nnmark::train::{self, Silent, TrainObserver};
 use nnmark::weights::{self, WeightsMeta};
 use serde_json::json;
 
-use args::{Cli, Command, DataArgs, DataCommand, OutputArgs};
+use args::{Cli, Command, DataArgs, DataCommand, KeyCommand, OutputArgs, VkCommand};
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -33,7 +34,7 @@ fn main() -> ExitCode {
     }
 }
 
-fn observer(out: &OutputArgs) -> Box<dyn TrainObserver> {
+pub(crate) fn observer(out: &OutputArgs) -> Box<dyn TrainObserver> {
     if out.quiet || out.json {
         Box::new(Silent)
     } else {
@@ -41,11 +42,11 @@ fn observer(out: &OutputArgs) -> Box<dyn TrainObserver> {
     }
 }
 
-fn versions() -> serde_json::Value {
+pub(crate) fn versions() -> serde_json::Value {
     json!({ "nnmark": nnmark::VERSION, "burn": nnmark::BURN_VERSION })
 }
 
-fn load_data(d: &DataArgs) -> Result<data::DataSplit> {
+pub(crate) fn load_data(d: &DataArgs) -> Result<data::DataSplit> {
     Ok(data::load(&d.source()?, d.data_dir.as_deref())?)
 }
 
@@ -64,7 +65,7 @@ fn run(cli: Cli) -> Result<()> {
                     Normalization::from_dataset(&split.train)
                 },
             };
-            let cfg = a.train_config()?;
+            let cfg = a.train.config(false)?;
             cfg.validate()?;
             device.seed(cfg.seed);
             let model = Model::new(spec.clone(), &device)?;
@@ -177,6 +178,10 @@ fn run(cli: Cli) -> Result<()> {
                 }
             }
         }
+        Command::Embed(a) => marks::embed(a, &device)?,
+        Command::Verify(a) => marks::verify(a, &device)?,
+        Command::Key(KeyCommand::Inspect(a)) => marks::key_inspect(a)?,
+        Command::Vk(VkCommand::Export(a)) => marks::vk_export(a)?,
         Command::Demo(a) => {
             let cfg = nnmark::demo::DemoConfig {
                 out_dir: a.out_dir.clone(),
@@ -196,16 +201,33 @@ fn run(cli: Cli) -> Result<()> {
                 println!("{}", json!({ "versions": versions(), "report": r }));
             } else {
                 println!(
-                    "test accuracy {:.2}% after {} epochs ({:.1} s)",
+                    "clean LeNet: test accuracy {:.2}% after {} epochs ({:.1} s); wrote {}",
                     r.test_accuracy * 100.0,
                     a.epochs,
-                    r.train_seconds
+                    r.train_seconds,
+                    r.model_path.display()
                 );
                 println!(
-                    "wrote {} (sha256 {})",
-                    r.model_path.display(),
-                    r.model_sha256
+                    "watermarked (adi, fine-tuned): test accuracy {:.2}%; wrote {}, key {} (secret), verification key {}",
+                    r.marked_test_accuracy * 100.0,
+                    r.marked_model_path.display(),
+                    r.key_path.display(),
+                    r.vk_path.display()
                 );
+                for v in [&r.marked, &r.independent] {
+                    println!(
+                        "verify {}: {}/{} trigger items match, p = {:.2e} at fpr 1e-6 -> {}",
+                        v.suspect,
+                        v.verdict.matches,
+                        v.verdict.queries,
+                        v.verdict.p_value,
+                        if v.verdict.watermarked {
+                            "WATERMARKED"
+                        } else {
+                            "not watermarked"
+                        }
+                    );
+                }
             }
         }
     }

@@ -167,7 +167,294 @@ fn demo_trains_and_writes_the_model() {
         String::from_utf8_lossy(&out.stderr)
     );
     assert!(
-        text.contains("test accuracy") && dir.path().join("o/lenet-mnist10k.safetensors").exists(),
+        text.contains("WATERMARKED")
+            && dir.path().join("o/lenet-mnist10k.safetensors").exists()
+            && dir.path().join("o/owner.nnkey").exists(),
         "{text}"
+    );
+}
+
+fn ok_stdout(out: &Output) -> String {
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).to_string()
+}
+
+#[test]
+fn embed_verify_reveal_and_public_check_end_to_end() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    ok_stdout(&nnmark(
+        &[
+            "train",
+            "--epochs",
+            "2",
+            "--out",
+            "clean.safetensors",
+            "--quiet",
+        ],
+        d,
+    ));
+    let out = Command::new(env!("CARGO_BIN_EXE_nnmark"))
+        .args([
+            "embed",
+            "--scheme",
+            "adi",
+            "--model",
+            "clean.safetensors",
+            "--epochs",
+            "3",
+            "--lr",
+            "0.02",
+            "--param",
+            "per_batch=24",
+            "--out",
+            "marked.safetensors",
+            "--key",
+            "owner.nnkey",
+            "--quiet",
+        ])
+        .env("NNMARK_LOG", "trace")
+        .current_dir(d)
+        .output()
+        .unwrap();
+    let embed_text = ok_stdout(&out) + &String::from_utf8_lossy(&out.stderr);
+    assert!(embed_text.contains("marked model matches"), "{embed_text}");
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(d.join("owner.nnkey"))
+            .unwrap()
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o600);
+    }
+    // Secrets never reach the output: no nonce appears, even with trace logging.
+    let key = nnmark::KeyFile::load(&d.join("owner.nnkey")).unwrap();
+    for n in key.nonces.as_ref().unwrap() {
+        assert!(!embed_text.contains(&hex::encode(n)));
+    }
+
+    let text = ok_stdout(&nnmark(
+        &[
+            "verify",
+            "--key",
+            "owner.nnkey",
+            "--model",
+            "marked.safetensors",
+        ],
+        d,
+    ));
+    assert!(text.contains("verdict: WATERMARKED"), "{text}");
+    let text = ok_stdout(&nnmark(
+        &[
+            "verify",
+            "--key",
+            "owner.nnkey",
+            "--model",
+            "clean.safetensors",
+        ],
+        d,
+    ));
+    assert!(text.contains("not shown to carry the watermark"), "{text}");
+    let json: serde_json::Value = serde_json::from_str(&ok_stdout(&nnmark(
+        &[
+            "verify",
+            "--key",
+            "owner.nnkey",
+            "--model",
+            "marked.safetensors",
+            "--json",
+            "--fpr",
+            "1e-9",
+        ],
+        d,
+    )))
+    .unwrap();
+    assert_eq!(json["verdict"]["watermarked"], true);
+    assert_eq!(json["verdict"]["fpr"], 1e-9);
+    assert_eq!(json["versions"]["burn"], "0.22.1");
+
+    // Public verification: export the verification key, reveal 30 items, check publicly.
+    ok_stdout(&nnmark(
+        &["vk", "export", "--key", "owner.nnkey", "--out", "vk.json"],
+        d,
+    ));
+    let text = ok_stdout(&nnmark(
+        &[
+            "verify",
+            "--key",
+            "owner.nnkey",
+            "--model",
+            "marked.safetensors",
+            "--reveal",
+            "30",
+            "--challenge",
+            "judge-42",
+            "--bundle",
+            "reveal.json",
+        ],
+        d,
+    ));
+    assert!(text.contains("revealed 30 items"), "{text}");
+    let text = ok_stdout(&nnmark(
+        &[
+            "verify",
+            "--public",
+            "reveal.json",
+            "--vk",
+            "vk.json",
+            "--model",
+            "marked.safetensors",
+        ],
+        d,
+    ));
+    assert!(
+        text.contains("30 openings match") && text.contains("verdict: WATERMARKED"),
+        "{text}"
+    );
+    let inspect = ok_stdout(&nnmark(&["key", "inspect", "owner.nnkey"], d));
+    assert!(
+        inspect.contains("scheme        adi") && inspect.contains("(30 spent)"),
+        "{inspect}"
+    );
+    for n in key.nonces.as_ref().unwrap() {
+        assert!(!inspect.contains(&hex::encode(n)));
+    }
+    // A changed label in the bundle fails its commitment.
+    let mut bundle: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(d.join("reveal.json")).unwrap()).unwrap();
+    let label = bundle["items"][3]["label"].as_u64().unwrap();
+    bundle["items"][3]["label"] = ((label + 1) % 10).into();
+    std::fs::write(d.join("forged.json"), bundle.to_string()).unwrap();
+    assert_clean_error(
+        &nnmark(
+            &[
+                "verify",
+                "--public",
+                "forged.json",
+                "--vk",
+                "vk.json",
+                "--model",
+                "marked.safetensors",
+            ],
+            d,
+        ),
+        &["forged.json", "does not match its commitment"],
+    );
+
+    // Bad keys and mismatches are one-line errors.
+    assert_clean_error(
+        &nnmark(
+            &[
+                "verify",
+                "--key",
+                "owner.nnkey",
+                "--model",
+                "marked.safetensors",
+                "--scheme",
+                "zhang-noise",
+            ],
+            d,
+        ),
+        &["made by scheme 'adi'"],
+    );
+    std::fs::write(d.join("empty.nnkey"), b"").unwrap();
+    assert_clean_error(
+        &nnmark(
+            &[
+                "verify",
+                "--key",
+                "empty.nnkey",
+                "--model",
+                "marked.safetensors",
+            ],
+            d,
+        ),
+        &["empty.nnkey", "empty"],
+    );
+    let mut bytes = std::fs::read(d.join("owner.nnkey")).unwrap();
+    let last = bytes.len() - 1;
+    bytes[last] ^= 0x40;
+    std::fs::write(d.join("corrupt.nnkey"), &bytes).unwrap();
+    assert_clean_error(
+        &nnmark(
+            &[
+                "verify",
+                "--key",
+                "corrupt.nnkey",
+                "--model",
+                "marked.safetensors",
+            ],
+            d,
+        ),
+        &["corrupt.nnkey", "integrity check"],
+    );
+    assert_clean_error(
+        &nnmark(
+            &[
+                "verify",
+                "--key",
+                "marked.safetensors",
+                "--model",
+                "marked.safetensors",
+            ],
+            d,
+        ),
+        &["not an nnmark key"],
+    );
+    // A model with another class count.
+    let p = write_idx(d, &[0, 1, 2, 0, 1, 2], true);
+    ok_stdout(&nnmark(
+        &[
+            "train",
+            "--idx",
+            &p[0],
+            &p[1],
+            &p[2],
+            &p[3],
+            "--model",
+            "mlp",
+            "--epochs",
+            "1",
+            "--out",
+            "three.safetensors",
+            "--quiet",
+        ],
+        d,
+    ));
+    assert_clean_error(
+        &nnmark(
+            &[
+                "verify",
+                "--key",
+                "owner.nnkey",
+                "--model",
+                "three.safetensors",
+            ],
+            d,
+        ),
+        &["3 classes", "10-class"],
+    );
+    assert_clean_error(
+        &nnmark(
+            &[
+                "embed",
+                "--scheme",
+                "adi",
+                "--param",
+                "itemz=5",
+                "--from-scratch",
+                "--out",
+                "x",
+                "--key",
+                "k",
+            ],
+            d,
+        ),
+        &["itemz", "known parameters"],
     );
 }

@@ -1,4 +1,5 @@
-//! The README's main command: a composition of library calls on the embedded MNIST sample.
+//! The README's main command: a composition of library calls on the embedded MNIST sample:
+//! train a clean model, watermark it, verify the watermarked model and an independent one.
 
 use std::path::{Path, PathBuf};
 
@@ -7,7 +8,9 @@ use serde::Serialize;
 use crate::data::{self, DataSource};
 use crate::error::Result;
 use crate::model::{Architecture, Model, ModelSpec, Normalization};
+use crate::scheme::{self, EmbedMode, Suspect};
 use crate::train::{self, TrainConfig, TrainObserver};
+use crate::watermark::{self, EmbedRequest, Verification};
 use crate::weights::{self, WeightsMeta};
 
 /// Demo settings.
@@ -26,19 +29,35 @@ pub struct DemoConfig {
 pub struct DemoReport {
     /// nnmark version.
     pub nnmark_version: String,
+    /// burn version.
+    pub burn_version: String,
     /// Seed used.
     pub seed: u64,
-    /// Test accuracy of the trained LeNet.
+    /// Test accuracy of the clean LeNet.
     pub test_accuracy: f64,
-    /// Where the model was written.
+    /// Where the clean model was written.
     pub model_path: PathBuf,
-    /// SHA-256 of the model file.
+    /// SHA-256 of the clean model file.
     pub model_sha256: String,
-    /// Seconds spent training.
+    /// Seconds spent training the clean model.
     pub train_seconds: f64,
+    /// Test accuracy of the watermarked model (Adi et al., fine-tuned in).
+    pub marked_test_accuracy: f64,
+    /// Where the watermarked model was written.
+    pub marked_model_path: PathBuf,
+    /// Where its key was written (mode 0600).
+    pub key_path: PathBuf,
+    /// Where the public verification key was written.
+    pub vk_path: PathBuf,
+    /// Verification of the watermarked model.
+    pub marked: Verification,
+    /// Verification of an independently trained model (other seed): must not be accused.
+    pub independent: Verification,
 }
 
-/// Trains a LeNet on the embedded MNIST sample, evaluates it and writes it.
+/// Trains a LeNet on the embedded MNIST sample, watermarks it (Adi et al., by fine-tuning),
+/// writes model, key and verification key, and verifies the marked model and an independent
+/// one.
 pub fn run(
     cfg: &DemoConfig,
     device: &burn::prelude::Device,
@@ -63,14 +82,77 @@ pub fn run(
     let train_seconds = started.elapsed().as_secs_f64();
     let eval = train::evaluate(&model, &split.test, 256)?;
     let model_path = cfg.out_dir.join("lenet-mnist10k.safetensors");
-    let meta = WeightsMeta::new(spec, "mnist10k", cfg.seed);
+    let meta = WeightsMeta::new(spec.clone(), "mnist10k", cfg.seed);
     let model_sha256 = weights::save(&model, &meta, Path::new(&model_path))?;
+
+    // Watermark it: Adi et al.'s trigger set, fine-tuned in. The 8k sample has only 125
+    // batches per epoch, so 24 trigger items ride along in each (the paper's 2 suit 60k images).
+    let adi = scheme::by_name("adi")?;
+    let fine_tune = TrainConfig {
+        epochs: 3,
+        optimizer: crate::train::OptimizerConfig::Sgd {
+            lr: 0.02,
+            momentum: 0.9,
+            nesterov: false,
+            weight_decay: 0.0,
+        },
+        ..tc.clone()
+    };
+    let e = watermark::embed(
+        EmbedRequest {
+            scheme: adi,
+            params: serde_json::json!({ "per_batch": 24 }),
+            mode: EmbedMode::FineTune,
+            base: model,
+            data: &split.train,
+            aux: None,
+            train: fine_tune,
+            dataset_name: "mnist10k".into(),
+        },
+        device,
+        observer,
+    )?;
+    let key_path = cfg.out_dir.join("owner.nnkey");
+    let marked_model_path = cfg.out_dir.join("lenet-mnist10k-marked.safetensors");
+    let vk_path = cfg.out_dir.join("owner-vk.json");
+    e.key.save(&key_path)?;
+    weights::write_atomic(&marked_model_path, &e.model_bytes, None)?;
+    crate::commit::VerificationKey::from_key(&e.key)?.save(&vk_path)?;
+    let marked_test_accuracy = train::evaluate(&e.model, &split.test, 256)?.accuracy;
+    let null = adi.analytic_null(&e.key);
+    let marked = watermark::verify(
+        &e.key,
+        adi,
+        &mut Suspect::Model(&e.model),
+        "watermarked model",
+        null.clone(),
+        watermark::DEFAULT_FPR,
+    )?;
+
+    // An independent model (another seed) must not be accused.
+    let other =
+        watermark::train_references(&spec, &split.train, &tc, &[cfg.seed + 1], device)?.remove(0);
+    let independent = watermark::verify(
+        &e.key,
+        adi,
+        &mut Suspect::Model(&other),
+        "independent model",
+        null,
+        watermark::DEFAULT_FPR,
+    )?;
     Ok(DemoReport {
         nnmark_version: crate::VERSION.into(),
+        burn_version: crate::BURN_VERSION.into(),
         seed: cfg.seed,
         test_accuracy: eval.accuracy,
         model_path,
         model_sha256,
         train_seconds,
+        marked_test_accuracy,
+        marked_model_path,
+        key_path,
+        vk_path,
+        marked,
+        independent,
     })
 }

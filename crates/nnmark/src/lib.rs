@@ -6,18 +6,27 @@
 
 #![warn(missing_docs)]
 
+pub mod commit;
 pub mod data;
 pub mod demo;
 pub mod device;
 pub mod error;
+pub mod keyfile;
 pub mod model;
 pub mod oracle;
+pub mod scheme;
 pub mod stats;
 pub mod train;
 pub mod verdict;
+pub mod watermark;
 pub mod weights;
 
+pub use burn::prelude::Device;
 pub use error::{Error, Result};
+pub use keyfile::{KeyFile, TriggerSet};
+pub use oracle::Oracle;
+pub use scheme::{Scheme, Suspect};
+pub use verdict::Verdict;
 
 /// This crate's version, recorded in every output.
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");

@@ -85,6 +85,41 @@ pub fn load_image_folder(root: &Path, shape: ImageShape) -> Result<(Dataset, Vec
     Ok((ds, classes))
 }
 
+/// Writes trigger images as PNG files `DIR/NNNN-label-L.png` (grey or RGB), e.g. for an owner
+/// auditing a key. The folder is created; existing files of the same names are replaced.
+pub fn write_pngs(dir: &Path, set: &crate::keyfile::TriggerSet) -> Result<()> {
+    std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
+    let s = set.shape;
+    for i in 0..set.len() {
+        let px = set.image_u8(i);
+        let path = dir.join(format!("{i:04}-label-{}.png", set.labels[i]));
+        let (w, h) = (s.width as u32, s.height as u32);
+        let mut bytes = Vec::new();
+        let enc = image::codecs::png::PngEncoder::new(&mut bytes);
+        let result = match s.channels {
+            1 => image::ImageEncoder::write_image(enc, px, w, h, image::ExtendedColorType::L8),
+            3 => {
+                // Planar (C, H, W) to interleaved RGB.
+                let plane = s.height * s.width;
+                let rgb: Vec<u8> = (0..plane)
+                    .flat_map(|p| [px[p], px[plane + p], px[2 * plane + p]])
+                    .collect();
+                image::ImageEncoder::write_image(enc, &rgb, w, h, image::ExtendedColorType::Rgb8)
+            }
+            c => {
+                return Err(Error::invalid(
+                    "channels",
+                    c,
+                    "PNG export supports 1 or 3 channels",
+                ));
+            }
+        };
+        result.map_err(|e| Error::format(&path, format!("PNG encoding failed: {e}")))?;
+        crate::weights::write_atomic(&path, &bytes, Some(0o600))?;
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -3,7 +3,7 @@
 
 mod dataset;
 pub mod fetch;
-mod folder;
+pub mod folder;
 pub mod idx;
 
 use std::path::{Path, PathBuf};
@@ -70,6 +70,15 @@ fn canonical_name(name: &str) -> Option<&'static str> {
         "mnist10k" | "mnist" => Some("mnist10k"),
         "fashion" | "fashion-mnist" | "fashion70k" => Some("fashion"),
         _ => None,
+    }
+}
+
+/// The default "unrelated" data set for a model trained on `dataset` (Zhang et al.'s unrelated
+/// triggers): Fashion-MNIST for an MNIST model, the embedded MNIST sample for anything else.
+pub fn unrelated_default(dataset: &str) -> &'static str {
+    match canonical_name(dataset) {
+        Some("mnist10k") => "fashion",
+        _ => "mnist10k",
     }
 }
 

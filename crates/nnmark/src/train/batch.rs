@@ -38,6 +38,31 @@ pub(crate) fn gather_labels(data: &Dataset, idx: &[usize], device: &Device) -> T
     labels_tensor(&labels, device)
 }
 
+/// Data items `idx` followed by trigger items `picks`, as one batch.
+pub(crate) fn gather_mixed(
+    data: &Dataset,
+    idx: &[usize],
+    triggers: &Dataset,
+    picks: &[usize],
+    shape: ImageShape,
+    device: &Device,
+) -> (Tensor<4>, Tensor<1, Int>) {
+    let mut px = Vec::with_capacity((idx.len() + picks.len()) * shape.numel());
+    let mut labels = Vec::with_capacity(idx.len() + picks.len());
+    for &i in idx {
+        px.extend_from_slice(data.image(i));
+        labels.push(data.labels()[i]);
+    }
+    for &i in picks {
+        px.extend_from_slice(triggers.image(i));
+        labels.push(triggers.labels()[i]);
+    }
+    (
+        images_tensor(px, shape, device),
+        labels_tensor(&labels, device),
+    )
+}
+
 pub(crate) fn count_correct(logits: &Tensor<2>, labels: &Tensor<1, Int>) -> usize {
     let pred: Tensor<1, Int> = logits.clone().argmax(1).flatten(0, 1);
     let hits: i64 = pred.equal(labels.clone()).int().sum().into_scalar::<i64>();

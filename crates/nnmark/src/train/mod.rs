@@ -238,6 +238,27 @@ pub trait TrainObserver {
 pub struct Silent;
 impl TrainObserver for Silent {}
 
+/// Extra examples appended to every training batch: how trigger-set watermarks are embedded
+/// (Adi et al.'s official code appends 2 trigger images to each batch, so a 100-item key is
+/// seen hundreds of times per run instead of once per epoch).
+#[derive(Debug, Clone, Copy)]
+pub struct TriggerMix<'a> {
+    /// The trigger inputs and the labels they are to be taught.
+    pub triggers: &'a Dataset,
+    /// Trigger items appended to each batch, cycling through a shuffled order.
+    pub per_batch: usize,
+}
+
+/// Everything a watermark adds to ordinary training. Empty by default.
+#[derive(Default, Clone, Copy)]
+pub struct TrainExtras<'a> {
+    /// Trigger items mixed into every batch.
+    pub trigger_mix: Option<TriggerMix<'a>>,
+    /// A term added to the loss (e.g. Uchida's weight regulariser), given the model being
+    /// trained; it must return a one-element tensor on the autodiff device.
+    pub regularizer: Option<&'a dyn Fn(&Model) -> Tensor<1>>,
+}
+
 /// Trains `model` on `data` and returns the trained model (on `device`, without autodiff).
 pub fn train(
     model: Model,
@@ -246,8 +267,33 @@ pub fn train(
     device: &Device,
     observer: &mut dyn TrainObserver,
 ) -> Result<(Model, TrainReport)> {
+    train_with(model, data, cfg, device, observer, TrainExtras::default())
+}
+
+/// [`train`] with watermark extras: triggers mixed into each batch and/or a loss regulariser.
+pub fn train_with(
+    model: Model,
+    data: &Dataset,
+    cfg: &TrainConfig,
+    device: &Device,
+    observer: &mut dyn TrainObserver,
+    extras: TrainExtras<'_>,
+) -> Result<(Model, TrainReport)> {
     cfg.validate()?;
     model.check_data(data)?;
+    if let Some(mix) = &extras.trigger_mix {
+        model.check_data(mix.triggers)?;
+        if mix.per_batch == 0 || mix.triggers.is_empty() {
+            return Err(Error::invalid(
+                "triggers per batch",
+                mix.per_batch,
+                "trigger mixing needs at least one trigger item per batch and a non-empty trigger set",
+            ));
+        }
+    }
+    let mut trigger_cursor = 0usize;
+    let mut trigger_order: Vec<usize> = Vec::new();
+    let mut trigger_passes = 0u64;
     if data.is_empty() {
         return Err(Error::Data {
             source_name: data.name.clone(),
@@ -286,13 +332,37 @@ pub fn train(
         );
         let batches = train_set.len().div_ceil(cfg.batch_size);
         observer.epoch_start(epoch, batches);
-        let (mut loss_sum, mut correct) = (0f64, 0usize);
+        let (mut loss_sum, mut correct, mut seen) = (0f64, 0usize, 0usize);
         for (b, chunk) in order.chunks(cfg.batch_size).enumerate() {
-            let x = batch::gather_images(&train_set, chunk, shape, &ad);
-            let y = batch::gather_labels(&train_set, chunk, &ad);
+            let (x, y) = match &extras.trigger_mix {
+                None => (
+                    batch::gather_images(&train_set, chunk, shape, &ad),
+                    batch::gather_labels(&train_set, chunk, &ad),
+                ),
+                Some(mix) => {
+                    let mut picks = Vec::with_capacity(mix.per_batch);
+                    for _ in 0..mix.per_batch {
+                        if trigger_cursor == trigger_order.len() {
+                            // A fresh seeded shuffle each pass over the triggers.
+                            trigger_order = mix.triggers.permutation(
+                                (cfg.seed ^ 0x7816_6E0F_D00D).wrapping_add(trigger_passes << 20),
+                            );
+                            trigger_cursor = 0;
+                            trigger_passes += 1;
+                        }
+                        picks.push(trigger_order[trigger_cursor]);
+                        trigger_cursor += 1;
+                    }
+                    batch::gather_mixed(&train_set, chunk, mix.triggers, &picks, shape, &ad)
+                }
+            };
+            let batch_n = y.dims()[0];
             let logits = model.forward(x);
             let hits = batch::count_correct(&logits, &y);
-            let loss = loss_fn.forward(logits, y);
+            let mut loss = loss_fn.forward(logits, y);
+            if let Some(reg) = extras.regularizer {
+                loss = loss + reg(&model);
+            }
             let loss_value: f64 = loss.clone().into_scalar::<f32>() as f64;
             if !loss_value.is_finite() {
                 return Err(Error::invalid(
@@ -306,9 +376,10 @@ pub fn train(
             }
             let grads = GradientsParams::from_grads(loss.backward(), &model.net);
             model.net = optim.step(lr, model.net, grads);
-            loss_sum += loss_value * chunk.len() as f64;
+            loss_sum += loss_value * batch_n as f64;
             correct += hits;
-            observer.batch_end(epoch, b, loss_value, hits as f64 / chunk.len() as f64);
+            seen += batch_n;
+            observer.batch_end(epoch, b, loss_value, hits as f64 / batch_n as f64);
         }
         let val_accuracy = match &val_set {
             Some(v) => Some(
@@ -327,8 +398,8 @@ pub fn train(
         let stats = EpochStats {
             epoch,
             lr,
-            train_loss: loss_sum / train_set.len() as f64,
-            train_accuracy: correct as f64 / train_set.len() as f64,
+            train_loss: loss_sum / seen.max(1) as f64,
+            train_accuracy: correct as f64 / seen.max(1) as f64,
             val_accuracy,
             seconds: started.elapsed().as_secs_f64(),
         };

@@ -1,0 +1,122 @@
+//! Adi et al. 2018, "Turning your weakness into a strength: watermarking deep neural networks
+//! by backdooring": a trigger set of abstract images with uniformly random labels, embedded by
+//! appending trigger images to every training batch, with hash commitments so ownership can be
+//! shown publicly (see [`crate::commit`]).
+
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+use serde::{Deserialize, Serialize};
+
+use super::abstract_art::abstract_image;
+use super::{
+    EmbedContext, Extraction, KeyMaterial, KeygenContext, Scheme, Suspect, merge_params,
+    parse_params, trigger,
+};
+use crate::error::{Error, Result};
+use crate::keyfile::{KeyFile, TriggerSet};
+use crate::model::Model;
+use crate::train::{TrainObserver, TrainReport};
+use crate::verdict::NullModel;
+
+/// Adi et al.'s parameters.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AdiParams {
+    /// Trigger images (the paper: 100).
+    pub items: usize,
+    /// Trigger images appended to each training batch (the official code: 2).
+    pub per_batch: usize,
+}
+
+impl Default for AdiParams {
+    fn default() -> Self {
+        Self {
+            items: 100,
+            per_batch: 2,
+        }
+    }
+}
+
+/// The scheme.
+pub struct Adi;
+
+impl Scheme for Adi {
+    fn name(&self) -> &'static str {
+        "adi"
+    }
+
+    fn summary(&self) -> &'static str {
+        "Adi et al. 2018: abstract images with random labels, hash commitments for public verification"
+    }
+
+    fn params(&self, overrides: &serde_json::Value) -> Result<serde_json::Value> {
+        let p: AdiParams = merge_params(self.name(), AdiParams::default(), overrides)?;
+        if p.items == 0 || p.per_batch == 0 {
+            return Err(Error::invalid(
+                "adi parameters",
+                format!("items={} per_batch={}", p.items, p.per_batch),
+                "items and per_batch must be at least 1",
+            ));
+        }
+        Ok(serde_json::to_value(p).expect("serialises"))
+    }
+
+    fn keygen(&self, ctx: &KeygenContext<'_>) -> Result<KeyMaterial> {
+        let p: AdiParams = parse_params(self.name(), ctx.params)?;
+        let mut rng = ChaCha8Rng::seed_from_u64(ctx.seed ^ 0xAD1_2018);
+        let shape = ctx.spec.input;
+        let mut pixels = Vec::with_capacity(p.items * shape.numel());
+        let mut labels = Vec::with_capacity(p.items);
+        for _ in 0..p.items {
+            pixels.extend(
+                abstract_image(&mut rng, shape)
+                    .into_iter()
+                    .map(|v| (v * 255.0).round() as u8),
+            );
+            labels.push(rng.random_range(0..ctx.spec.num_classes) as u8);
+        }
+        Ok(KeyMaterial {
+            triggers: Some(TriggerSet {
+                shape,
+                num_classes: ctx.spec.num_classes,
+                pixels,
+                labels,
+            }),
+            nonces: Some(crate::commit::fresh_nonces(p.items)?),
+            extra: Default::default(),
+        })
+    }
+
+    fn embed(
+        &self,
+        ctx: EmbedContext<'_>,
+        key: &KeyMaterial,
+        observer: &mut dyn TrainObserver,
+    ) -> Result<(Model, TrainReport)> {
+        let p: AdiParams = parse_params(self.name(), ctx.params)?;
+        let triggers = key.triggers.as_ref().expect("adi keys hold triggers");
+        trigger::embed_triggers(ctx, triggers, p.per_batch, observer)
+    }
+
+    /// Queries the unspent items only: revealed items are public and an attacker may have
+    /// trained them away.
+    fn extract(&self, key: &KeyFile, suspect: &mut Suspect<'_>) -> Result<Extraction> {
+        let n = key.trigger_set()?.len();
+        let unspent: Vec<usize> = (0..n).filter(|i| !key.meta.spent.contains(i)).collect();
+        if unspent.is_empty() {
+            return Err(Error::invalid(
+                "key",
+                "adi",
+                "every trigger item has been revealed; private verification needs unspent items",
+            ));
+        }
+        trigger::trigger_match(key, suspect, Some(&unspent))
+    }
+
+    /// Labels are uniform over the classes, so an unrelated model matches with probability 1/C.
+    fn analytic_null(&self, key: &KeyFile) -> NullModel {
+        NullModel::Chance {
+            classes: key.meta.spec.num_classes,
+        }
+    }
+}

@@ -1,0 +1,288 @@
+//! Watermarking schemes: key generation → embedding → extraction → decision.
+//!
+//! Every scheme implements [`Scheme`] and has one line in [`REGISTRY`]; the CLI and the
+//! evaluation matrix pick schemes by name. Black-box schemes see the suspect only through an
+//! [`Oracle`]; white-box schemes declare [`Access::WhiteBox`] and get its weights.
+
+mod abstract_art;
+pub mod adi;
+mod font;
+mod trigger;
+pub mod zhang;
+
+use serde::{Deserialize, Serialize};
+
+use crate::data::Dataset;
+use crate::error::{Error, Result};
+use crate::keyfile::{KeyFile, KeyTensor, TriggerSet};
+use crate::model::{Model, ModelSpec};
+use crate::oracle::Oracle;
+use crate::train::{TrainConfig, TrainObserver, TrainReport};
+use crate::verdict::NullModel;
+
+pub use trigger::{query_labels, trigger_match};
+
+/// What a scheme needs from a suspect to extract its mark.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Access {
+    /// Query access (labels) is enough.
+    BlackBox,
+    /// The suspect's weights are needed.
+    WhiteBox,
+}
+
+/// How the mark goes into the model.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum EmbedMode {
+    /// Train a new model on the data and the key together.
+    FromScratch,
+    /// Start from a trained clean model and fine-tune it on the data and the key.
+    FineTune,
+}
+
+impl EmbedMode {
+    /// The name recorded in keys.
+    pub fn name(&self) -> &'static str {
+        match self {
+            EmbedMode::FromScratch => "from-scratch",
+            EmbedMode::FineTune => "fine-tune",
+        }
+    }
+}
+
+/// A suspect model: a query interface, or weights for white-box schemes.
+pub enum Suspect<'a> {
+    /// Anything that answers queries.
+    Oracle(&'a mut dyn Oracle),
+    /// A model whose weights we hold (also answers queries).
+    Model(&'a Model),
+}
+
+impl Suspect<'_> {
+    /// The weights, when held.
+    pub fn model(&self) -> Option<&Model> {
+        match self {
+            Suspect::Model(m) => Some(m),
+            Suspect::Oracle(_) => None,
+        }
+    }
+
+    /// Input shape and class count of the suspect.
+    pub fn signature(&self) -> (crate::data::ImageShape, usize) {
+        match self {
+            Suspect::Model(m) => (m.spec.input, m.spec.num_classes),
+            Suspect::Oracle(o) => (o.input_shape(), o.num_classes()),
+        }
+    }
+
+    /// Rejects a suspect whose input shape or class count differs from the key's model.
+    pub fn check_compatible(&self, key: &KeyFile) -> Result<()> {
+        let (shape, classes) = self.signature();
+        let spec = &key.meta.spec;
+        if shape != spec.input {
+            return Err(Error::invalid(
+                "suspect",
+                shape,
+                format!(
+                    "takes {shape} inputs but the key was made for {} inputs",
+                    spec.input
+                ),
+            ));
+        }
+        if classes != spec.num_classes {
+            return Err(Error::invalid(
+                "suspect",
+                format!("{classes} classes"),
+                format!(
+                    "answers with {classes} classes but the key was made for a {}-class model",
+                    spec.num_classes
+                ),
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// Inputs to key generation.
+pub struct KeygenContext<'a> {
+    /// The owner's training data.
+    pub data: &'a Dataset,
+    /// The model to be marked (architecture, input, classes).
+    pub spec: &'a ModelSpec,
+    /// The clean model, when embedding by fine-tuning (model-dependent schemes need it).
+    pub clean: Option<&'a Model>,
+    /// Data from another distribution (Zhang's unrelated triggers).
+    pub aux: Option<&'a Dataset>,
+    /// The scheme's parameters, complete (see [`Scheme::params`]).
+    pub params: &'a serde_json::Value,
+    /// Seed for everything random in the key.
+    pub seed: u64,
+    /// Compute device, for schemes that run models while generating keys.
+    pub device: &'a burn::prelude::Device,
+}
+
+/// The secret material a scheme generates.
+#[derive(Debug, Clone, Default)]
+pub struct KeyMaterial {
+    /// Trigger items and their labels.
+    pub triggers: Option<TriggerSet>,
+    /// Commitment nonces (Adi et al.).
+    pub nonces: Option<Vec<[u8; 32]>>,
+    /// Scheme-specific arrays.
+    pub extra: std::collections::BTreeMap<String, KeyTensor>,
+}
+
+/// Inputs to embedding.
+pub struct EmbedContext<'a> {
+    /// Fresh model (from scratch) or the clean model (fine-tune).
+    pub base: Model,
+    /// The owner's training data.
+    pub data: &'a Dataset,
+    /// Training settings of the embedding run.
+    pub train: &'a TrainConfig,
+    /// The scheme's parameters, complete.
+    pub params: &'a serde_json::Value,
+    /// Compute device.
+    pub device: &'a burn::prelude::Device,
+}
+
+/// What extraction read off a suspect.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Extraction {
+    /// Key items queried (or bits read).
+    pub queries: u64,
+    /// Items answered as the key says (or bits equal).
+    pub matches: u64,
+    /// The suspect's answer per key item, in key order (labels or bits).
+    pub answers: Vec<usize>,
+    /// A decoded message, for schemes that carry one.
+    pub decoded: Option<String>,
+}
+
+impl Extraction {
+    /// matches / queries.
+    pub fn match_rate(&self) -> f64 {
+        if self.queries == 0 {
+            0.0
+        } else {
+            self.matches as f64 / self.queries as f64
+        }
+    }
+}
+
+/// A watermarking scheme.
+pub trait Scheme: Sync {
+    /// Registry name (`adi`, `zhang-content`, ...).
+    fn name(&self) -> &'static str;
+    /// One line for `--help` and reports.
+    fn summary(&self) -> &'static str;
+    /// What extraction needs from a suspect.
+    fn access(&self) -> Access {
+        Access::BlackBox
+    }
+    /// The complete parameters: the paper's defaults with `overrides` (a JSON object) applied.
+    /// Unknown or ill-typed fields are errors naming the field.
+    fn params(&self, overrides: &serde_json::Value) -> Result<serde_json::Value>;
+    /// Generates the secret key material.
+    fn keygen(&self, ctx: &KeygenContext<'_>) -> Result<KeyMaterial>;
+    /// Embeds the key into `ctx.base`; returns the marked model and how training went.
+    fn embed(
+        &self,
+        ctx: EmbedContext<'_>,
+        key: &KeyMaterial,
+        observer: &mut dyn TrainObserver,
+    ) -> Result<(Model, TrainReport)>;
+    /// Reads the mark off a suspect.
+    fn extract(&self, key: &KeyFile, suspect: &mut Suspect<'_>) -> Result<Extraction>;
+    /// The analytic null model: an unmarked model's chance of matching one key item.
+    fn analytic_null(&self, key: &KeyFile) -> NullModel;
+}
+
+/// Every scheme nnmark knows, by name. Adding a scheme: one file and one line here.
+pub static REGISTRY: &[&dyn Scheme] = &[
+    &adi::Adi,
+    &zhang::Zhang(zhang::TriggerKind::Content),
+    &zhang::Zhang(zhang::TriggerKind::Noise),
+    &zhang::Zhang(zhang::TriggerKind::Unrelated),
+];
+
+/// Looks a scheme up by name.
+pub fn by_name(name: &str) -> Result<&'static dyn Scheme> {
+    REGISTRY
+        .iter()
+        .copied()
+        .find(|s| s.name() == name)
+        .ok_or_else(|| {
+            Error::invalid(
+                "scheme",
+                name,
+                format!("known schemes: {}", names().join(", ")),
+            )
+        })
+}
+
+/// Names of all registered schemes.
+pub fn names() -> Vec<&'static str> {
+    REGISTRY.iter().map(|s| s.name()).collect()
+}
+
+/// Checks that `key` was made by `scheme`.
+pub fn check_key_scheme(scheme: &dyn Scheme, key: &KeyFile) -> Result<()> {
+    if key.meta.scheme != scheme.name() {
+        return Err(Error::invalid(
+            "scheme",
+            scheme.name(),
+            format!(
+                "the key was made by scheme '{}'; verify it with that scheme",
+                key.meta.scheme
+            ),
+        ));
+    }
+    Ok(())
+}
+
+/// Merges JSON `overrides` into the serialised `defaults` of a parameter struct `P`, rejecting
+/// unknown fields, and returns the completed parameters.
+pub(crate) fn merge_params<P>(scheme: &str, defaults: P, overrides: &serde_json::Value) -> Result<P>
+where
+    P: Serialize + for<'de> Deserialize<'de>,
+{
+    let mut v = serde_json::to_value(defaults).expect("parameter structs serialise");
+    match overrides {
+        serde_json::Value::Null => {}
+        serde_json::Value::Object(o) => {
+            let obj = v.as_object_mut().expect("parameter structs are objects");
+            for (k, val) in o {
+                if !obj.contains_key(k) {
+                    let known: Vec<&str> = obj.keys().map(|s| s.as_str()).collect();
+                    return Err(Error::invalid(
+                        format!("{scheme} parameter"),
+                        k,
+                        format!("unknown; known parameters: {}", known.join(", ")),
+                    ));
+                }
+                obj.insert(k.clone(), val.clone());
+            }
+        }
+        other => {
+            return Err(Error::invalid(
+                format!("{scheme} parameters"),
+                other,
+                "must be a JSON object",
+            ));
+        }
+    }
+    serde_json::from_value(v.clone())
+        .map_err(|e| Error::invalid(format!("{scheme} parameters"), v, e.to_string()))
+}
+
+/// Parses a complete parameter object of type `P` (as stored in a key).
+pub(crate) fn parse_params<P>(scheme: &str, params: &serde_json::Value) -> Result<P>
+where
+    P: for<'de> Deserialize<'de>,
+{
+    serde_json::from_value(params.clone())
+        .map_err(|e| Error::invalid(format!("{scheme} parameters"), params, e.to_string()))
+}

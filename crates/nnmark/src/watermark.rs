@@ -1,0 +1,304 @@
+//! The owner's workflows over any [`Scheme`]: embed a mark (key generation + embedding, producing
+//! the marked model's bytes and the key file), verify a suspect against a key, and calibrate the
+//! null model on independent reference models.
+
+use std::collections::BTreeMap;
+
+use burn::prelude::Device;
+use serde::{Deserialize, Serialize};
+
+use crate::data::Dataset;
+use crate::error::{Error, Result};
+use crate::keyfile::{KEY_FORMAT_VERSION, KeyFile, KeyMeta, now_rfc3339};
+use crate::model::Model;
+use crate::scheme::{self, EmbedContext, EmbedMode, Extraction, KeygenContext, Scheme, Suspect};
+use crate::train::{self, TrainConfig, TrainObserver, TrainReport};
+use crate::verdict::{NullModel, Verdict};
+use crate::weights::{self, WeightsMeta};
+
+/// Default false-positive rate of a verification.
+pub const DEFAULT_FPR: f64 = 1e-6;
+/// Default confidence of the calibrated null's upper bound.
+pub const DEFAULT_CALIBRATION_CONFIDENCE: f64 = 0.99;
+
+/// What to embed, into what, with what data.
+pub struct EmbedRequest<'a> {
+    /// The scheme.
+    pub scheme: &'a dyn Scheme,
+    /// Parameter overrides (a JSON object, or null for the paper's defaults).
+    pub params: serde_json::Value,
+    /// From scratch or by fine-tuning.
+    pub mode: EmbedMode,
+    /// A freshly initialised model (from scratch) or the trained clean model (fine-tune).
+    pub base: Model,
+    /// The owner's training data.
+    pub data: &'a Dataset,
+    /// Data from another distribution, for schemes that need it (Zhang's unrelated triggers).
+    pub aux: Option<&'a Dataset>,
+    /// Training of the embedding run; its seed also seeds key generation.
+    pub train: TrainConfig,
+    /// Name of the data set, recorded in the model and the key.
+    pub dataset_name: String,
+}
+
+/// The result of embedding.
+pub struct Embedded {
+    /// The marked model.
+    pub model: Model,
+    /// Its weights file bytes (what the key's fingerprint refers to).
+    pub model_bytes: Vec<u8>,
+    /// The key (not yet written).
+    pub key: KeyFile,
+    /// How the embedding run went.
+    pub report: TrainReport,
+    /// The marked model on its own key.
+    pub extraction: Extraction,
+    /// The clean model on the key before embedding (fine-tune mode).
+    pub clean_extraction: Option<Extraction>,
+}
+
+/// Generates a key and embeds it.
+pub fn embed(
+    req: EmbedRequest<'_>,
+    device: &Device,
+    observer: &mut dyn TrainObserver,
+) -> Result<Embedded> {
+    req.train.validate()?;
+    req.base.check_data(req.data)?;
+    let scheme = req.scheme;
+    let params = scheme.params(&req.params)?;
+    let spec = req.base.spec.clone();
+    let seed = req.train.seed;
+    let material = scheme.keygen(&KeygenContext {
+        data: req.data,
+        spec: &spec,
+        clean: (req.mode == EmbedMode::FineTune).then_some(&req.base),
+        aux: req.aux,
+        params: &params,
+        seed,
+        device,
+    })?;
+    let mut key = KeyFile {
+        meta: KeyMeta {
+            format: "nnmark-key".into(),
+            version: KEY_FORMAT_VERSION,
+            scheme: scheme.name().into(),
+            params: params.clone(),
+            spec: spec.clone(),
+            model_sha256: String::new(),
+            dataset: req.dataset_name.clone(),
+            embed_mode: req.mode.name().into(),
+            seed,
+            nnmark_version: crate::VERSION.into(),
+            burn_version: crate::BURN_VERSION.into(),
+            created: now_rfc3339(),
+            spent: Vec::new(),
+            notes: BTreeMap::new(),
+        },
+        triggers: material.triggers.clone(),
+        nonces: material.nonces.clone(),
+        extra: material.extra.clone(),
+    };
+    let clean_extraction = match req.mode {
+        EmbedMode::FineTune => Some(scheme.extract(&key, &mut Suspect::Model(&req.base))?),
+        EmbedMode::FromScratch => None,
+    };
+    let (model, report) = scheme.embed(
+        EmbedContext {
+            base: req.base,
+            data: req.data,
+            train: &req.train,
+            params: &params,
+            device,
+        },
+        &material,
+        observer,
+    )?;
+    let mut wmeta = WeightsMeta::new(spec, req.dataset_name, seed);
+    wmeta.extra.insert(
+        "train_config".into(),
+        serde_json::to_string(&req.train).expect("serialises"),
+    );
+    let model_bytes = weights::to_bytes(&model, &wmeta)?;
+    key.meta.model_sha256 = weights::sha256_hex(&model_bytes);
+    let extraction = scheme.extract(&key, &mut Suspect::Model(&model))?;
+    let notes = &mut key.meta.notes;
+    notes.insert("embed_epochs".into(), report.epochs.len().into());
+    notes.insert("key_match_rate".into(), extraction.match_rate().into());
+    if let Some(c) = &clean_extraction {
+        notes.insert("clean_key_match_rate".into(), c.match_rate().into());
+    }
+    notes.insert(
+        "train_config".into(),
+        serde_json::to_value(&req.train).expect("serialises"),
+    );
+    Ok(Embedded {
+        model,
+        model_bytes,
+        key,
+        report,
+        extraction,
+        clean_extraction,
+    })
+}
+
+/// One verification's outcome.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Verification {
+    /// Scheme of the key.
+    pub scheme: String,
+    /// SHA-256 of the key file (names the key without revealing it).
+    pub key_fingerprint: String,
+    /// The suspect, as described by its oracle or file.
+    pub suspect: String,
+    /// What was read off the suspect.
+    pub extraction: Extraction,
+    /// The decision.
+    pub verdict: Verdict,
+}
+
+/// The scheme that made `key`, checked against an explicitly requested one.
+pub fn scheme_for_key(key: &KeyFile, requested: Option<&str>) -> Result<&'static dyn Scheme> {
+    let scheme = match requested {
+        Some(name) => scheme::by_name(name)?,
+        None => scheme::by_name(&key.meta.scheme)?,
+    };
+    scheme::check_key_scheme(scheme, key)?;
+    Ok(scheme)
+}
+
+/// Extracts the mark from `suspect` and decides at false-positive rate `fpr` against `null`.
+pub fn verify(
+    key: &KeyFile,
+    scheme: &dyn Scheme,
+    suspect: &mut Suspect<'_>,
+    suspect_name: &str,
+    null: NullModel,
+    fpr: f64,
+) -> Result<Verification> {
+    scheme::check_key_scheme(scheme, key)?;
+    if scheme.access() == scheme::Access::WhiteBox && suspect.model().is_none() {
+        return Err(Error::invalid(
+            "suspect",
+            suspect_name,
+            format!(
+                "scheme '{}' is white-box and needs the suspect's weights, not a query interface",
+                scheme.name()
+            ),
+        ));
+    }
+    suspect.check_compatible(key)?;
+    let extraction = scheme.extract(key, suspect)?;
+    let verdict = Verdict::decide(extraction.matches, extraction.queries, null, fpr)?;
+    Ok(Verification {
+        scheme: scheme.name().into(),
+        key_fingerprint: key.fingerprint()?,
+        suspect: suspect_name.into(),
+        extraction,
+        verdict,
+    })
+}
+
+/// A calibrated null from independent reference models: each is queried with the key, and p0
+/// is the one-sided upper Clopper–Pearson bound (at `confidence`) of their pooled match rate.
+pub fn calibrate<'a>(
+    key: &KeyFile,
+    scheme: &dyn Scheme,
+    references: impl IntoIterator<Item = (String, Suspect<'a>)>,
+    confidence: f64,
+) -> Result<NullModel> {
+    if !(confidence > 0.0 && confidence < 1.0) {
+        return Err(Error::invalid(
+            "confidence",
+            confidence,
+            "must be in (0, 1)",
+        ));
+    }
+    let (mut matches, mut queries, mut names) = (Vec::new(), Vec::new(), Vec::new());
+    for (name, mut suspect) in references {
+        suspect
+            .check_compatible(key)
+            .map_err(|e| Error::invalid("reference model", &name, e.to_string()))?;
+        let x = scheme.extract(key, &mut suspect)?;
+        matches.push(x.matches);
+        queries.push(x.queries);
+        names.push(name);
+    }
+    if names.is_empty() {
+        return Err(Error::invalid(
+            "reference models",
+            0,
+            "a calibrated null needs at least one independent reference model",
+        ));
+    }
+    Ok(NullModel::Calibrated {
+        matches,
+        queries,
+        confidence,
+        references: names,
+    })
+}
+
+/// Trains independent reference models (same architecture and recipe, other seeds) for
+/// [`calibrate`].
+pub fn train_references(
+    spec: &crate::model::ModelSpec,
+    data: &Dataset,
+    cfg: &TrainConfig,
+    seeds: &[u64],
+    device: &Device,
+) -> Result<Vec<Model>> {
+    seeds
+        .iter()
+        .map(|&seed| {
+            device.seed(seed);
+            let model = Model::new(spec.clone(), device)?;
+            let cfg = TrainConfig {
+                seed,
+                ..cfg.clone()
+            };
+            Ok(train::train(model, data, &cfg, device, &mut train::Silent)?.0)
+        })
+        .collect()
+}
+
+/// Loads reference models: files, or every `.safetensors` file in a folder (sorted by name).
+pub fn load_references(
+    paths: &[std::path::PathBuf],
+    device: &Device,
+) -> Result<Vec<(String, Model)>> {
+    let mut files = Vec::new();
+    for p in paths {
+        if p.is_dir() {
+            let mut found: Vec<_> = std::fs::read_dir(p)
+                .map_err(|e| Error::io(p, e))?
+                .filter_map(|e| e.ok().map(|e| e.path()))
+                .filter(|f| f.extension().is_some_and(|x| x == "safetensors"))
+                .collect();
+            found.sort();
+            files.extend(found);
+        } else {
+            files.push(p.clone());
+        }
+    }
+    if files.is_empty() {
+        return Err(Error::invalid(
+            "reference",
+            paths
+                .iter()
+                .map(|p| p.display().to_string())
+                .collect::<Vec<_>>()
+                .join(", "),
+            "no reference model files found (give model files or folders of .safetensors files)",
+        ));
+    }
+    files
+        .into_iter()
+        .map(|f| {
+            Ok((
+                f.display().to_string(),
+                weights::load(&f, None, device)?.model,
+            ))
+        })
+        .collect()
+}

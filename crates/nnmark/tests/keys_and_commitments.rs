@@ -1,0 +1,219 @@
+//! Key files and Adi commitments, without training: integrity checks, tamper detection,
+//! reveal/open, cherry-picking detection, spent items.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use nnmark::commit::{self, RevealBundle, VerificationKey};
+use nnmark::data::ImageShape;
+use nnmark::keyfile::{KEY_FORMAT_VERSION, KeyFile, KeyMeta, KeyTensor, TriggerSet};
+use nnmark::model::{Architecture, ModelSpec, Normalization};
+
+fn sample_key(items: usize) -> KeyFile {
+    let shape = ImageShape::MNIST;
+    let pixels: Vec<u8> = (0..items * shape.numel())
+        .map(|i| (i * 7 % 251) as u8)
+        .collect();
+    let labels: Vec<u8> = (0..items).map(|i| (i * 3 % 10) as u8).collect();
+    KeyFile {
+        meta: KeyMeta {
+            format: "nnmark-key".into(),
+            version: KEY_FORMAT_VERSION,
+            scheme: "adi".into(),
+            params: serde_json::json!({"items": items, "per_batch": 2}),
+            spec: ModelSpec {
+                architecture: Architecture::Lenet,
+                input: shape,
+                num_classes: 10,
+                normalization: Normalization::identity(1),
+            },
+            model_sha256: "ab".repeat(32),
+            dataset: "mnist10k".into(),
+            embed_mode: "fine-tune".into(),
+            seed: 1,
+            nnmark_version: nnmark::VERSION.into(),
+            burn_version: nnmark::BURN_VERSION.into(),
+            created: "2026-11-22T00:00:00Z".into(),
+            spent: vec![],
+            notes: BTreeMap::new(),
+        },
+        triggers: Some(TriggerSet {
+            shape,
+            num_classes: 10,
+            pixels,
+            labels,
+        }),
+        nonces: Some(commit::fresh_nonces(items).unwrap()),
+        extra: [(
+            "matrix".to_string(),
+            KeyTensor {
+                shape: vec![2, 3],
+                values: vec![1.0, -2.0, 3.5, 0.0, 1e-3, 7.0],
+            },
+        )]
+        .into(),
+    }
+}
+
+fn err_of<T: std::fmt::Debug>(r: nnmark::Result<T>) -> String {
+    r.expect_err("must fail").to_string()
+}
+
+#[test]
+fn key_round_trips_with_mode_0600_and_a_stable_fingerprint() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("owner.nnkey");
+    let key = sample_key(20);
+    key.save(&path).unwrap();
+    let back = KeyFile::load(&path).unwrap();
+    assert_eq!(back, key);
+    assert_eq!(back.fingerprint().unwrap(), key.fingerprint().unwrap());
+    assert_eq!(
+        back.to_bytes().unwrap(),
+        key.to_bytes().unwrap(),
+        "bytes are deterministic"
+    );
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600, "keys must be readable by their owner only");
+    }
+}
+
+#[test]
+fn tampered_truncated_empty_and_foreign_keys_are_rejected() {
+    let key = sample_key(10);
+    let bytes = key.to_bytes().unwrap();
+    let p = Path::new("k.nnkey");
+    // A flipped bit in the trigger data (the end of the file is tensor data).
+    let mut t = bytes.clone();
+    let last = t.len() - 5;
+    t[last] ^= 1;
+    let e = err_of(KeyFile::from_bytes(p, &t));
+    assert!(
+        e.contains("k.nnkey") && e.contains("integrity check"),
+        "{e}"
+    );
+    // An edited label inside the JSON metadata (same length, still valid JSON).
+    let text = String::from_utf8_lossy(&bytes).to_string();
+    // The seed inside the (escaped) metadata JSON: change its digit 1 to 2, same length.
+    let at = text.find("seed").expect("metadata names the seed");
+    let digit = at + text[at..].find(":1").expect("seed 1") + 1;
+    let mut edited = bytes.clone();
+    edited[digit] = b'2';
+    let e = err_of(KeyFile::from_bytes(p, &edited));
+    assert!(e.contains("integrity check"), "{e}");
+    // Truncated.
+    let e = err_of(KeyFile::from_bytes(p, &bytes[..bytes.len() / 2]));
+    assert!(
+        e.contains("k.nnkey") && e.contains("truncated or corrupt"),
+        "{e}"
+    );
+    // Empty.
+    let e = err_of(KeyFile::from_bytes(p, &[]));
+    assert!(e.contains("empty"), "{e}");
+    // A safetensors file that is not a key (e.g. a model).
+    let other = safetensors::serialize(
+        [(
+            "w",
+            safetensors::tensor::TensorView::new(safetensors::Dtype::F32, vec![1], &[0u8; 4])
+                .unwrap(),
+        )],
+        None,
+    )
+    .unwrap();
+    let e = err_of(KeyFile::from_bytes(p, &other));
+    assert!(e.contains("not an nnmark key"), "{e}");
+}
+
+#[test]
+fn reveal_opens_against_the_public_key_and_spends_items() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut key = sample_key(30);
+    let vk = VerificationKey::from_key(&key).unwrap();
+    let vk_path = dir.path().join("vk.json");
+    vk.save(&vk_path).unwrap();
+    let vk = VerificationKey::load(&vk_path).unwrap();
+    assert_eq!(vk.commitments.len(), 30);
+
+    let bundle = commit::reveal(&mut key, 10, "judge-2026").unwrap();
+    assert_eq!(key.meta.spent.len(), 10);
+    let bpath = dir.path().join("reveal.json");
+    bundle.save(&bpath).unwrap();
+    let bundle = RevealBundle::load(&bpath).unwrap();
+    // Anyone can open it with the public key alone.
+    let opened = bundle.open(&vk, &bpath).unwrap();
+    assert_eq!(opened.len(), 10);
+    let t = key.triggers.as_ref().unwrap();
+    for (k, o) in bundle.items.iter().enumerate() {
+        assert_eq!(opened.image_u8(k), t.image_u8(o.index));
+        assert_eq!(opened.labels[k], t.labels[o.index]);
+    }
+    // A second reveal never reuses spent items.
+    let second = commit::reveal(&mut key, 10, "judge-2027").unwrap();
+    assert!(
+        second
+            .items
+            .iter()
+            .all(|o| !bundle.items.iter().any(|b| b.index == o.index))
+    );
+    assert_eq!(second.previously_spent.len(), 10);
+    second.open(&vk, &bpath).unwrap();
+    let e = err_of(commit::reveal(&mut key, 11, "x"));
+    assert!(e.contains("10 of 30 items are unspent"), "{e}");
+}
+
+#[test]
+fn altered_openings_and_cherry_picked_subsets_fail_clearly() {
+    let mut key = sample_key(30);
+    let vk = VerificationKey::from_key(&key).unwrap();
+    let bundle = commit::reveal(&mut key, 5, "c").unwrap();
+    let p = Path::new("reveal.json");
+    use base64::Engine;
+    let b64 = base64::engine::general_purpose::STANDARD;
+
+    let mut pixel = bundle.clone();
+    let mut px = b64.decode(&pixel.items[2].pixels).unwrap();
+    px[100] = px[100].wrapping_add(1);
+    pixel.items[2].pixels = b64.encode(&px);
+    let e = err_of(pixel.open(&vk, p));
+    assert!(
+        e.contains(&format!("item {}", bundle.items[2].index))
+            && e.contains("does not match its commitment"),
+        "{e}"
+    );
+
+    let mut label = bundle.clone();
+    label.items[0].label = (label.items[0].label + 1) % 10;
+    assert!(err_of(label.open(&vk, p)).contains("does not match its commitment"));
+
+    let mut nonce = bundle.clone();
+    nonce.items[4].nonce = hex::encode([7u8; 32]);
+    assert!(err_of(nonce.open(&vk, p)).contains("does not match its commitment"));
+
+    // Swapping in another item (even a correctly opened one) is cherry-picking.
+    let mut other_key = key.clone();
+    other_key.meta.spent.clear();
+    let picked = commit::reveal(&mut other_key, 30, "c").unwrap();
+    let mut cherry = bundle.clone();
+    cherry.items[1] = picked.items[20].clone();
+    let e = err_of(cherry.open(&vk, p));
+    assert!(e.contains("cherry-picked"), "{e}");
+
+    // A bundle for another verification key.
+    let vk2 = VerificationKey::from_key(&sample_key(30)).unwrap();
+    assert!(err_of(bundle.open(&vk2, p)).contains("belongs to verification key"));
+}
+
+#[test]
+fn an_altered_verification_key_is_rejected() {
+    let dir = tempfile::tempdir().unwrap();
+    let key = sample_key(8);
+    let mut vk = VerificationKey::from_key(&key).unwrap();
+    vk.commitments[3] = hex::encode([1u8; 32]);
+    let path = dir.path().join("vk.json");
+    vk.save(&path).unwrap();
+    let e = err_of(VerificationKey::load(&path));
+    assert!(e.contains("Merkle root does not match"), "{e}");
+}
