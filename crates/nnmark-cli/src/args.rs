@@ -295,6 +295,16 @@ pub struct VerifyArgs {
     /// Independent reference model files, or folders of them (for --null calibrated).
     #[arg(long)]
     pub reference: Vec<PathBuf>,
+    /// Train independent reference models from these seeds (e.g. 2,3,4,5,6) on the key's data
+    /// set with the key's architecture, for --null calibrated.
+    #[arg(long, value_delimiter = ',')]
+    pub reference_seeds: Vec<u64>,
+    /// Epochs of each trained reference model.
+    #[arg(long, default_value_t = 10)]
+    pub reference_epochs: usize,
+    /// Folder searched first for the key's named data set (with --reference-seeds).
+    #[arg(long)]
+    pub data_dir: Option<PathBuf>,
     /// Confidence of the calibrated null's upper bound.
     #[arg(long, default_value_t = 0.99)]
     pub confidence: f64,

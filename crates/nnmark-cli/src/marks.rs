@@ -208,7 +208,40 @@ pub fn verify(a: VerifyArgs, device: &Device) -> Result<()> {
     let null = match a.null.as_str() {
         "chance" | "analytic" => scheme.analytic_null(&key),
         "calibrated" => {
-            let refs = watermark::load_references(&a.reference, device)?;
+            let mut refs = if a.reference.is_empty() && !a.reference_seeds.is_empty() {
+                Vec::new()
+            } else {
+                watermark::load_references(&a.reference, device)?
+            };
+            if !a.reference_seeds.is_empty() {
+                let split = data::load(
+                    &data::DataSource::Named(key.meta.dataset.clone()),
+                    a.data_dir.as_deref(),
+                )
+                .with_context(|| {
+                    format!(
+                        "loading the key's data set '{}' to train reference models",
+                        key.meta.dataset
+                    )
+                })?;
+                let cfg = nnmark::train::TrainConfig {
+                    epochs: a.reference_epochs,
+                    ..Default::default()
+                };
+                let models = watermark::train_references(
+                    &key.meta.spec,
+                    &split.train,
+                    &cfg,
+                    &a.reference_seeds,
+                    device,
+                )?;
+                refs.extend(
+                    a.reference_seeds
+                        .iter()
+                        .zip(models)
+                        .map(|(s, m)| (format!("{} seed {s}", key.meta.spec.architecture), m)),
+                );
+            }
             let null = watermark::calibrate(
                 &key,
                 scheme,

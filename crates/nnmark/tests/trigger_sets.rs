@@ -242,6 +242,30 @@ fn zhang_content_fine_tune() {
     let t = e.key.triggers.as_ref().unwrap();
     assert!(t.labels.iter().all(|&l| l == 0));
     check_marked_and_independents(&e, clean().1);
+    // Black-box verification through an Oracle (labels only) reads the same as from weights.
+    let s = scheme::by_name("zhang-content").unwrap();
+    let mut oracle =
+        nnmark::oracle::LocalOracle::new(e.model.clone(), nnmark::oracle::Reveal::Label);
+    let via_oracle = watermark::verify(
+        &e.key,
+        s,
+        &mut Suspect::Oracle(&mut oracle),
+        "api",
+        s.analytic_null(&e.key),
+        1e-6,
+    )
+    .unwrap();
+    let via_weights = watermark::verify(
+        &e.key,
+        s,
+        &mut Suspect::Model(&e.model),
+        "w",
+        s.analytic_null(&e.key),
+        1e-6,
+    )
+    .unwrap();
+    assert_eq!(via_oracle.extraction, via_weights.extraction);
+    assert_eq!(nnmark::Oracle::queries_made(&oracle), 100);
 }
 
 #[test]
