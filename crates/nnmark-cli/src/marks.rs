@@ -165,7 +165,7 @@ fn print_verdict(v: &Verdict, suspect: &str) {
             confidence,
             ..
         } => format!(
-            "calibrated on {} reference models, {:.0}% upper bound",
+            "calibrated on {} reference models: worst one's {:.0}% upper bound, at least the analytic rate",
             references.len(),
             confidence * 100.0
         ),
@@ -205,6 +205,9 @@ pub fn verify(a: VerifyArgs, device: &Device) -> Result<()> {
     let suspect = load_suspect(&a.model, a.arch.as_deref(), &key.meta.spec, device)?;
     let suspect_name = a.model.display().to_string();
     let mut reference_rates = Vec::new();
+    if a.null != "calibrated" && (!a.reference.is_empty() || !a.reference_seeds.is_empty()) {
+        bail!("--reference and --reference-seeds calibrate the null: add --null calibrated");
+    }
     let null = match a.null.as_str() {
         "chance" | "analytic" => scheme.analytic_null(&key),
         "calibrated" => {

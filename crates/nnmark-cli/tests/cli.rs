@@ -260,6 +260,77 @@ fn embed_verify_reveal_and_public_check_end_to_end() {
         d,
     ));
     assert!(text.contains("not shown to carry the watermark"), "{text}");
+    // Calibrated null: from model files, or from reference models trained on the spot.
+    let text = ok_stdout(&nnmark(
+        &[
+            "verify",
+            "--key",
+            "owner.nnkey",
+            "--model",
+            "marked.safetensors",
+            "--null",
+            "calibrated",
+            "--reference",
+            "clean.safetensors",
+        ],
+        d,
+    ));
+    assert!(
+        text.contains("reference clean.safetensors")
+            && text.contains("calibrated on 1 reference models")
+            && text.contains("verdict: WATERMARKED"),
+        "{text}"
+    );
+    assert_clean_error(
+        &nnmark(
+            &[
+                "verify",
+                "--key",
+                "owner.nnkey",
+                "--model",
+                "marked.safetensors",
+                "--null",
+                "calibrated",
+            ],
+            d,
+        ),
+        &["no reference model files"],
+    );
+    assert_clean_error(
+        &nnmark(
+            &[
+                "verify",
+                "--key",
+                "owner.nnkey",
+                "--model",
+                "marked.safetensors",
+                "--reference",
+                "clean.safetensors",
+            ],
+            d,
+        ),
+        &["--null calibrated"],
+    );
+    let text = ok_stdout(&nnmark(
+        &[
+            "verify",
+            "--key",
+            "owner.nnkey",
+            "--model",
+            "clean.safetensors",
+            "--null",
+            "calibrated",
+            "--reference-seeds",
+            "7",
+            "--reference-epochs",
+            "1",
+        ],
+        d,
+    ));
+    assert!(
+        text.contains("reference lenet seed 7") && text.contains("not shown"),
+        "{text}"
+    );
     let json: serde_json::Value = serde_json::from_str(&ok_stdout(&nnmark(
         &[
             "verify",

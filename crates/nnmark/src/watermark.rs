@@ -199,8 +199,9 @@ pub fn verify(
     })
 }
 
-/// A calibrated null from independent reference models: each is queried with the key, and p0
-/// is the one-sided upper Clopper–Pearson bound (at `confidence`) of their pooled match rate.
+/// A calibrated null from independent reference models: each is queried with the key; p0 is
+/// the largest one-sided upper Clopper–Pearson bound (at `confidence`) of a single reference's
+/// match rate, and never below the scheme's analytic null (see [`NullModel::Calibrated`]).
 pub fn calibrate<'a>(
     key: &KeyFile,
     scheme: &dyn Scheme,
@@ -236,6 +237,7 @@ pub fn calibrate<'a>(
         queries,
         confidence,
         references: names,
+        floor: scheme.analytic_null(key).rate()?,
     })
 }
 
