@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # nnmark vs PyTorch on identical work, in one run; prints the ratios (nnmark time / PyTorch time).
-# Usage: bash bench/run.sh [cpu|cuda]   (cuda: nnmark with the `tch` feature on a GPU machine)
+# Usage: bash bench/run.sh [cpu|cuda] [sweep]   (cuda: nnmark with the `tch` feature on a GPU machine)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 target=${1:-cpu}
@@ -10,12 +10,15 @@ if [ "$target" = cuda ]; then
   export LIBTORCH_USE_PYTORCH=1 LIBTORCH_BYPASS_VERSION_CHECK=1
   export LD_LIBRARY_PATH="$($py -c 'import torch, os; print(os.path.join(os.path.dirname(torch.__file__), "lib"))'):${LD_LIBRARY_PATH:-}"
   PATH="$(pwd)/tools/.venv/bin:$PATH" cargo build --release -q -p nnmark-bench --features tch
-  ours=$(./target/release/nnmark-bench --device cuda --triggers-out target/bench-triggers.bin)
-  theirs=$($py bench/pytorch_bench.py cuda target/bench-triggers.bin)
+  ours=$(./target/release/nnmark-bench --device cuda --triggers-out target/bench-triggers.bin --keys-out target/bench-keys)
+  theirs=$($py bench/pytorch_bench.py cuda target/bench-triggers.bin target/bench-keys)
 else
   cargo build --release -q -p nnmark-bench
-  ours=$(./target/release/nnmark-bench --device cpu --triggers-out target/bench-triggers.bin)
-  theirs=$($py bench/pytorch_bench.py cpu target/bench-triggers.bin)
+  ours=$(./target/release/nnmark-bench --device cpu --triggers-out target/bench-triggers.bin --keys-out target/bench-keys)
+  theirs=$($py bench/pytorch_bench.py cpu target/bench-triggers.bin target/bench-keys)
 fi
 echo "machine: $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs), $(date -u +%F)"
 $py bench/compare.py "$ours" "$theirs"
+if [ "${2:-}" = sweep ]; then
+  $py bench/compare.py --sweep "$(./target/release/nnmark-bench --frontier-sweep)"
+fi

@@ -47,4 +47,18 @@ class MnistCnn(nn.Module):
         return self.fc2(F.dropout(F.relu(self.fc1(x)), 0.5, self.training))
 
 
-MODELS = {"lenet": LeNet, "mlp": Mlp, "mnist-cnn": MnistCnn}
+class Irnn(nn.Module):
+    """ReLU RNN read row by row (one 28-pixel row per step), identity recurrent init."""
+
+    def __init__(self, classes=10, hidden=100, features=28):
+        super().__init__()
+        self.rnn = nn.RNN(features, hidden, nonlinearity="relu", batch_first=True)
+        self.fc = nn.Linear(hidden, classes)
+
+    def forward(self, x):
+        n, c, h, w = x.shape
+        out, _ = self.rnn(x.permute(0, 2, 1, 3).reshape(n, h, c * w))
+        return self.fc(out[:, -1])
+
+
+MODELS = {"lenet": LeNet, "mlp": Mlp, "mnist-cnn": MnistCnn, "irnn": Irnn}

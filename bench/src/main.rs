@@ -33,6 +33,7 @@ fn embed_adi(
             params: json!({ "items": 100, "per_batch": 2 }),
             mode: EmbedMode::FromScratch,
             base: model,
+            teacher: None,
             data: &split.train,
             aux: None,
             train: recipe(),
@@ -59,6 +60,137 @@ fn embed_adi(
     })
 }
 
+/// Times one model-dependent embedding (key generation + fine-tuning or training) and writes
+/// what the PyTorch side needs to repeat the same procedure: the key, and the epochs it took.
+fn embed_model_dependent(
+    name: &str,
+    params: serde_json::Value,
+    mode: nnmark::scheme::EmbedMode,
+    base: Model,
+    split: &data::DataSplit,
+    cfg: TrainConfig,
+    device: &nnmark::Device,
+    out: Option<&std::path::Path>,
+) -> serde_json::Value {
+    use nnmark::scheme;
+    use nnmark::watermark::{self, EmbedRequest};
+    let t = Instant::now();
+    let e = watermark::embed(
+        EmbedRequest {
+            scheme: scheme::by_name(name).unwrap(),
+            params,
+            mode,
+            base,
+            teacher: None,
+            data: &split.train,
+            aux: None,
+            train: cfg,
+            dataset_name: "mnist10k".into(),
+        },
+        device,
+        &mut Silent,
+    )
+    .unwrap();
+    let total = t.elapsed().as_secs_f64();
+    let train_s: f64 = e.report.epochs.iter().map(|e| e.seconds).sum();
+    if let Some(dir) = out {
+        std::fs::create_dir_all(dir).unwrap();
+        let t = e.key.triggers.as_ref();
+        let extra: serde_json::Map<String, serde_json::Value> = e
+            .key
+            .extra
+            .iter()
+            .map(|(k, v)| (k.clone(), json!({ "shape": v.shape, "values": v.values })))
+            .collect();
+        let key = json!({
+            "epochs": e.report.epochs.len(),
+            "params": e.key.meta.params,
+            "pixels": t.map(|t| &t.pixels),
+            "labels": t.map(|t| &t.labels),
+            "extra": extra,
+        });
+        std::fs::write(dir.join(format!("{name}.json")), key.to_string()).unwrap();
+    }
+    json!({
+        "total_s": total,
+        "train_s": train_s,
+        "keygen_and_checks_s": total - train_s,
+        "epochs": e.report.epochs.len(),
+        "test_accuracy": train::evaluate(&e.model, &split.test, 256).unwrap().accuracy,
+        "key_match": e.extraction.match_rate(),
+    })
+}
+
+/// Frontier stitching's ε and ℓ sweep on the MLP (nnmark only): fine-tuning epochs needed,
+/// accuracy change, and how many key items an independently trained MLP gets right.
+fn frontier_sweep(split: &data::DataSplit, device: &nnmark::Device) -> serde_json::Value {
+    use nnmark::scheme::{self, EmbedMode, Suspect};
+    use nnmark::watermark::{self, EmbedRequest};
+    let spec = ModelSpec {
+        architecture: Architecture::Mlp,
+        input: split.train.shape,
+        num_classes: 10,
+        normalization: Normalization::from_dataset(&split.train),
+    };
+    let cfg = TrainConfig {
+        epochs: 10,
+        seed: 1,
+        ..TrainConfig::default()
+    };
+    let mut models =
+        watermark::train_references(&spec, &split.train, &cfg, &[1, 2], device).unwrap();
+    let other = models.pop().unwrap();
+    let clean = models.pop().unwrap();
+    let clean_acc = train::evaluate(&clean, &split.test, 256).unwrap().accuracy;
+    let fs = scheme::by_name("frontier-stitching").unwrap();
+    let mut rows = Vec::new();
+    for eps in [0.025f32, 0.05, 0.1, 0.25, 0.5] {
+        for items in [20usize, 50, 100, 200] {
+            let t = Instant::now();
+            let r = watermark::embed(
+                EmbedRequest {
+                    scheme: fs,
+                    params: json!({ "epsilon": eps, "items": items, "pool": 4000 }),
+                    mode: EmbedMode::FineTune,
+                    base: clean.clone(),
+                    teacher: None,
+                    data: &split.train,
+                    aux: None,
+                    train: TrainConfig {
+                        epochs: 10,
+                        optimizer: OptimizerConfig::Sgd {
+                            lr: 0.01,
+                            momentum: 0.9,
+                            nesterov: false,
+                            weight_decay: 0.0,
+                        },
+                        schedule: LrSchedule::Constant,
+                        ..cfg.clone()
+                    },
+                    dataset_name: "mnist10k".into(),
+                },
+                device,
+                &mut Silent,
+            );
+            let row = match r {
+                Ok(e) => {
+                    let x = fs.extract(&e.key, &mut Suspect::Model(&other)).unwrap();
+                    json!({
+                        "epsilon": eps, "items": items, "epochs": e.report.epochs.len(),
+                        "key_match": e.extraction.match_rate(),
+                        "accuracy_change_pp": (train::evaluate(&e.model, &split.test, 256).unwrap().accuracy - clean_acc) * 100.0,
+                        "independent_match": x.match_rate(),
+                        "seconds": t.elapsed().as_secs_f64(),
+                    })
+                }
+                Err(err) => json!({ "epsilon": eps, "items": items, "error": err.to_string() }),
+            };
+            rows.push(row);
+        }
+    }
+    json!({ "clean_accuracy": clean_acc, "rows": rows })
+}
+
 /// SGD lr 0.01, momentum 0.9, batch 64, constant lr, 3 epochs, seed 0: the PyTorch script's.
 fn recipe() -> TrainConfig {
     TrainConfig {
@@ -73,6 +205,7 @@ fn recipe() -> TrainConfig {
         schedule: LrSchedule::Constant,
         early_stopping: None,
         seed: 0,
+        grad_clip: None,
     }
 }
 
@@ -94,6 +227,15 @@ fn main() {
         .position(|a| a == "--triggers-out")
         .map(|i| std::path::PathBuf::from(&args[i + 1]));
     let split = data::embedded_mnist10k().expect("embedded data");
+    if args.iter().any(|a| a == "--frontier-sweep") {
+        println!("{}", frontier_sweep(&split, &device));
+        return;
+    }
+    let keys_out = args
+        .iter()
+        .position(|a| a == "--keys-out")
+        .map(|i| std::path::PathBuf::from(&args[i + 1]));
+    let mut clean = std::collections::BTreeMap::new();
     let mut results = serde_json::Map::new();
     for arch in [Architecture::Lenet, Architecture::Mlp] {
         let spec = ModelSpec {
@@ -129,7 +271,52 @@ fn main() {
             entry["fgsm_2000_s"] = json!(fgsm_s);
         }
         results.insert(arch.name().to_string(), entry);
+        clean.insert(arch.name(), model);
     }
+    use nnmark::scheme::EmbedMode;
+    let fine_tune = |epochs| TrainConfig { epochs, ..recipe() };
+    // The three model-dependent schemes, each from its paper's starting point.
+    results.insert(
+        "embed_frontier".into(),
+        embed_model_dependent(
+            "frontier-stitching",
+            json!({ "epsilon": 0.1 }),
+            EmbedMode::FineTune,
+            clean["mlp"].clone(),
+            &split,
+            fine_tune(10),
+            &device,
+            keys_out.as_deref(),
+        ),
+    );
+    results.insert(
+        "embed_aime".into(),
+        embed_model_dependent(
+            "aime",
+            json!({ "digits": "2718281828" }),
+            EmbedMode::FineTune,
+            clean["lenet"].clone(),
+            &split,
+            fine_tune(5),
+            &device,
+            keys_out.as_deref(),
+        ),
+    );
+    let lenet_spec = clean["lenet"].spec.clone();
+    device.seed(0);
+    results.insert(
+        "embed_uchida".into(),
+        embed_model_dependent(
+            "uchida",
+            json!({}),
+            EmbedMode::FromScratch,
+            Model::new(lenet_spec, &device).unwrap(),
+            &split,
+            recipe(),
+            &device,
+            keys_out.as_deref(),
+        ),
+    );
     results.insert(
         "embed_adi".into(),
         embed_adi(&split, &device, trigger_out.as_deref()),

@@ -169,6 +169,9 @@ pub struct TrainOpts {
     /// Seed of initialisation, shuffling, dropout and key generation.
     #[arg(long, default_value_t = 1)]
     pub seed: u64,
+    /// Clip each parameter's gradient to this L2 norm (default: 1 for irnn, none otherwise).
+    #[arg(long)]
+    pub grad_clip: Option<f64>,
 }
 
 impl TrainOpts {
@@ -223,19 +226,21 @@ impl TrainOpts {
                 val_fraction: self.val_fraction,
             }),
             seed: self.seed,
+            grad_clip: self.grad_clip,
         })
     }
 }
 
 #[derive(Args)]
 pub struct EmbedArgs {
-    /// Scheme: adi, zhang-content, zhang-noise, zhang-unrelated.
+    /// Scheme: adi, zhang-content, zhang-noise, zhang-unrelated, frontier-stitching, aime,
+    /// uchida.
     #[arg(long)]
     pub scheme: String,
     /// Scheme parameter overrides, NAME=VALUE (repeatable; VALUE is JSON or a plain string).
     #[arg(long = "param", value_name = "NAME=VALUE")]
     pub params: Vec<String>,
-    /// Clean model to fine-tune the mark into.
+    /// Clean model to fine-tune the mark into (the teacher with --distill).
     #[arg(
         long,
         conflicts_with = "from_scratch",
@@ -245,7 +250,12 @@ pub struct EmbedArgs {
     /// Train a new model with the mark instead of fine-tuning one.
     #[arg(long)]
     pub from_scratch: bool,
-    /// Architecture for --from-scratch: mlp, lenet, mnist-cnn, resnet.
+    /// Train a new --arch model on --model's predictions (no true labels) with the mark:
+    /// Uchida et al.'s distillation situation.
+    #[arg(long, requires = "model")]
+    pub distill: bool,
+    /// Architecture of a new model (--from-scratch, --distill): mlp, lenet, mnist-cnn, resnet,
+    /// irnn.
     #[arg(long, default_value = "lenet")]
     pub arch: String,
     #[command(flatten)]

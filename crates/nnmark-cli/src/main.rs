@@ -65,7 +65,7 @@ fn run(cli: Cli) -> Result<()> {
                     Normalization::from_dataset(&split.train)
                 },
             };
-            let cfg = a.train.config(false)?;
+            let cfg = a.train.config(false)?.fitted_to(spec.architecture);
             cfg.validate()?;
             device.seed(cfg.seed);
             let model = Model::new(spec.clone(), &device)?;

@@ -38,24 +38,35 @@ pub fn embed(a: EmbedArgs, device: &Device) -> Result<()> {
     let dataset_name = a.data.source()?.label();
     let mode = if a.from_scratch {
         EmbedMode::FromScratch
+    } else if a.distill {
+        EmbedMode::Distillation
     } else {
         EmbedMode::FineTune
     };
-    let cfg = a.train.config(mode == EmbedMode::FineTune)?;
+    let loaded = match &a.model {
+        Some(path) => Some(weights::load(path, None, device)?.model),
+        None => None,
+    };
+    let arch: nnmark::model::Architecture = match (&loaded, mode) {
+        (Some(m), EmbedMode::FineTune) => m.spec.architecture,
+        _ => a.arch.parse()?,
+    };
+    let cfg = a.train.config(mode == EmbedMode::FineTune)?.fitted_to(arch);
     cfg.validate()?;
-    let base = match &a.model {
-        Some(path) => weights::load(path, None, device)?.model,
-        None => {
+    let (base, teacher) = match (mode, loaded) {
+        (EmbedMode::FineTune, Some(m)) => (m, None),
+        (_, teacher) => {
             device.seed(cfg.seed);
-            Model::new(
+            let fresh = Model::new(
                 ModelSpec {
-                    architecture: a.arch.parse()?,
+                    architecture: arch,
                     input: split.train.shape,
                     num_classes: split.train.num_classes,
                     normalization: Normalization::from_dataset(&split.train),
                 },
                 device,
-            )?
+            )?;
+            (fresh, teacher)
         }
     };
     let aux = if a.scheme == "zhang-unrelated" {
@@ -81,6 +92,7 @@ pub fn embed(a: EmbedArgs, device: &Device) -> Result<()> {
             params,
             mode,
             base,
+            teacher,
             data: &split.train,
             aux: aux.as_ref(),
             train: cfg.clone(),
@@ -284,6 +296,7 @@ pub fn verify(a: VerifyArgs, device: &Device) -> Result<()> {
             &key.fingerprint()?,
             &reference_rates,
             Some(&bundle),
+            None,
         )?;
         if !a.output.json {
             println!(
@@ -309,6 +322,7 @@ pub fn verify(a: VerifyArgs, device: &Device) -> Result<()> {
         &v.key_fingerprint,
         &reference_rates,
         None,
+        v.message.as_ref(),
     )
 }
 
@@ -405,15 +419,25 @@ fn report(
     key_fingerprint: &str,
     reference_rates: &[serde_json::Value],
     bundle: Option<&RevealBundle>,
+    message: Option<&nnmark::watermark::MessageCheck>,
 ) -> Result<()> {
     if a.output.json {
         println!(
             "{}",
             json!({"versions": versions(), "suspect": suspect, "key_fingerprint": key_fingerprint,
                    "references": reference_rates, "revealed": bundle.map(|b| b.items.len()),
-                   "bundle": bundle.map(|_| &a.bundle), "verdict": v})
+                   "bundle": bundle.map(|_| &a.bundle), "verdict": v, "message": message})
         );
     } else {
+        if let Some(m) = message {
+            println!(
+                "message: expected {:?}, read {:?} ({}); an unmarked model would produce it with probability {:.3e}",
+                m.expected,
+                m.decoded,
+                if m.exact { "exact" } else { "differs" },
+                m.chance
+            );
+        }
         for r in reference_rates {
             println!(
                 "reference {}: {}/{} key items match",

@@ -529,3 +529,185 @@ fn embed_verify_reveal_and_public_check_end_to_end() {
         &["itemz", "known parameters"],
     );
 }
+
+/// The model-dependent schemes through the binary: frontier stitching on an MLP verified with
+/// the fair-coin null, AIME's signature read back, Uchida distilled into a LeNet and read from
+/// its weights; and their bad inputs as one-line errors.
+#[test]
+fn model_dependent_schemes_end_to_end() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let run = |args: &[&str]| nnmark(args, d);
+    ok_stdout(&run(&[
+        "train",
+        "--model",
+        "mlp",
+        "--epochs",
+        "10",
+        "--out",
+        "mlp.safetensors",
+        "--quiet",
+    ]));
+    ok_stdout(&run(&[
+        "train",
+        "--model",
+        "lenet",
+        "--epochs",
+        "2",
+        "--out",
+        "lenet.safetensors",
+        "--quiet",
+    ]));
+
+    let out = ok_stdout(&run(&[
+        "embed",
+        "--scheme",
+        "frontier-stitching",
+        "--model",
+        "mlp.safetensors",
+        "--epochs",
+        "10",
+        "--lr",
+        "0.01",
+        "--schedule",
+        "constant",
+        "--out",
+        "fs.safetensors",
+        "--key",
+        "fs.nnkey",
+        "--quiet",
+    ]));
+    assert!(out.contains("marked model matches 100/100"), "{out}");
+    let out = ok_stdout(&run(&[
+        "verify",
+        "--key",
+        "fs.nnkey",
+        "--model",
+        "fs.safetensors",
+        "--fpr",
+        "0.05",
+    ]));
+    assert!(
+        out.contains("fair coin") && out.contains("WATERMARKED"),
+        "{out}"
+    );
+
+    let out = ok_stdout(&run(&[
+        "embed",
+        "--scheme",
+        "aime",
+        "--param",
+        "signature=FCIS",
+        "--param",
+        "width=2",
+        "--model",
+        "lenet.safetensors",
+        "--epochs",
+        "5",
+        "--lr",
+        "0.002",
+        "--schedule",
+        "constant",
+        "--out",
+        "aime.safetensors",
+        "--key",
+        "aime.nnkey",
+        "--quiet",
+    ]));
+    assert!(out.contains("marked model matches 8/8"), "{out}");
+    let out = ok_stdout(&run(&[
+        "verify",
+        "--key",
+        "aime.nnkey",
+        "--model",
+        "aime.safetensors",
+        "--fpr",
+        "0.001",
+    ]));
+    assert!(out.contains("read \"FCIS\" (exact)"), "{out}");
+
+    let out = ok_stdout(&run(&[
+        "embed",
+        "--scheme",
+        "uchida",
+        "--distill",
+        "--model",
+        "lenet.safetensors",
+        "--arch",
+        "lenet",
+        "--epochs",
+        "5",
+        "--param",
+        "owner=alice",
+        "--out",
+        "uchida.safetensors",
+        "--key",
+        "uchida.nnkey",
+        "--quiet",
+        "--json",
+    ]));
+    let v: serde_json::Value = serde_json::from_str(out.trim()).unwrap();
+    assert_eq!(v["mode"], "distillation");
+    assert_eq!(v["params"]["layer"], "conv2");
+    assert_eq!(v["key_match_rate"], 1.0, "{v}");
+    let out = ok_stdout(&run(&[
+        "verify",
+        "--key",
+        "uchida.nnkey",
+        "--model",
+        "uchida.safetensors",
+        "--json",
+    ]));
+    let v: serde_json::Value = serde_json::from_str(out.trim()).unwrap();
+    assert_eq!(v["verdict"]["watermarked"], true, "{v}");
+    let out = ok_stdout(&run(&[
+        "verify",
+        "--key",
+        "uchida.nnkey",
+        "--model",
+        "lenet.safetensors",
+    ]));
+    assert!(out.contains("not shown"), "{out}");
+
+    // Bad inputs: one line each, naming the value.
+    for (args, needles) in [
+        (
+            vec!["--scheme", "aime", "--param", "signature=Zoë"],
+            vec!["'ë'", "not printable ASCII"],
+        ),
+        (
+            vec!["--scheme", "frontier-stitching", "--param", "epsilon=1.5"],
+            vec!["epsilon", "1.5", "(0, 1]"],
+        ),
+        (
+            vec!["--scheme", "uchida", "--param", "layer=conv7"],
+            vec!["conv7", "conv1, conv2"],
+        ),
+        (
+            vec!["--scheme", "uchida", "--param", "bits=400"],
+            vec!["400", "exceeds M = 150"],
+        ),
+    ] {
+        let mut full = vec!["embed", "--model", "lenet.safetensors", "--epochs", "1"];
+        full.extend(args);
+        full.extend(["--out", "x.safetensors", "--key", "x.nnkey", "--quiet"]);
+        assert_clean_error(&run(&full), &needles);
+        assert!(!d.join("x.nnkey").exists() && !d.join("x.safetensors").exists());
+    }
+    // Uchida needs a convolution.
+    assert_clean_error(
+        &run(&[
+            "embed",
+            "--scheme",
+            "uchida",
+            "--model",
+            "mlp.safetensors",
+            "--out",
+            "x.safetensors",
+            "--key",
+            "x.nnkey",
+            "--quiet",
+        ]),
+        &["mlp", "convolution"],
+    );
+}

@@ -104,6 +104,7 @@ pub fn run(
             params: serde_json::json!({ "per_batch": 24 }),
             mode: EmbedMode::FineTune,
             base: model,
+            teacher: None,
             data: &split.train,
             aux: None,
             train: fine_tune,

@@ -6,6 +6,7 @@
 
 #![warn(missing_docs)]
 
+pub mod attack;
 pub mod commit;
 pub mod data;
 pub mod demo;

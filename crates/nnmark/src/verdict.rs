@@ -159,6 +159,28 @@ mod tests {
     }
 
     #[test]
+    fn fair_coin_verdict_is_frontier_stitchings_decision() {
+        // The paper: accept when P(Binomial(100, 1/2) <= errors) < 0.05, which tolerates 41
+        // errors. nnmark counts matches; by symmetry the p-value is the same number.
+        let v = Verdict::decide(59, 100, NullModel::FairCoin, 0.05).unwrap();
+        assert!(v.watermarked);
+        assert_eq!(v.threshold, 59, "at most 41 errors of 100");
+        let paper = stats::binomial_lower_tail(41, 100, 0.5).unwrap();
+        assert!(
+            (v.p_value - paper).abs() < 1e-12,
+            "{} vs {paper}",
+            v.p_value
+        );
+        assert!(
+            !Verdict::decide(58, 100, NullModel::FairCoin, 0.05)
+                .unwrap()
+                .watermarked
+        );
+        let marked = Verdict::decide(100, 100, NullModel::FairCoin, 0.05).unwrap();
+        assert!((marked.p_value - 0.5f64.powi(100)).abs() < 1e-40);
+    }
+
+    #[test]
     fn calibrated_null_is_stricter_when_references_match_often() {
         let null = NullModel::Calibrated {
             matches: vec![30, 25, 35],

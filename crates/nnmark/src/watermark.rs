@@ -29,8 +29,11 @@ pub struct EmbedRequest<'a> {
     pub params: serde_json::Value,
     /// From scratch or by fine-tuning.
     pub mode: EmbedMode,
-    /// A freshly initialised model (from scratch) or the trained clean model (fine-tune).
+    /// A freshly initialised model (from scratch, distillation) or the trained clean model
+    /// (fine-tune).
     pub base: Model,
+    /// The trained clean model whose predictions label the data (distillation only).
+    pub teacher: Option<Model>,
     /// The owner's training data.
     pub data: &'a Dataset,
     /// Data from another distribution, for schemes that need it (Zhang's unrelated triggers).
@@ -69,15 +72,53 @@ pub fn embed(
     let params = scheme.params(&req.params)?;
     let spec = req.base.spec.clone();
     let seed = req.train.seed;
+    // Distillation trains on the teacher's answers instead of the true labels.
+    let distilled;
+    let data = match (req.mode, &req.teacher) {
+        (EmbedMode::Distillation, Some(teacher)) => {
+            if teacher.spec.input != spec.input || teacher.spec.num_classes != spec.num_classes {
+                return Err(Error::invalid(
+                    "teacher model",
+                    teacher.spec.architecture,
+                    format!(
+                        "takes {} inputs with {} classes; the student takes {} with {}",
+                        teacher.spec.input, teacher.spec.num_classes, spec.input, spec.num_classes
+                    ),
+                ));
+            }
+            let labels = train::predict(teacher, req.data.pixels(), 256)
+                .into_iter()
+                .map(|l| l as u8)
+                .collect();
+            distilled = req
+                .data
+                .relabeled(format!("{} (teacher labels)", req.data.name), labels)?;
+            &distilled
+        }
+        (EmbedMode::Distillation, None) => {
+            return Err(Error::invalid(
+                "embedding mode",
+                "distillation",
+                "needs the trained clean model as teacher",
+            ));
+        }
+        _ => req.data,
+    };
+    let clean = match req.mode {
+        EmbedMode::FineTune => Some(&req.base),
+        EmbedMode::Distillation => req.teacher.as_ref(),
+        EmbedMode::FromScratch => None,
+    };
     let material = scheme.keygen(&KeygenContext {
-        data: req.data,
+        data,
         spec: &spec,
-        clean: (req.mode == EmbedMode::FineTune).then_some(&req.base),
+        clean,
         aux: req.aux,
         params: &params,
         seed,
         device,
     })?;
+    let params = material.params.clone().unwrap_or(params);
     let mut key = KeyFile {
         meta: KeyMeta {
             format: "nnmark-key".into(),
@@ -99,14 +140,15 @@ pub fn embed(
         nonces: material.nonces.clone(),
         extra: material.extra.clone(),
     };
-    let clean_extraction = match req.mode {
-        EmbedMode::FineTune => Some(scheme.extract(&key, &mut Suspect::Model(&req.base))?),
-        EmbedMode::FromScratch => None,
+    let clean_extraction = match clean {
+        Some(c) => Some(scheme.extract(&key, &mut Suspect::Model(c))?),
+        None => None,
     };
     let (model, report) = scheme.embed(
         EmbedContext {
             base: req.base,
-            data: req.data,
+            mode: req.mode,
+            data,
             train: &req.train,
             params: &params,
             device,
@@ -155,6 +197,23 @@ pub struct Verification {
     pub extraction: Extraction,
     /// The decision.
     pub verdict: Verdict,
+    /// For schemes that carry a message: what was expected, what was read, and how likely an
+    /// unmarked model would be to produce it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<MessageCheck>,
+}
+
+/// A carried message checked against the key.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct MessageCheck {
+    /// The message in the key.
+    pub expected: String,
+    /// The message read off the suspect ('?' where a symbol had no majority).
+    pub decoded: String,
+    /// True when they are equal.
+    pub exact: bool,
+    /// P(an unmarked model decodes exactly the expected message), at the verdict's null rate.
+    pub chance: f64,
 }
 
 /// The scheme that made `key`, checked against an explicitly requested one.
@@ -190,12 +249,28 @@ pub fn verify(
     suspect.check_compatible(key)?;
     let extraction = scheme.extract(key, suspect)?;
     let verdict = Verdict::decide(extraction.matches, extraction.queries, null, fpr)?;
+    let message = match (
+        scheme.message(key)?,
+        scheme.message_chance(key, verdict.null_rate)?,
+    ) {
+        (Some(expected), Some(chance)) => {
+            let decoded = extraction.decoded.clone().unwrap_or_default();
+            Some(MessageCheck {
+                exact: decoded == expected,
+                expected,
+                decoded,
+                chance,
+            })
+        }
+        _ => None,
+    };
     Ok(Verification {
         scheme: scheme.name().into(),
         key_fingerprint: key.fingerprint()?,
         suspect: suspect_name.into(),
         extraction,
         verdict,
+        message,
     })
 }
 
@@ -258,7 +333,8 @@ pub fn train_references(
             let cfg = TrainConfig {
                 seed,
                 ..cfg.clone()
-            };
+            }
+            .fitted_to(spec.architecture);
             Ok(train::train(model, data, &cfg, device, &mut train::Silent)?.0)
         })
         .collect()

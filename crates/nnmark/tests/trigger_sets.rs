@@ -118,6 +118,7 @@ fn embed(name: &str, mode: EmbedMode) -> watermark::Embedded {
                 full(1),
             )
         }
+        EmbedMode::Distillation => unreachable!("not part of this test"),
     };
     watermark::embed(
         EmbedRequest {
@@ -127,6 +128,7 @@ fn embed(name: &str, mode: EmbedMode) -> watermark::Embedded {
             params: serde_json::json!({"per_batch": if name == "adi" { 24 } else { 4 }}),
             mode,
             base,
+            teacher: None,
             data: &mnist().train,
             aux: Some(fashion_train()),
             train: cfg,

@@ -111,6 +111,17 @@ impl Dataset {
         Self::new(name, shape, num_classes, px, labels)
     }
 
+    /// The same images with other labels (e.g. a teacher model's predictions for distillation).
+    pub fn relabeled(&self, name: impl Into<String>, labels: Vec<u8>) -> Result<Dataset> {
+        Dataset::new(
+            name,
+            self.shape,
+            self.num_classes,
+            self.pixels.clone(),
+            labels,
+        )
+    }
+
     /// Number of examples.
     pub fn len(&self) -> usize {
         self.labels.len()

@@ -62,4 +62,12 @@ impl LeNet {
     pub fn head_mut(&mut self) -> &mut Linear {
         &mut self.fc3
     }
+
+    /// Convolutions by PyTorch module name.
+    pub fn conv_layers(&self) -> Vec<(String, &Conv2d)> {
+        vec![
+            ("conv1".to_string(), &self.conv1),
+            ("conv2".to_string(), &self.conv2),
+        ]
+    }
 }

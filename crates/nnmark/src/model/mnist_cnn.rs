@@ -60,4 +60,12 @@ impl MnistCnn {
     pub fn head_mut(&mut self) -> &mut Linear {
         &mut self.fc2
     }
+
+    /// Convolutions by PyTorch module name.
+    pub fn conv_layers(&self) -> Vec<(String, &Conv2d)> {
+        vec![
+            ("conv1".to_string(), &self.conv1),
+            ("conv2".to_string(), &self.conv2),
+        ]
+    }
 }

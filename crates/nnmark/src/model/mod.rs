@@ -1,14 +1,17 @@
 //! Classifier architectures, one small file each, behind one [`Network`] enum so training,
 //! evaluation and storage are written once.
 
+mod irnn;
 mod lenet;
 mod mlp;
 mod mnist_cnn;
 mod resnet;
 
+use burn::nn::conv::Conv2d;
 use burn::prelude::*;
 use serde::{Deserialize, Serialize};
 
+pub use irnn::{IRNN_HIDDEN, Irnn};
 pub use lenet::LeNet;
 pub use mlp::Mlp;
 pub use mnist_cnn::MnistCnn;
@@ -29,15 +32,18 @@ pub enum Architecture {
     MnistCnn,
     /// ResNet-18 at base width 16.
     Resnet,
+    /// ReLU RNN with identity-initialised recurrence, one image row per step.
+    Irnn,
 }
 
 impl Architecture {
     /// Every architecture, for help texts.
-    pub const ALL: [Architecture; 4] = [
+    pub const ALL: [Architecture; 5] = [
         Architecture::Mlp,
         Architecture::Lenet,
         Architecture::MnistCnn,
         Architecture::Resnet,
+        Architecture::Irnn,
     ];
 
     /// The name used on the command line and in files.
@@ -47,6 +53,7 @@ impl Architecture {
             Architecture::Lenet => "lenet",
             Architecture::MnistCnn => "mnist-cnn",
             Architecture::Resnet => "resnet",
+            Architecture::Irnn => "irnn",
         }
     }
 }
@@ -87,6 +94,8 @@ pub enum Network {
     MnistCnn(MnistCnn),
     /// See [`ResNet`].
     Resnet(ResNet),
+    /// See [`Irnn`].
+    Irnn(Irnn),
 }
 
 impl Network {
@@ -104,6 +113,7 @@ impl Network {
             Architecture::Resnet => {
                 Network::Resnet(ResNet::new(input, classes, RESNET_WIDTH, device))
             }
+            Architecture::Irnn => Network::Irnn(Irnn::new(input, classes, device)),
         })
     }
 
@@ -114,6 +124,7 @@ impl Network {
             Network::Lenet(m) => m.forward(x),
             Network::MnistCnn(m) => m.forward(x),
             Network::Resnet(m) => m.forward(x),
+            Network::Irnn(m) => m.forward(x),
         }
     }
 
@@ -124,6 +135,46 @@ impl Network {
             Network::Lenet(m) => m.head_mut(),
             Network::MnistCnn(m) => m.head_mut(),
             Network::Resnet(m) => m.head_mut(),
+            Network::Irnn(m) => m.head_mut(),
+        }
+    }
+
+    /// The convolution layers by PyTorch module name (`conv2`, `layer2.0.conv1`,
+    /// `layer2.0.downsample.0`), in forward order. Empty for MLP and IRNN.
+    pub fn conv_layers(&self) -> Vec<(String, &Conv2d)> {
+        match self {
+            Network::Mlp(_) | Network::Irnn(_) => Vec::new(),
+            Network::Lenet(m) => m.conv_layers(),
+            Network::MnistCnn(m) => m.conv_layers(),
+            Network::Resnet(m) => m.conv_layers(),
+        }
+    }
+
+    /// The weight `[out, in, kh, kw]` of the convolution named `name` (see
+    /// [`Network::conv_layers`]), or an error listing the names that exist.
+    pub fn conv_weight(&self, name: &str) -> Result<Tensor<4>> {
+        let layers = self.conv_layers();
+        if layers.is_empty() {
+            return Err(Error::invalid(
+                "layer",
+                name,
+                "this model has no convolution layers",
+            ));
+        }
+        match layers.iter().find(|(n, _)| n == name) {
+            Some((_, conv)) => Ok(conv.weight.val()),
+            None => Err(Error::invalid(
+                "layer",
+                name,
+                format!(
+                    "no such convolution layer; this model has: {}",
+                    layers
+                        .iter()
+                        .map(|(n, _)| n.as_str())
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ),
+            )),
         }
     }
 }

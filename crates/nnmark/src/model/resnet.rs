@@ -125,4 +125,23 @@ impl ResNet {
     pub fn head_mut(&mut self) -> &mut Linear {
         &mut self.fc
     }
+
+    /// Convolutions by PyTorch module name, in forward order.
+    pub fn conv_layers(&self) -> Vec<(String, &Conv2d)> {
+        let mut out = vec![("conv1".to_string(), &self.conv1)];
+        for (stage, blocks) in [&self.layer1, &self.layer2, &self.layer3, &self.layer4]
+            .into_iter()
+            .enumerate()
+        {
+            for (i, b) in blocks.iter().enumerate() {
+                let p = format!("layer{}.{i}", stage + 1);
+                out.push((format!("{p}.conv1"), &b.conv1));
+                out.push((format!("{p}.conv2"), &b.conv2));
+                if let Some(d) = &b.downsample {
+                    out.push((format!("{p}.downsample.0"), &d.conv));
+                }
+            }
+        }
+        out
+    }
 }

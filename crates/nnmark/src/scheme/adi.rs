@@ -84,6 +84,7 @@ impl Scheme for Adi {
             }),
             nonces: Some(crate::commit::fresh_nonces(p.items)?),
             extra: Default::default(),
+            params: None,
         })
     }
 

@@ -6,8 +6,11 @@
 
 mod abstract_art;
 pub mod adi;
+pub mod aime;
 mod font;
+pub mod frontier;
 mod trigger;
+pub mod uchida;
 pub mod zhang;
 
 use serde::{Deserialize, Serialize};
@@ -40,6 +43,29 @@ pub enum EmbedMode {
     FromScratch,
     /// Start from a trained clean model and fine-tune it on the data and the key.
     FineTune,
+    /// Train a new model on the data labelled by a trained teacher (its predictions, not the
+    /// true labels) and the key: Uchida et al.'s distillation situation.
+    Distillation,
+}
+
+impl std::str::FromStr for EmbedMode {
+    type Err = Error;
+    fn from_str(s: &str) -> Result<Self> {
+        [
+            EmbedMode::FromScratch,
+            EmbedMode::FineTune,
+            EmbedMode::Distillation,
+        ]
+        .into_iter()
+        .find(|m| m.name() == s)
+        .ok_or_else(|| {
+            Error::invalid(
+                "embedding mode",
+                s,
+                "known modes: from-scratch, fine-tune, distillation",
+            )
+        })
+    }
 }
 
 impl EmbedMode {
@@ -48,6 +74,7 @@ impl EmbedMode {
         match self {
             EmbedMode::FromScratch => "from-scratch",
             EmbedMode::FineTune => "fine-tune",
+            EmbedMode::Distillation => "distillation",
         }
     }
 }
@@ -111,7 +138,8 @@ pub struct KeygenContext<'a> {
     pub data: &'a Dataset,
     /// The model to be marked (architecture, input, classes).
     pub spec: &'a ModelSpec,
-    /// The clean model, when embedding by fine-tuning (model-dependent schemes need it).
+    /// The trained clean model: the one being fine-tuned, or the teacher when distilling
+    /// (model-dependent schemes need it).
     pub clean: Option<&'a Model>,
     /// Data from another distribution (Zhang's unrelated triggers).
     pub aux: Option<&'a Dataset>,
@@ -132,13 +160,18 @@ pub struct KeyMaterial {
     pub nonces: Option<Vec<[u8; 32]>>,
     /// Scheme-specific arrays.
     pub extra: std::collections::BTreeMap<String, KeyTensor>,
+    /// Parameters resolved during key generation (e.g. a default layer made explicit); they
+    /// replace the requested ones in the key and in embedding.
+    pub params: Option<serde_json::Value>,
 }
 
 /// Inputs to embedding.
 pub struct EmbedContext<'a> {
-    /// Fresh model (from scratch) or the clean model (fine-tune).
+    /// Fresh model (from scratch, distillation) or the clean model (fine-tune).
     pub base: Model,
-    /// The owner's training data.
+    /// How the mark goes in.
+    pub mode: EmbedMode,
+    /// The owner's training data (labelled by the teacher when distilling).
     pub data: &'a Dataset,
     /// Training settings of the embedding run.
     pub train: &'a TrainConfig,
@@ -198,6 +231,15 @@ pub trait Scheme: Sync {
     fn extract(&self, key: &KeyFile, suspect: &mut Suspect<'_>) -> Result<Extraction>;
     /// The analytic null model: an unmarked model's chance of matching one key item.
     fn analytic_null(&self, key: &KeyFile) -> NullModel;
+    /// The message the key carries (AIME's signature, Uchida's text), for schemes with one.
+    fn message(&self, _key: &KeyFile) -> Result<Option<String>> {
+        Ok(None)
+    }
+    /// The probability that an unmarked model, matching each key item with probability `p0`,
+    /// reproduces the whole message; None for zero-bit schemes.
+    fn message_chance(&self, _key: &KeyFile, _p0: f64) -> Result<Option<f64>> {
+        Ok(None)
+    }
 }
 
 /// Every scheme nnmark knows, by name. Adding a scheme: one file and one line here.
@@ -206,6 +248,9 @@ pub static REGISTRY: &[&dyn Scheme] = &[
     &zhang::Zhang(zhang::TriggerKind::Content),
     &zhang::Zhang(zhang::TriggerKind::Noise),
     &zhang::Zhang(zhang::TriggerKind::Unrelated),
+    &frontier::FrontierStitching,
+    &aime::Aime,
+    &uchida::Uchida,
 ];
 
 /// Looks a scheme up by name.

@@ -91,6 +91,7 @@ pub(crate) fn embed_triggers(
                 per_batch,
             }),
             regularizer: None,
+            stop_when: None,
         },
     )
 }

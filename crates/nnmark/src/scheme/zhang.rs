@@ -292,6 +292,7 @@ impl Scheme for Zhang {
             triggers: Some(TriggerSet::from_dataset(&set)),
             nonces: None,
             extra: Default::default(),
+            params: None,
         })
     }
 

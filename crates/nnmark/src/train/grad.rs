@@ -53,3 +53,27 @@ pub fn input_gradients(
     }
     Ok(out)
 }
+
+/// Fast gradient sign method (Goodfellow et al. 2015): x' = clip(x + ε·sign(∇x loss), 0, 1),
+/// the loss taken at the given labels. Used for frontier stitching's keys and for adversarial
+/// fine-tuning.
+pub fn fgsm(model: &Model, pixels: &[f32], labels: &[u8], epsilon: f32) -> Result<Vec<f32>> {
+    if !(epsilon > 0.0 && epsilon <= 1.0) {
+        return Err(Error::invalid("epsilon", epsilon, "must be in (0, 1]"));
+    }
+    let grads = input_gradients(model, pixels, labels, 256)?;
+    Ok(pixels
+        .iter()
+        .zip(grads)
+        .map(|(&x, g)| {
+            let step = if g > 0.0 {
+                epsilon
+            } else if g < 0.0 {
+                -epsilon
+            } else {
+                0.0
+            };
+            (x + step).clamp(0.0, 1.0)
+        })
+        .collect())
+}

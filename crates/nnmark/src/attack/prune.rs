@@ -1,0 +1,159 @@
+//! Magnitude pruning (Han et al. 2015; the removal attack of Uchida et al. and most watermark
+//! papers): set the smallest-magnitude weights to zero, per layer or over the whole network.
+//! Only weight matrices and kernels (tensors of rank ≥ 2) are pruned; biases and
+//! normalisation parameters are left as they are, as in the papers.
+
+use burn::module::{Module, ModuleMapper, ModuleVisitor, Param};
+use burn::prelude::*;
+
+use super::{Attack, AttackContext};
+use crate::error::{Error, Result};
+use crate::model::Model;
+
+/// Where the pruning threshold is computed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PruneScope {
+    /// Each layer loses `rate` of its own weights.
+    Layer,
+    /// One threshold over all weights of the network.
+    Global,
+}
+
+/// Magnitude pruning at a rate.
+#[derive(Debug, Clone, Copy)]
+pub struct Prune {
+    /// Fraction of weights set to zero, in [0, 1).
+    pub rate: f64,
+    /// Per layer or global.
+    pub scope: PruneScope,
+}
+
+impl Attack for Prune {
+    fn describe(&self) -> String {
+        match self.scope {
+            PruneScope::Layer => format!("prune:{}", self.rate),
+            PruneScope::Global => format!("prune-global:{}", self.rate),
+        }
+    }
+
+    fn remove(&self, model: Model, _ctx: &AttackContext<'_>) -> Result<Model> {
+        prune_magnitude(model, self.rate, self.scope)
+    }
+}
+
+fn values<const D: usize>(t: &Tensor<D>) -> Vec<f32> {
+    t.to_data()
+        .convert::<f32>()
+        .try_into_vec::<f32>()
+        .expect("float tensor")
+}
+
+/// The magnitude at or below which the `rate` fraction of `abs` lies (None: prune nothing).
+fn threshold(mut abs: Vec<f32>, rate: f64) -> Option<f32> {
+    let k = (rate * abs.len() as f64).round() as usize;
+    if k == 0 || abs.is_empty() {
+        return None;
+    }
+    let (_, kth, _) = abs.select_nth_unstable_by(k - 1, |a, b| a.total_cmp(b));
+    Some(*kth)
+}
+
+struct Magnitudes(Vec<f32>);
+impl ModuleVisitor for Magnitudes {
+    fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
+        if D >= 2 {
+            self.0
+                .extend(values(&param.val()).into_iter().map(f32::abs));
+        }
+    }
+}
+
+struct Pruner {
+    rate: f64,
+    global: Option<f32>,
+}
+impl ModuleMapper for Pruner {
+    fn map_float<const D: usize>(&mut self, param: Param<Tensor<D>>) -> Param<Tensor<D>> {
+        if D < 2 {
+            return param;
+        }
+        let (rate, global) = (self.rate, self.global);
+        param.map(|t| {
+            let shape = t.shape();
+            let device = t.device();
+            let mut v = values(&t);
+            let thr = match global {
+                Some(g) => Some(g),
+                None => threshold(v.iter().map(|x| x.abs()).collect(), rate),
+            };
+            let Some(thr) = thr else { return t };
+            for x in &mut v {
+                if x.abs() <= thr {
+                    *x = 0.0;
+                }
+            }
+            Tensor::from_data(TensorData::new(v, shape), &device)
+        })
+    }
+}
+
+/// Sets the `rate` fraction of smallest-magnitude weights to zero.
+pub fn prune_magnitude(model: Model, rate: f64, scope: PruneScope) -> Result<Model> {
+    if !(0.0..1.0).contains(&rate) {
+        return Err(Error::invalid("pruning rate", rate, "must be in [0, 1)"));
+    }
+    let global = match scope {
+        PruneScope::Layer => None,
+        PruneScope::Global => {
+            let mut m = Magnitudes(Vec::new());
+            model.net.visit(&mut m);
+            match threshold(m.0, rate) {
+                Some(t) => Some(t),
+                None => return Ok(model),
+            }
+        }
+    };
+    let mut pruner = Pruner { rate, global };
+    Ok(Model {
+        spec: model.spec,
+        net: model.net.map(&mut pruner),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::data::ImageShape;
+    use crate::model::{Architecture, ModelSpec, Normalization};
+
+    fn zeros_in(model: &Model) -> (usize, usize) {
+        let mut m = Magnitudes(Vec::new());
+        model.net.visit(&mut m);
+        (m.0.iter().filter(|&&x| x == 0.0).count(), m.0.len())
+    }
+
+    #[test]
+    fn prunes_the_requested_fraction_of_weights() {
+        let device = Device::flex();
+        let spec = ModelSpec {
+            architecture: Architecture::Lenet,
+            input: ImageShape {
+                channels: 1,
+                height: 28,
+                width: 28,
+            },
+            num_classes: 10,
+            normalization: Normalization::identity(1),
+        };
+        let model = Model::new(spec, &device).unwrap();
+        assert_eq!(zeros_in(&model).0, 0);
+        for scope in [PruneScope::Layer, PruneScope::Global] {
+            let pruned = prune_magnitude(model.clone(), 0.5, scope).unwrap();
+            let (z, n) = zeros_in(&pruned);
+            let frac = z as f64 / n as f64;
+            assert!((frac - 0.5).abs() < 0.01, "{scope:?}: {frac}");
+        }
+        assert!(prune_magnitude(model.clone(), 1.0, PruneScope::Layer).is_err());
+        assert!(prune_magnitude(model, -0.1, PruneScope::Global).is_err());
+    }
+}

@@ -1,0 +1,264 @@
+//! Frontier stitching (Le Merrer, Pérez, Trédan 2019, "Adversarial frontier stitching for remote
+//! neural network watermarking"): the key is made of FGSM perturbations of correctly classified
+//! inputs, half "true adversaries" (the clean model gets them wrong) and half "false
+//! adversaries" (still right), all labelled with their original class. Fine-tuning on the key
+//! moves the decision frontier around the true adversaries while the false ones pin it in
+//! place, so accuracy barely moves. Zero-bit: a suspect is the owner's model when it makes few
+//! enough errors on the key.
+//!
+//! Decision: under the paper's null every key item is a fair coin for an unrelated model, so
+//! with m errors on ℓ items the p-value is P(Binomial(ℓ, ½) ≤ m). nnmark counts matches
+//! k = ℓ − m and reports P(Binomial(ℓ, ½) ≥ k), the same number by symmetry; for ℓ = 100 and
+//! α = 0.05 at most 41 errors are tolerated. The paper's Fig. 4 shows the ½ null failing for
+//! some model pairs (adversaries transfer), so `verify --null calibrated` is offered too.
+
+use rand::SeedableRng;
+use rand::seq::SliceRandom;
+use rand_chacha::ChaCha8Rng;
+use serde::{Deserialize, Serialize};
+
+use super::{
+    EmbedContext, EmbedMode, Extraction, KeyMaterial, KeygenContext, Scheme, Suspect, merge_params,
+    parse_params, trigger,
+};
+use crate::error::{Error, Result};
+use crate::keyfile::{KeyFile, KeyTensor, TriggerSet};
+use crate::model::Model;
+use crate::train::{
+    TrainExtras, TrainObserver, TrainReport, TriggerMix, fgsm, predict, train_with,
+};
+use crate::verdict::NullModel;
+
+/// Frontier stitching's parameters.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FrontierParams {
+    /// Key size ℓ, half true and half false adversaries (the paper: 100).
+    pub items: usize,
+    /// FGSM step ε in pixel units (the paper: 0.25 on MNIST; it discusses 0.025-0.5).
+    pub epsilon: f32,
+    /// Correctly classified training inputs tried as FGSM sources.
+    pub pool: usize,
+    /// Key items appended to each fine-tuning batch.
+    pub per_batch: usize,
+}
+
+impl Default for FrontierParams {
+    fn default() -> Self {
+        Self {
+            items: 100,
+            epsilon: 0.25,
+            pool: 2000,
+            per_batch: 8,
+        }
+    }
+}
+
+/// The scheme.
+pub struct FrontierStitching;
+
+fn check(p: &FrontierParams) -> Result<()> {
+    if !(p.epsilon > 0.0 && p.epsilon <= 1.0) {
+        return Err(Error::invalid(
+            "frontier-stitching parameter epsilon",
+            p.epsilon,
+            "must be in (0, 1] (pixels are in [0, 1]; the paper uses 0.25 on MNIST)",
+        ));
+    }
+    if p.items < 2 || !p.items.is_multiple_of(2) {
+        return Err(Error::invalid(
+            "frontier-stitching parameter items",
+            p.items,
+            "must be an even number of at least 2 (half true, half false adversaries)",
+        ));
+    }
+    if p.pool < p.items || p.per_batch == 0 {
+        return Err(Error::invalid(
+            "frontier-stitching parameters",
+            format!("pool={} per_batch={}", p.pool, p.per_batch),
+            "pool must hold at least `items` inputs and per_batch must be at least 1",
+        ));
+    }
+    Ok(())
+}
+
+fn to_u8(v: f32) -> u8 {
+    (v * 255.0).round().clamp(0.0, 255.0) as u8
+}
+
+impl Scheme for FrontierStitching {
+    fn name(&self) -> &'static str {
+        "frontier-stitching"
+    }
+
+    fn summary(&self) -> &'static str {
+        "Le Merrer et al.: FGSM true/false adversaries near the decision frontier, zero-bit, binomial decision"
+    }
+
+    fn params(&self, overrides: &serde_json::Value) -> Result<serde_json::Value> {
+        let p: FrontierParams = merge_params(self.name(), FrontierParams::default(), overrides)?;
+        check(&p)?;
+        Ok(serde_json::to_value(p).expect("serialises"))
+    }
+
+    fn keygen(&self, ctx: &KeygenContext<'_>) -> Result<KeyMaterial> {
+        let p: FrontierParams = parse_params(self.name(), ctx.params)?;
+        check(&p)?;
+        let clean = ctx.clean.ok_or_else(|| {
+            Error::invalid(
+                "embedding mode",
+                "from-scratch",
+                "frontier stitching builds its key from the trained clean model's frontier; embed by fine-tuning (--model)",
+            )
+        })?;
+        let data = ctx.data;
+        let n = data.shape.numel();
+        // Sources: correctly classified training inputs, in a seeded order.
+        let order = data.permutation(ctx.seed ^ 0xF5_2019);
+        let mut sources = Vec::with_capacity(p.pool);
+        for chunk in order.chunks(1024) {
+            let px: Vec<f32> = chunk
+                .iter()
+                .flat_map(|&i| data.image(i).iter().copied())
+                .collect();
+            for (&i, pred) in chunk.iter().zip(predict(clean, &px, 256)) {
+                if pred == data.labels()[i] as usize && sources.len() < p.pool {
+                    sources.push(i);
+                }
+            }
+            if sources.len() == p.pool {
+                break;
+            }
+        }
+        let labels: Vec<u8> = sources.iter().map(|&i| data.labels()[i]).collect();
+        let px: Vec<f32> = sources
+            .iter()
+            .flat_map(|&i| data.image(i).iter().copied())
+            .collect();
+        // Stored as 8-bit images, so classify the adversaries exactly as they will be stored.
+        let adv: Vec<u8> = fgsm(clean, &px, &labels, p.epsilon)?
+            .into_iter()
+            .map(to_u8)
+            .collect();
+        let adv_f: Vec<f32> = adv.iter().map(|&v| v as f32 / 255.0).collect();
+        let preds = predict(clean, &adv_f, 256);
+        let half = p.items / 2;
+        let (mut trues, mut falses) = (Vec::new(), Vec::new());
+        for (j, (&pred, &label)) in preds.iter().zip(&labels).enumerate() {
+            if pred != label as usize {
+                if trues.len() < half {
+                    trues.push(j);
+                }
+            } else if falses.len() < half {
+                falses.push(j);
+            }
+        }
+        if trues.len() < half || falses.len() < half {
+            let n_true = preds
+                .iter()
+                .zip(&labels)
+                .filter(|&(&p, &l)| p != l as usize)
+                .count();
+            let hint = if trues.len() < half {
+                "raise epsilon or the pool size"
+            } else {
+                "lower epsilon or raise the pool size"
+            };
+            return Err(Error::invalid(
+                "frontier-stitching key",
+                format!("epsilon={} pool={}", p.epsilon, sources.len()),
+                format!(
+                    "FGSM gave {n_true} true and {} false adversaries but the key needs {half} of each; {hint}",
+                    preds.len() - n_true
+                ),
+            ));
+        }
+        // Mix true and false adversaries so their position says nothing.
+        let mut chosen: Vec<(usize, bool)> = trues
+            .iter()
+            .map(|&j| (j, true))
+            .chain(falses.iter().map(|&j| (j, false)))
+            .collect();
+        chosen.shuffle(&mut ChaCha8Rng::seed_from_u64(ctx.seed ^ 0xF5_0001));
+        let mut pixels = Vec::with_capacity(p.items * n);
+        let mut key_labels = Vec::with_capacity(p.items);
+        let mut is_true = Vec::with_capacity(p.items);
+        for &(j, t) in &chosen {
+            pixels.extend_from_slice(&adv[j * n..(j + 1) * n]);
+            key_labels.push(labels[j]);
+            is_true.push(if t { 1.0 } else { 0.0 });
+        }
+        let mut extra = std::collections::BTreeMap::new();
+        extra.insert(
+            "true_adversary".to_string(),
+            KeyTensor {
+                shape: vec![p.items],
+                values: is_true,
+            },
+        );
+        Ok(KeyMaterial {
+            triggers: Some(TriggerSet {
+                shape: data.shape,
+                num_classes: ctx.spec.num_classes,
+                pixels,
+                labels: key_labels,
+            }),
+            nonces: None,
+            extra,
+            params: None,
+        })
+    }
+
+    /// Fine-tunes on the training data with key items in every batch until the whole key is
+    /// classified as labelled, or the epoch budget runs out (the report says which).
+    fn embed(
+        &self,
+        ctx: EmbedContext<'_>,
+        key: &KeyMaterial,
+        observer: &mut dyn TrainObserver,
+    ) -> Result<(Model, TrainReport)> {
+        if ctx.mode != EmbedMode::FineTune {
+            return Err(Error::invalid(
+                "embedding mode",
+                ctx.mode.name(),
+                "frontier stitching embeds by fine-tuning the clean model its key was made from",
+            ));
+        }
+        let p: FrontierParams = parse_params(self.name(), ctx.params)?;
+        let triggers = key
+            .triggers
+            .as_ref()
+            .expect("frontier-stitching keys hold triggers");
+        let key_data = triggers.to_dataset("frontier-stitching key")?;
+        let all_right = |m: &Model| {
+            predict(m, key_data.pixels(), 256)
+                .iter()
+                .zip(key_data.labels())
+                .all(|(&p, &l)| p == l as usize)
+        };
+        train_with(
+            ctx.base,
+            ctx.data,
+            ctx.train,
+            ctx.device,
+            observer,
+            TrainExtras {
+                trigger_mix: Some(TriggerMix {
+                    triggers: &key_data,
+                    per_batch: p.per_batch,
+                }),
+                regularizer: None,
+                stop_when: Some(&all_right),
+            },
+        )
+    }
+
+    fn extract(&self, key: &KeyFile, suspect: &mut Suspect<'_>) -> Result<Extraction> {
+        trigger::trigger_match(key, suspect, None)
+    }
+
+    /// The paper's null: each key item is a fair coin for an unrelated model.
+    fn analytic_null(&self, _key: &KeyFile) -> NullModel {
+        NullModel::FairCoin
+    }
+}

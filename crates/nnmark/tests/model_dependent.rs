@@ -1,0 +1,510 @@
+//! Frontier stitching, AIME and Uchida end to end on the embedded MNIST sample (8,000 train /
+//! 2,000 test). The slower parts of the acceptance criteria (mnist_cnn with independent models,
+//! Fashion-MNIST, the ResNet) are in `acceptance_model_dependent.rs`, ignored in CI.
+
+use std::sync::OnceLock;
+
+use burn::prelude::*;
+use nnmark::data::{self, DataSplit, ImageShape};
+use nnmark::model::{Architecture, Model, ModelSpec, Normalization};
+use nnmark::scheme::{self, EmbedMode, Suspect};
+use nnmark::train::{self, LrSchedule, OptimizerConfig, Silent, TrainConfig};
+use nnmark::verdict::{NullModel, Verdict};
+use nnmark::watermark::{self, EmbedRequest};
+
+fn mnist() -> &'static DataSplit {
+    static D: OnceLock<DataSplit> = OnceLock::new();
+    D.get_or_init(|| data::embedded_mnist10k().unwrap())
+}
+
+fn spec(arch: Architecture) -> ModelSpec {
+    ModelSpec {
+        architecture: arch,
+        input: ImageShape::MNIST,
+        num_classes: 10,
+        normalization: Normalization::from_dataset(&mnist().train),
+    }
+}
+
+fn recipe(epochs: usize, seed: u64) -> TrainConfig {
+    TrainConfig {
+        epochs,
+        seed,
+        ..TrainConfig::default()
+    }
+}
+
+fn fine_tune(epochs: usize, lr: f64) -> TrainConfig {
+    TrainConfig {
+        epochs,
+        optimizer: OptimizerConfig::Sgd {
+            lr,
+            momentum: 0.9,
+            nesterov: false,
+            weight_decay: 0.0,
+        },
+        schedule: LrSchedule::Constant,
+        ..recipe(epochs, 1)
+    }
+}
+
+fn trained(arch: Architecture, epochs: usize, seeds: &[u64]) -> Vec<Model> {
+    watermark::train_references(
+        &spec(arch),
+        &mnist().train,
+        &TrainConfig {
+            grad_clip: (arch == Architecture::Irnn).then_some(1.0),
+            ..recipe(epochs, 1)
+        },
+        seeds,
+        &Device::flex(),
+    )
+    .unwrap()
+}
+
+fn accuracy(m: &Model) -> f64 {
+    train::evaluate(m, &mnist().test, 256).unwrap().accuracy
+}
+
+fn embed(
+    name: &str,
+    params: serde_json::Value,
+    mode: EmbedMode,
+    base: Model,
+    teacher: Option<Model>,
+    cfg: TrainConfig,
+) -> watermark::Embedded {
+    watermark::embed(
+        EmbedRequest {
+            scheme: scheme::by_name(name).unwrap(),
+            params,
+            mode,
+            base,
+            teacher,
+            data: &mnist().train,
+            aux: None,
+            train: cfg,
+            dataset_name: "mnist10k".into(),
+        },
+        &Device::flex(),
+        &mut Silent,
+    )
+    .unwrap()
+}
+
+fn scheme(name: &str) -> &'static dyn scheme::Scheme {
+    scheme::by_name(name).unwrap()
+}
+
+fn matches(name: &str, key: &nnmark::keyfile::KeyFile, m: &Model) -> scheme::Extraction {
+    scheme(name).extract(key, &mut Suspect::Model(m)).unwrap()
+}
+
+/// Frontier stitching on the MLP and the IRNN: 0 errors on the key after embedding, accuracy
+/// within 1 pp, the paper's fair-coin p-value below 0.05, and five independently trained models
+/// of the family not accused at α = 0.05 under a null calibrated on five others.
+#[test]
+fn frontier_stitching_mlp_and_irnn() {
+    for (arch, epochs) in [(Architecture::Mlp, 10), (Architecture::Irnn, 5)] {
+        let models = trained(arch, epochs, &(1..=11).collect::<Vec<_>>());
+        let clean = models[0].clone();
+        let e = embed(
+            "frontier-stitching",
+            serde_json::Value::Null,
+            EmbedMode::FineTune,
+            clean.clone(),
+            None,
+            TrainConfig {
+                grad_clip: (arch == Architecture::Irnn).then_some(1.0),
+                ..fine_tune(10, 0.01)
+            },
+        );
+        let (acc0, acc1) = (accuracy(&clean), accuracy(&e.model));
+        assert_eq!(e.extraction.queries, 100);
+        assert_eq!(e.extraction.matches, 100, "{arch}: errors on its own key");
+        assert!(e.report.target_reached);
+        assert!(
+            acc0 - acc1 <= 0.010,
+            "{arch}: accuracy {acc0:.4} -> {acc1:.4}"
+        );
+        let fair = watermark::verify(
+            &e.key,
+            scheme("frontier-stitching"),
+            &mut Suspect::Model(&e.model),
+            "marked",
+            NullModel::FairCoin,
+            0.05,
+        )
+        .unwrap();
+        assert!(fair.verdict.watermarked && fair.verdict.p_value < 0.05);
+        let references = models[1..6]
+            .iter()
+            .enumerate()
+            .map(|(i, m)| (format!("seed {}", i + 2), Suspect::Model(m)));
+        let null =
+            watermark::calibrate(&e.key, scheme("frontier-stitching"), references, 0.99).unwrap();
+        let marked = Verdict::decide(100, 100, null.clone(), 0.05).unwrap();
+        assert!(marked.watermarked, "{arch}: {marked:?}");
+        let mut errors = Vec::new();
+        for m in &models[6..] {
+            let x = matches("frontier-stitching", &e.key, m);
+            let v = Verdict::decide(x.matches, x.queries, null.clone(), 0.05).unwrap();
+            assert!(!v.watermarked, "{arch}: independent model accused: {v:?}");
+            errors.push(x.queries - x.matches);
+        }
+        eprintln!(
+            "{arch}: {} fine-tuning epochs, accuracy {:.2}% -> {:.2}%, key p = {:.3e} (fair coin); calibrated p0 = {:.3}, marked p = {:.3e}; independent models' errors on the key: {errors:?}",
+            e.report.epochs.len(),
+            acc0 * 100.0,
+            acc1 * 100.0,
+            fair.verdict.p_value,
+            marked.null_rate,
+            marked.p_value
+        );
+    }
+}
+
+#[test]
+fn frontier_stitching_rejects_bad_settings() {
+    let s = scheme("frontier-stitching");
+    for eps in [0.0, -0.1, 1.5] {
+        let err = s
+            .params(&serde_json::json!({ "epsilon": eps }))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("epsilon") && err.contains("(0, 1]"), "{err}");
+    }
+    assert!(s.params(&serde_json::json!({ "items": 99 })).is_err());
+    let clean = trained(Architecture::Mlp, 2, &[1]).remove(0);
+    // A tiny step flips almost nothing: the key cannot get 50 true adversaries.
+    let err = watermark::embed(
+        EmbedRequest {
+            scheme: s,
+            params: serde_json::json!({ "epsilon": 0.001, "pool": 200 }),
+            mode: EmbedMode::FineTune,
+            base: clean,
+            teacher: None,
+            data: &mnist().train,
+            aux: None,
+            train: fine_tune(1, 0.01),
+            dataset_name: "mnist10k".into(),
+        },
+        &Device::flex(),
+        &mut Silent,
+    )
+    .err()
+    .expect("too few true adversaries")
+    .to_string();
+    assert!(
+        err.contains("true") && err.contains("raise epsilon"),
+        "{err}"
+    );
+    // From scratch there is no frontier to stitch.
+    Device::flex().seed(1);
+    let fresh = Model::new(spec(Architecture::Mlp), &Device::flex()).unwrap();
+    let err = watermark::embed(
+        EmbedRequest {
+            scheme: s,
+            params: serde_json::Value::Null,
+            mode: EmbedMode::FromScratch,
+            base: fresh,
+            teacher: None,
+            data: &mnist().train,
+            aux: None,
+            train: recipe(1, 1),
+            dataset_name: "mnist10k".into(),
+        },
+        &Device::flex(),
+        &mut Silent,
+    )
+    .err()
+    .expect("from scratch is refused")
+    .to_string();
+    assert!(err.contains("fine-tuning"), "{err}");
+}
+
+fn worst_class_drop(before: &Model, after: &Model) -> f64 {
+    let b = train::evaluate(before, &mnist().test, 256).unwrap();
+    let a = train::evaluate(after, &mnist().test, 256).unwrap();
+    b.per_class_accuracy
+        .iter()
+        .zip(&a.per_class_accuracy)
+        .map(|(x, y)| x - y)
+        .fold(f64::MIN, f64::max)
+}
+
+/// AIME on LeNet and the MLP with 5- and 10-digit signatures: exact decoding, per-class
+/// accuracy within 2 pp, independent models neither decode the signature nor get accused; with
+/// the repetition code the signature survives 20% magnitude pruning.
+#[test]
+fn aime_signatures_decode_and_survive_pruning() {
+    for (arch, epochs) in [(Architecture::Lenet, 5), (Architecture::Mlp, 10)] {
+        let models = trained(arch, epochs, &[1, 2, 3]);
+        for (digits, repeat) in [("31415", 1), ("2718281828", 1), ("16180", 3)] {
+            let e = embed(
+                "aime",
+                serde_json::json!({ "digits": digits, "repeat": repeat }),
+                EmbedMode::FineTune,
+                models[0].clone(),
+                None,
+                fine_tune(5, 0.002),
+            );
+            assert_eq!(e.extraction.decoded.as_deref(), Some(digits), "{arch}");
+            assert_eq!(e.extraction.queries as usize, digits.len() * repeat);
+            let drop = worst_class_drop(&models[0], &e.model);
+            assert!(
+                drop <= 0.02 + 1e-9,
+                "{arch} {digits}: a class lost {:.2} pp",
+                drop * 100.0
+            );
+            let v = watermark::verify(
+                &e.key,
+                scheme("aime"),
+                &mut Suspect::Model(&e.model),
+                "marked",
+                NullModel::Chance { classes: 10 },
+                1e-3,
+            )
+            .unwrap();
+            let msg = v.message.clone().unwrap();
+            assert!(msg.exact && msg.chance <= 0.1f64.powi(digits.len() as i32) * 1.001);
+            assert!(v.verdict.watermarked, "{v:?}");
+            for m in &models[1..] {
+                let x = matches("aime", &e.key, m);
+                assert_ne!(
+                    x.decoded.as_deref(),
+                    Some(digits),
+                    "{arch}: independent model"
+                );
+                let v = Verdict::decide(
+                    x.matches,
+                    x.queries,
+                    NullModel::Chance { classes: 10 },
+                    1e-3,
+                )
+                .unwrap();
+                assert!(!v.watermarked, "{arch} {digits}: independent accused {v:?}");
+            }
+            if repeat > 1 {
+                let pruned = nnmark::attack::prune_magnitude(
+                    e.model.clone(),
+                    0.2,
+                    nnmark::attack::PruneScope::Layer,
+                )
+                .unwrap();
+                let x = matches("aime", &e.key, &pruned);
+                assert_eq!(
+                    x.decoded.as_deref(),
+                    Some(digits),
+                    "{arch}: after 20% pruning"
+                );
+            }
+            eprintln!(
+                "{arch} aime {digits} x{repeat}: {} epochs, worst class drop {:.2} pp, chance of the signature {:.1e}",
+                e.report.epochs.len(),
+                drop * 100.0,
+                msg.chance
+            );
+        }
+    }
+}
+
+/// AIME signatures as text: 3-digit ASCII codes by default, the paper's 2-digit "FCIS".
+#[test]
+fn aime_text_signature_and_bad_inputs() {
+    let s = scheme("aime");
+    let err = s
+        .params(&serde_json::json!({ "signature": "Zoë" }))
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("not printable ASCII") && err.contains("'ë'"),
+        "{err}"
+    );
+    assert!(s.params(&serde_json::json!({ "repeat": 2 })).is_err());
+    assert!(s.params(&serde_json::json!({ "digits": "12a" })).is_err());
+    let clean = trained(Architecture::Lenet, 5, &[1]).remove(0);
+    let e = embed(
+        "aime",
+        serde_json::json!({ "signature": "FCIS", "width": 2 }),
+        EmbedMode::FineTune,
+        clean,
+        None,
+        fine_tune(5, 0.002),
+    );
+    assert_eq!(
+        e.key.trigger_set().unwrap().labels,
+        vec![7, 0, 6, 7, 7, 3, 8, 3]
+    );
+    assert_eq!(e.extraction.decoded.as_deref(), Some("FCIS"));
+}
+
+fn uchida_embed(mode: EmbedMode, params: serde_json::Value) -> (watermark::Embedded, Model) {
+    let clean = trained(Architecture::Lenet, 5, &[1]).remove(0);
+    let fresh = || {
+        Device::flex().seed(1);
+        Model::new(spec(Architecture::Lenet), &Device::flex()).unwrap()
+    };
+    let (base, teacher, cfg) = match mode {
+        EmbedMode::FineTune => (clean.clone(), None, fine_tune(5, 0.01)),
+        EmbedMode::FromScratch => (fresh(), None, recipe(5, 1)),
+        EmbedMode::Distillation => (fresh(), Some(clean.clone()), recipe(5, 1)),
+    };
+    // The unmarked counterpart of each situation: the clean model, or a student distilled
+    // the same way without the regulariser.
+    let baseline = match mode {
+        EmbedMode::Distillation => {
+            let labels = train::predict(&clean, mnist().train.pixels(), 256)
+                .into_iter()
+                .map(|l| l as u8)
+                .collect();
+            let data = mnist().train.relabeled("teacher", labels).unwrap();
+            train::train(fresh(), &data, &recipe(5, 1), &Device::flex(), &mut Silent)
+                .unwrap()
+                .0
+        }
+        _ => clean,
+    };
+    (embed("uchida", params, mode, base, teacher, cfg), baseline)
+}
+
+/// Uchida on LeNet's second convolution in the paper's three situations: BER 0, accuracy within
+/// 0.5 pp of the unmarked counterpart, BER 0 after 50% pruning; unmarked models read ≈ 0.5.
+#[test]
+fn uchida_in_three_situations() {
+    let unmarked = trained(Architecture::Lenet, 5, &[2, 3]);
+    for mode in [
+        EmbedMode::FromScratch,
+        EmbedMode::FineTune,
+        EmbedMode::Distillation,
+    ] {
+        let (e, baseline) = uchida_embed(mode, serde_json::Value::Null);
+        let p = &e.key.meta.params;
+        assert_eq!(p["layer"], "conv2");
+        assert_eq!(p["bits"], 75);
+        assert_eq!(
+            e.extraction.matches, e.extraction.queries,
+            "{mode:?}: BER > 0"
+        );
+        let (a0, a1) = (accuracy(&baseline), accuracy(&e.model));
+        assert!(a0 - a1 <= 0.005, "{mode:?}: accuracy {a0:.4} -> {a1:.4}");
+        let pruned = nnmark::attack::prune_magnitude(
+            e.model.clone(),
+            0.5,
+            nnmark::attack::PruneScope::Layer,
+        )
+        .unwrap();
+        let xp = matches("uchida", &e.key, &pruned);
+        assert_eq!(xp.matches, xp.queries, "{mode:?}: BER after 50% pruning");
+        let v = watermark::verify(
+            &e.key,
+            scheme("uchida"),
+            &mut Suspect::Model(&e.model),
+            "marked",
+            NullModel::FairCoin,
+            1e-6,
+        )
+        .unwrap();
+        assert!(v.verdict.watermarked && v.verdict.p_value < 1e-20);
+        let mut bers = Vec::new();
+        for m in &unmarked {
+            let x = matches("uchida", &e.key, m);
+            let ber = 1.0 - x.match_rate();
+            assert!((0.3..=0.7).contains(&ber), "{mode:?}: unmarked BER {ber}");
+            let v = Verdict::decide(x.matches, x.queries, NullModel::FairCoin, 1e-6).unwrap();
+            assert!(!v.watermarked);
+            bers.push(ber);
+        }
+        eprintln!(
+            "uchida {mode:?}: {} bits, accuracy {:.2}% -> {:.2}%, BER 0 after 50% pruning, unmarked BER {bers:?}",
+            e.extraction.queries,
+            a0 * 100.0,
+            a1 * 100.0
+        );
+    }
+}
+
+/// The owner-derived matrix: verification regenerates X from SHA-256(owner ‖ seed) and refuses
+/// a key whose X was replaced (what an ambiguity attacker would have to do); the scheme needs
+/// weights, not a query interface; bad layers and bit counts are clear errors.
+#[test]
+fn uchida_owner_derived_key_and_bad_inputs() {
+    let (e, _) = uchida_embed(
+        EmbedMode::FineTune,
+        serde_json::json!({ "owner": "alice@example.org", "bits": 64, "message": "nnmark" }),
+    );
+    assert_eq!(e.extraction.matches, 64);
+    assert_eq!(e.extraction.decoded.as_deref(), Some("nnmark"));
+    let s = scheme("uchida");
+    let v = watermark::verify(
+        &e.key,
+        s,
+        &mut Suspect::Model(&e.model),
+        "marked",
+        NullModel::FairCoin,
+        1e-6,
+    )
+    .unwrap();
+    assert!(v.message.as_ref().unwrap().exact);
+    // Replace X by a matrix fitted to the model: refused.
+    let mut forged = e.key.clone();
+    let x = forged.extra.get_mut("x").unwrap();
+    x.values[0] += 1.0;
+    let bytes = forged.to_bytes().unwrap();
+    let forged =
+        nnmark::keyfile::KeyFile::from_bytes(std::path::Path::new("forged"), &bytes).unwrap();
+    let err = s
+        .extract(&forged, &mut Suspect::Model(&e.model))
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("SHA-256(owner"), "{err}");
+    // White-box only.
+    let mut oracle =
+        nnmark::oracle::LocalOracle::new(e.model.clone(), nnmark::oracle::Reveal::Label);
+    let err = watermark::verify(
+        &e.key,
+        s,
+        &mut Suspect::Oracle(&mut oracle),
+        "endpoint",
+        NullModel::FairCoin,
+        1e-6,
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(err.contains("white-box"), "{err}");
+    // Bad inputs.
+    let clean = trained(Architecture::Lenet, 5, &[1]).remove(0);
+    for (params, needle) in [
+        (serde_json::json!({ "layer": "conv9" }), "conv1, conv2"),
+        (serde_json::json!({ "bits": 151 }), "exceeds M = 150"),
+    ] {
+        let err = watermark::embed(
+            EmbedRequest {
+                scheme: s,
+                params,
+                mode: EmbedMode::FineTune,
+                base: clean.clone(),
+                teacher: None,
+                data: &mnist().train,
+                aux: None,
+                train: fine_tune(1, 0.01),
+                dataset_name: "mnist10k".into(),
+            },
+            &Device::flex(),
+            &mut Silent,
+        )
+        .err()
+        .expect("bad parameters")
+        .to_string();
+        assert!(err.contains(needle), "{err}");
+    }
+    assert!(s.params(&serde_json::json!({ "lambda": 0 })).is_err());
+    let mlp = Model::new(spec(Architecture::Mlp), &Device::flex()).unwrap();
+    assert!(
+        mlp.net
+            .conv_weight("conv2")
+            .unwrap_err()
+            .to_string()
+            .contains("no convolution")
+    );
+}
