@@ -62,6 +62,7 @@ fn embed_adi(
 
 /// Times one model-dependent embedding (key generation + fine-tuning or training) and writes
 /// what the PyTorch side needs to repeat the same procedure: the key, and the epochs it took.
+#[allow(clippy::too_many_arguments)]
 fn embed_model_dependent(
     name: &str,
     params: serde_json::Value,
