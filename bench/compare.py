@@ -8,9 +8,9 @@ if sys.argv[1] == "--sweep":
     print(f"{'epsilon':>8}{'items':>6}{'epochs':>7}{'key':>6}{'acc pp':>8}{'indep.':>8}{'s':>7}")
     for x in r["rows"]:
         if "error" in x:
-            print(f"{x['epsilon']:>8}{x['items']:>6}  {x['error']}")
+            print(f"{round(x['epsilon'], 4):>8}{x['items']:>6}  {x['error']}")
         else:
-            print(f"{x['epsilon']:>8}{x['items']:>6}{x['epochs']:>7}{x['key_match']*100:>5.0f}%{x['accuracy_change_pp']:>+8.2f}{x['independent_match']*100:>7.0f}%{x['seconds']:>7.1f}")
+            print(f"{round(x['epsilon'], 4):>8}{x['items']:>6}{x['epochs']:>7}{x['key_match']*100:>5.0f}%{x['accuracy_change_pp']:>+8.2f}{x['independent_match']*100:>7.0f}%{x['seconds']:>7.1f}")
     sys.exit(0)
 
 ours, theirs = json.loads(sys.argv[1]), json.loads(sys.argv[2])

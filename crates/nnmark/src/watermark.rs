@@ -166,6 +166,7 @@ pub fn embed(
     let extraction = scheme.extract(&key, &mut Suspect::Model(&model))?;
     let notes = &mut key.meta.notes;
     notes.insert("embed_epochs".into(), report.epochs.len().into());
+    notes.insert("embed_steps".into(), report.steps.into());
     notes.insert("key_match_rate".into(), extraction.match_rate().into());
     if let Some(c) = &clean_extraction {
         notes.insert("clean_key_match_rate".into(), c.match_rate().into());

@@ -92,6 +92,34 @@ fn embed(
     .unwrap()
 }
 
+/// The error message of an embedding that must fail.
+fn embed_error(
+    name: &str,
+    params: serde_json::Value,
+    mode: EmbedMode,
+    base: Model,
+    cfg: TrainConfig,
+) -> String {
+    watermark::embed(
+        EmbedRequest {
+            scheme: scheme::by_name(name).unwrap(),
+            params,
+            mode,
+            base,
+            teacher: None,
+            data: &mnist().train,
+            aux: None,
+            train: cfg,
+            dataset_name: "mnist10k".into(),
+        },
+        &Device::flex(),
+        &mut Silent,
+    )
+    .err()
+    .expect("the embedding must fail")
+    .to_string()
+}
+
 fn scheme(name: &str) -> &'static dyn scheme::Scheme {
     scheme::by_name(name).unwrap()
 }
@@ -177,24 +205,13 @@ fn frontier_stitching_rejects_bad_settings() {
     assert!(s.params(&serde_json::json!({ "items": 99 })).is_err());
     let clean = trained(Architecture::Mlp, 2, &[1]).remove(0);
     // A tiny step flips almost nothing: the key cannot get 50 true adversaries.
-    let err = watermark::embed(
-        EmbedRequest {
-            scheme: s,
-            params: serde_json::json!({ "epsilon": 0.001, "pool": 200 }),
-            mode: EmbedMode::FineTune,
-            base: clean,
-            teacher: None,
-            data: &mnist().train,
-            aux: None,
-            train: fine_tune(1, 0.01),
-            dataset_name: "mnist10k".into(),
-        },
-        &Device::flex(),
-        &mut Silent,
-    )
-    .err()
-    .expect("too few true adversaries")
-    .to_string();
+    let err = embed_error(
+        "frontier-stitching",
+        serde_json::json!({ "epsilon": 0.001, "pool": 200 }),
+        EmbedMode::FineTune,
+        clean,
+        fine_tune(1, 0.01),
+    );
     assert!(
         err.contains("true") && err.contains("raise epsilon"),
         "{err}"
@@ -202,24 +219,13 @@ fn frontier_stitching_rejects_bad_settings() {
     // From scratch there is no frontier to stitch.
     Device::flex().seed(1);
     let fresh = Model::new(spec(Architecture::Mlp), &Device::flex()).unwrap();
-    let err = watermark::embed(
-        EmbedRequest {
-            scheme: s,
-            params: serde_json::Value::Null,
-            mode: EmbedMode::FromScratch,
-            base: fresh,
-            teacher: None,
-            data: &mnist().train,
-            aux: None,
-            train: recipe(1, 1),
-            dataset_name: "mnist10k".into(),
-        },
-        &Device::flex(),
-        &mut Silent,
-    )
-    .err()
-    .expect("from scratch is refused")
-    .to_string();
+    let err = embed_error(
+        "frontier-stitching",
+        serde_json::Value::Null,
+        EmbedMode::FromScratch,
+        fresh,
+        recipe(1, 1),
+    );
     assert!(err.contains("fine-tuning"), "{err}");
 }
 
@@ -478,24 +484,13 @@ fn uchida_owner_derived_key_and_bad_inputs() {
         (serde_json::json!({ "layer": "conv9" }), "conv1, conv2"),
         (serde_json::json!({ "bits": 151 }), "exceeds M = 150"),
     ] {
-        let err = watermark::embed(
-            EmbedRequest {
-                scheme: s,
-                params,
-                mode: EmbedMode::FineTune,
-                base: clean.clone(),
-                teacher: None,
-                data: &mnist().train,
-                aux: None,
-                train: fine_tune(1, 0.01),
-                dataset_name: "mnist10k".into(),
-            },
-            &Device::flex(),
-            &mut Silent,
-        )
-        .err()
-        .expect("bad parameters")
-        .to_string();
+        let err = embed_error(
+            "uchida",
+            params,
+            EmbedMode::FineTune,
+            clean.clone(),
+            fine_tune(1, 0.01),
+        );
         assert!(err.contains(needle), "{err}");
     }
     assert!(s.params(&serde_json::json!({ "lambda": 0 })).is_err());

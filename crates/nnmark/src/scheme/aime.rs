@@ -33,16 +33,14 @@ use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
 
 use super::{
-    EmbedContext, EmbedMode, Extraction, KeyMaterial, KeygenContext, Scheme, Suspect, merge_params,
+    EmbedContext, Extraction, KeyMaterial, KeygenContext, Scheme, Suspect, merge_params,
     parse_params, trigger,
 };
 use crate::error::{Error, Result};
 use crate::keyfile::{KeyFile, KeyTensor, TriggerSet};
 use crate::model::Model;
 use crate::stats;
-use crate::train::{
-    TrainExtras, TrainObserver, TrainReport, TriggerMix, predict_proba, train_with,
-};
+use crate::train::{TrainObserver, TrainReport, predict_proba};
 use crate::verdict::NullModel;
 
 /// AIME's parameters.
@@ -366,16 +364,8 @@ impl Scheme for Aime {
         key: &KeyMaterial,
         observer: &mut dyn TrainObserver,
     ) -> Result<(Model, TrainReport)> {
-        if ctx.mode != EmbedMode::FineTune {
-            return Err(Error::invalid(
-                "embedding mode",
-                ctx.mode.name(),
-                "AIME embeds by fine-tuning the model whose mispredictions made its key",
-            ));
-        }
         let p: AimeParams = parse_params(self.name(), ctx.params)?;
         let triggers = key.triggers.as_ref().expect("aime keys hold triggers");
-        let key_data = triggers.to_dataset("aime key")?;
         // The key's inputs come from the training data with their true labels; fine-tuning on
         // both labels at once would fight itself, so they leave the training data.
         let data = match key.extra.get("source_index") {
@@ -391,26 +381,14 @@ impl Scheme for Aime {
             }
             None => ctx.data.clone(),
         };
-        let all_right = |m: &Model| {
-            crate::train::predict(m, key_data.pixels(), 256)
-                .iter()
-                .zip(key_data.labels())
-                .all(|(&p, &l)| p == l as usize)
-        };
-        train_with(
-            ctx.base,
+        trigger::fine_tune_until_learnt(
+            &ctx,
+            ctx.base.clone(),
             &data,
-            ctx.train,
-            ctx.device,
+            triggers,
+            p.per_batch,
+            "AIME",
             observer,
-            TrainExtras {
-                trigger_mix: Some(TriggerMix {
-                    triggers: &key_data,
-                    per_batch: p.per_batch,
-                }),
-                regularizer: None,
-                stop_when: Some(&all_right),
-            },
         )
     }
 

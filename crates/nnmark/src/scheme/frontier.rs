@@ -18,15 +18,13 @@ use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
 
 use super::{
-    EmbedContext, EmbedMode, Extraction, KeyMaterial, KeygenContext, Scheme, Suspect, merge_params,
+    EmbedContext, Extraction, KeyMaterial, KeygenContext, Scheme, Suspect, merge_params,
     parse_params, trigger,
 };
 use crate::error::{Error, Result};
 use crate::keyfile::{KeyFile, KeyTensor, TriggerSet};
 use crate::model::Model;
-use crate::train::{
-    TrainExtras, TrainObserver, TrainReport, TriggerMix, fgsm, predict, train_with,
-};
+use crate::train::{TrainObserver, TrainReport, fgsm, predict};
 use crate::verdict::NullModel;
 
 /// Frontier stitching's parameters.
@@ -217,40 +215,28 @@ impl Scheme for FrontierStitching {
         key: &KeyMaterial,
         observer: &mut dyn TrainObserver,
     ) -> Result<(Model, TrainReport)> {
-        if ctx.mode != EmbedMode::FineTune {
-            return Err(Error::invalid(
-                "embedding mode",
-                ctx.mode.name(),
-                "frontier stitching embeds by fine-tuning the clean model its key was made from",
-            ));
-        }
         let p: FrontierParams = parse_params(self.name(), ctx.params)?;
         let triggers = key
             .triggers
             .as_ref()
             .expect("frontier-stitching keys hold triggers");
-        let key_data = triggers.to_dataset("frontier-stitching key")?;
-        let all_right = |m: &Model| {
-            predict(m, key_data.pixels(), 256)
-                .iter()
-                .zip(key_data.labels())
-                .all(|(&p, &l)| p == l as usize)
-        };
-        train_with(
-            ctx.base,
+        let (model, report) = trigger::fine_tune_until_learnt(
+            &ctx,
+            ctx.base.clone(),
             ctx.data,
-            ctx.train,
-            ctx.device,
+            triggers,
+            p.per_batch,
+            "frontier stitching",
             observer,
-            TrainExtras {
-                trigger_mix: Some(TriggerMix {
-                    triggers: &key_data,
-                    per_batch: p.per_batch,
-                }),
-                regularizer: None,
-                stop_when: Some(&all_right),
-            },
-        )
+        )?;
+        if !report.target_reached {
+            // The paper discards keys that need too many epochs; say so rather than hide it.
+            tracing::warn!(
+                epochs = report.epochs.len(),
+                "frontier stitching: the key is not fully classified as labelled after the epoch budget; raise --epochs or make a new key (another seed, a smaller epsilon)"
+            );
+        }
+        Ok((model, report))
     }
 
     fn extract(&self, key: &KeyFile, suspect: &mut Suspect<'_>) -> Result<Extraction> {

@@ -95,3 +95,46 @@ pub(crate) fn embed_triggers(
         },
     )
 }
+
+/// Fine-tunes `base` on `data` with `per_batch` key items in every batch until the whole key is
+/// classified as labelled (checked every few steps) or the epochs run out: how frontier
+/// stitching and AIME embed. Training must start from the clean model (`FineTune`).
+pub(crate) fn fine_tune_until_learnt(
+    ctx: &EmbedContext<'_>,
+    base: Model,
+    data: &crate::data::Dataset,
+    triggers: &TriggerSet,
+    per_batch: usize,
+    scheme: &str,
+    observer: &mut dyn TrainObserver,
+) -> Result<(Model, TrainReport)> {
+    if ctx.mode != super::EmbedMode::FineTune {
+        return Err(Error::invalid(
+            "embedding mode",
+            ctx.mode.name(),
+            format!("{scheme} embeds by fine-tuning the clean model its key was made from"),
+        ));
+    }
+    let key_data = triggers.to_dataset(&format!("{scheme} key"))?;
+    let all_right = |m: &Model| {
+        predict(m, key_data.pixels(), 256)
+            .iter()
+            .zip(key_data.labels())
+            .all(|(&p, &l)| p == l as usize)
+    };
+    train_with(
+        base,
+        data,
+        ctx.train,
+        ctx.device,
+        observer,
+        TrainExtras {
+            trigger_mix: Some(TriggerMix {
+                triggers: &key_data,
+                per_batch,
+            }),
+            regularizer: None,
+            stop_when: Some(&all_right),
+        },
+    )
+}

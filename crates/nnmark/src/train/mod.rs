@@ -249,9 +249,13 @@ pub struct TrainReport {
     pub kept_epoch: usize,
     /// True when early stopping ended the run.
     pub stopped_early: bool,
-    /// True when the `stop_when` target was reached (and ended the run).
+    /// True when the `stop_when` target was reached (and ended the run, possibly within the
+    /// last epoch recorded).
     #[serde(default)]
     pub target_reached: bool,
+    /// Optimiser steps taken in all.
+    #[serde(default)]
+    pub steps: usize,
 }
 
 /// Receives progress; the CLI draws a progress bar from it.
@@ -267,6 +271,9 @@ pub trait TrainObserver {
 /// An observer that ignores everything.
 pub struct Silent;
 impl TrainObserver for Silent {}
+
+/// Steps between checks of [`TrainExtras::stop_when`] within an epoch.
+pub const STOP_CHECK_STEPS: usize = 100;
 
 /// Extra examples appended to every training batch: how trigger-set watermarks are embedded
 /// (Adi et al.'s official code appends 2 trigger images to each batch, so a 100-item key is
@@ -287,8 +294,9 @@ pub struct TrainExtras<'a> {
     /// A term added to the loss (e.g. Uchida's weight regulariser), given the model being
     /// trained; it must return a one-element tensor on the autodiff device.
     pub regularizer: Option<&'a dyn Fn(&Model) -> Tensor<1>>,
-    /// Checked after every epoch on the current weights: training ends as soon as it returns
-    /// true (frontier stitching fine-tunes "until the key is classified as labelled").
+    /// Checked on the current weights every [`STOP_CHECK_STEPS`] steps and after every
+    /// epoch: training ends as soon as it returns true (frontier stitching fine-tunes "until
+    /// the key is classified as labelled"; on 60k images an epoch is far more than needed).
     pub stop_when: Option<&'a dyn Fn(&Model) -> bool>,
 }
 
@@ -352,8 +360,10 @@ pub fn train_with(
         kept_epoch: 0,
         stopped_early: false,
         target_reached: false,
+        steps: 0,
     };
     let mut best: Option<(f64, usize, Model)> = None;
+    let (mut steps, mut target_reached) = (0usize, false);
     let shape = train_set.shape;
 
     for epoch in 0..cfg.epochs {
@@ -414,6 +424,17 @@ pub fn train_with(
             correct += hits;
             seen += batch_n;
             observer.batch_end(epoch, b, loss_value, hits as f64 / batch_n as f64);
+            steps += 1;
+            if let Some(stop) = extras.stop_when
+                && steps % STOP_CHECK_STEPS == 0
+                && stop(&Model {
+                    spec: spec.clone(),
+                    net: model.net.valid(),
+                })
+            {
+                target_reached = true;
+                break;
+            }
         }
         let val_accuracy = match &val_set {
             Some(v) => Some(
@@ -439,16 +460,19 @@ pub fn train_with(
         };
         observer.epoch_end(&stats);
         report.epochs.push(stats);
-        if let Some(stop) = extras.stop_when
-            && stop(&Model {
-                spec: spec.clone(),
-                net: model.net.valid(),
+        if target_reached
+            || extras.stop_when.is_some_and(|stop| {
+                stop(&Model {
+                    spec: spec.clone(),
+                    net: model.net.valid(),
+                })
             })
         {
             // The weights that reached the target are the result, whatever early stopping
             // would have kept.
             report.target_reached = true;
             report.kept_epoch = epoch;
+            report.steps = steps;
             let done = Model {
                 spec,
                 net: model.net.valid(),
@@ -472,6 +496,7 @@ pub fn train_with(
             }
         }
     }
+    report.steps = steps;
     let result = match best {
         Some((_, epoch, m)) => {
             report.kept_epoch = epoch;
