@@ -170,6 +170,7 @@ fn aime_on_fashion_mnist() {
     let shared = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../../shared/data");
     let fashion = data::load(&DataSource::Named("fashion".into()), Some(&shared))
         .expect("Fashion-MNIST in ../shared/data");
+    let mut violations = Vec::new();
     for (arch, epochs) in [(Architecture::Mlp, 10), (Architecture::Lenet, 5)] {
         let ms = models(arch, &fashion, epochs, &[1, 2, 3]);
         let before = train::evaluate(&ms[0], &fashion.test, 256).unwrap();
@@ -181,7 +182,10 @@ fn aime_on_fashion_mnist() {
                 ms[0].clone(),
                 None,
                 &fashion,
-                fine_tune(5, 0.002),
+                // A small rate: fine-tuning alone at 0.002 moved the Fashion MLP's coat class by
+                // 1.4 pp (measured, no key at all), 2.8 pp with a 10-digit key; 0.0005 kept
+                // every class within 1.2 pp.
+                fine_tune(5, 0.0005),
                 "fashion",
             );
             assert_eq!(e.extraction.decoded.as_deref(), Some(digits));
@@ -192,7 +196,13 @@ fn aime_on_fashion_mnist() {
                 .zip(&after.per_class_accuracy)
                 .map(|(b, a)| b - a)
                 .fold(f64::MIN, f64::max);
-            assert!(drop <= 0.02 + 1e-9, "{arch} {digits}: class drop {drop}");
+            if drop > 0.02 + 1e-9 {
+                // Collected, so one run reports every configuration before failing.
+                violations.push(format!(
+                    "{arch} {digits} x{repeat}: a class lost {:.1} pp",
+                    drop * 100.0
+                ));
+            }
             let pruned = prune_magnitude(e.model.clone(), 0.2, PruneScope::Layer).unwrap();
             let xp = extract("aime", &e.key, &pruned);
             if repeat > 1 {
@@ -217,14 +227,18 @@ fn aime_on_fashion_mnist() {
             );
         }
     }
+    assert!(violations.is_empty(), "per-class accuracy: {violations:?}");
 }
 
 #[test]
-#[ignore = "about 15 minutes: Uchida on the ResNet in three situations"]
+#[ignore = "about 25 minutes: Uchida on the ResNet in three situations"]
 fn uchida_on_resnet() {
     let mnist = data::embedded_mnist10k().unwrap();
     let arch = Architecture::Resnet;
-    let ms = models(arch, &mnist, 3, &[1, 2]);
+    // 5 epochs: after 3, a from-scratch ResNet read 143 of its 144 bits (measured); Uchida
+    // trained for hundreds. The second, unmarked model only needs to exist (2 epochs).
+    let mut ms = models(arch, &mnist, 5, &[1]);
+    ms.extend(models(arch, &mnist, 2, &[2]));
     let acc = |m: &Model| train::evaluate(m, &mnist.test, 256).unwrap().accuracy;
     let fresh = || {
         Device::flex().seed(1);
@@ -241,7 +255,7 @@ fn uchida_on_resnet() {
     ] {
         let t = std::time::Instant::now();
         let (base, teacher, cfg, baseline) = match mode {
-            EmbedMode::FromScratch => (fresh(), None, recipe(3), ms[0].clone()),
+            EmbedMode::FromScratch => (fresh(), None, recipe(5), ms[0].clone()),
             EmbedMode::FineTune => (ms[0].clone(), None, fine_tune(3, 0.01), ms[0].clone()),
             EmbedMode::Distillation => {
                 let data = mnist
@@ -249,10 +263,10 @@ fn uchida_on_resnet() {
                     .relabeled("teacher", teacher_labels.clone())
                     .unwrap();
                 let student =
-                    train::train(fresh(), &data, &recipe(3), &Device::flex(), &mut Silent)
+                    train::train(fresh(), &data, &recipe(5), &Device::flex(), &mut Silent)
                         .unwrap()
                         .0;
-                (fresh(), Some(ms[0].clone()), recipe(3), student)
+                (fresh(), Some(ms[0].clone()), recipe(5), student)
             }
         };
         let e = embed(
