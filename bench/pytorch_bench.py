@@ -129,11 +129,19 @@ if len(sys.argv) > 2:
 
 def mixed_fine_tune(model, xkey, ykey, per_batch, epochs, keep=None, regularizer=None):
     """nnmark's TriggerMix: per_batch key items appended to every batch of 64, reshuffled each
-    pass over the key; after every epoch the whole key is checked (nnmark's stop_when)."""
+    pass over the key; the whole key is checked every 100 steps and after every epoch
+    (nnmark's stop_when)."""
+
+    def key_learnt():
+        model.eval()
+        with torch.no_grad():
+            done = bool((model(xkey).argmax(1) == ykey).all())
+        model.train()
+        return done
     xs, ys = (xtr, ytr) if keep is None else (xtr[keep], ytr[keep])
     opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
     g = torch.Generator().manual_seed(0)
-    order, cursor = [], 0
+    order, cursor, steps = [], 0, 0
     n = len(xkey) if xkey is not None else 0
     for epoch in range(epochs):
         model.train()
@@ -158,13 +166,12 @@ def mixed_fine_tune(model, xkey, ykey, per_batch, epochs, keep=None, regularizer
             opt.step()
             loss.item()
             (logits.argmax(1) == y).sum().item()
-        model.eval()
-        if n:
-            with torch.no_grad():
-                done = bool((model(xkey).argmax(1) == ykey).all())
-            if done:
-                break
-    return model
+            steps += 1
+            if n and steps % 100 == 0 and key_learnt():
+                return model.eval()
+        if n and key_learnt():
+            break
+    return model.eval()
 
 
 def load_key(name):

@@ -256,7 +256,7 @@ fn uchida_on_resnet() {
         let t = std::time::Instant::now();
         let (base, teacher, cfg, baseline) = match mode {
             EmbedMode::FromScratch => (fresh(), None, recipe(5), ms[0].clone()),
-            EmbedMode::FineTune => (ms[0].clone(), None, fine_tune(3, 0.01), ms[0].clone()),
+            EmbedMode::FineTune => (ms[0].clone(), None, fine_tune(5, 0.01), ms[0].clone()),
             EmbedMode::Distillation => {
                 let data = mnist
                     .train
