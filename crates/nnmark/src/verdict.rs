@@ -7,6 +7,10 @@ use serde::{Deserialize, Serialize};
 use crate::error::{Error, Result};
 use crate::stats;
 
+/// The false-positive rate verdicts are taken at unless the user says otherwise: one wrongful
+/// accusation in a million unmarked models.
+pub const DEFAULT_FPR: f64 = 1e-6;
+
 /// Where the null match rate p0 (an unmarked model's chance of matching a key item) came from.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "kebab-case")]

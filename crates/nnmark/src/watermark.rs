@@ -164,12 +164,33 @@ pub fn embed(
     let model_bytes = weights::to_bytes(&model, &wmeta)?;
     key.meta.model_sha256 = weights::sha256_hex(&model_bytes);
     let extraction = scheme.extract(&key, &mut Suspect::Model(&model))?;
+    let analytic_null = scheme.analytic_null(&key);
     let notes = &mut key.meta.notes;
     notes.insert("embed_epochs".into(), report.epochs.len().into());
     notes.insert("embed_steps".into(), report.steps.into());
     notes.insert("key_match_rate".into(), extraction.match_rate().into());
     if let Some(c) = &clean_extraction {
         notes.insert("clean_key_match_rate".into(), c.match_rate().into());
+    }
+    // The strongest evidence this key can ever give: every item matching, under the scheme's
+    // analytic null. A key too short to reach the default false-positive rate is worth
+    // knowing about before the model ships, not in front of a court.
+    if extraction.queries > 0 {
+        let best = Verdict::decide(
+            extraction.queries,
+            extraction.queries,
+            analytic_null,
+            crate::verdict::DEFAULT_FPR,
+        )?;
+        notes.insert("strongest_p_value".into(), best.p_value.into());
+        if !best.watermarked {
+            tracing::warn!(
+                items = extraction.queries,
+                strongest_p_value = best.p_value,
+                fpr = crate::verdict::DEFAULT_FPR,
+                "the key is too short to reach the default false-positive rate even if every item matches; use a longer key (more items, a longer signature, or a repetition code)"
+            );
+        }
     }
     notes.insert(
         "train_config".into(),
