@@ -41,6 +41,34 @@ pub enum Command {
     Vk(VkCommand),
     /// The main demo on the embedded MNIST sample: train, watermark, verify.
     Demo(DemoArgs),
+    /// Run a removal attack on a model (fine-tuning, pruning, quantisation, distillation, ...)
+    /// with the attacker's third of the training data.
+    Attack(AttackArgs),
+}
+
+#[derive(Args)]
+pub struct AttackArgs {
+    /// Model file to attack.
+    #[arg(long)]
+    pub model: PathBuf,
+    /// The attack, `name[:value][,key=value...]`, stages joined by `+` (`prune:0.5+ftal:epochs=2`).
+    /// Attacks: ftll, ftal, rtll, rtal, prune, prune-global, quantize, adversarial, distill,
+    /// blur, noise, pixel-quantize.
+    #[arg(long)]
+    pub attack: String,
+    /// The watermark key, when the attack is sized by it (adversarial: ratio × key items).
+    #[arg(long)]
+    pub key: Option<PathBuf>,
+    #[command(flatten)]
+    pub data: DataArgs,
+    /// Seed of the attack.
+    #[arg(long, default_value_t = 1)]
+    pub seed: u64,
+    /// Where to write the attacked model.
+    #[arg(long)]
+    pub out: PathBuf,
+    #[command(flatten)]
+    pub output: OutputArgs,
 }
 
 #[derive(Args, Clone)]
@@ -290,6 +318,10 @@ pub struct VerifyArgs {
     /// Suspect model file (nnmark safetensors, or a foreign state_dict with --arch).
     #[arg(long)]
     pub model: PathBuf,
+    /// Query the suspect through a query-time input filter, as a thief might serve it
+    /// (`blur:1.0`, `noise:0.1`, `pixel-quantize:4`); black-box schemes only.
+    #[arg(long, value_name = "FILTER", conflicts_with = "reveal")]
+    pub through: Option<String>,
     /// Architecture of a foreign suspect file.
     #[arg(long)]
     pub arch: Option<String>,
@@ -297,7 +329,7 @@ pub struct VerifyArgs {
     #[arg(long)]
     pub scheme: Option<String>,
     /// False-positive rate the decision is made at.
-    #[arg(long, default_value_t = 1e-6)]
+    #[arg(long, default_value_t = nnmark::verdict::DEFAULT_FPR)]
     pub fpr: f64,
     /// Null model: chance (analytic) or calibrated (needs --reference).
     #[arg(long, default_value = "chance")]

@@ -1,6 +1,7 @@
 //! The `nnmark` command: parses arguments and calls the library, nothing more.
 
 mod args;
+mod attack;
 mod marks;
 mod progress;
 
@@ -179,6 +180,7 @@ fn run(cli: Cli) -> Result<()> {
             }
         }
         Command::Embed(a) => marks::embed(a, &device)?,
+        Command::Attack(a) => attack::run(a, &device)?,
         Command::Verify(a) => marks::verify(a, &device)?,
         Command::Key(KeyCommand::Inspect(a)) => marks::key_inspect(a)?,
         Command::Vk(VkCommand::Export(a)) => marks::vk_export(a)?,

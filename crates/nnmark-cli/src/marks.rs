@@ -307,18 +307,41 @@ pub fn verify(a: VerifyArgs, device: &Device) -> Result<()> {
         }
         return Ok(());
     }
-    let v = watermark::verify(
-        &key,
-        scheme,
-        &mut Suspect::Model(&suspect),
-        &suspect_name,
-        null,
-        a.fpr,
-    )?;
+    let v =
+        match &a.through {
+            None => watermark::verify(
+                &key,
+                scheme,
+                &mut Suspect::Model(&suspect),
+                &suspect_name,
+                null,
+                a.fpr,
+            )?,
+            Some(filter) => {
+                // The suspect as a thief serves it: behind a query-time input filter, answering
+                // labels only.
+                let transform = nnmark::attack::parse(filter)?.query_transform().ok_or_else(|| {
+                anyhow::anyhow!(
+                    "--through '{filter}' is not a query filter (blur, noise, pixel-quantize)"
+                )
+            })?;
+                let mut local =
+                    nnmark::oracle::LocalOracle::new(suspect, nnmark::oracle::Reveal::Label);
+                let mut filtered = nnmark::attack::TransformedOracle::new(&mut local, transform);
+                watermark::verify(
+                    &key,
+                    scheme,
+                    &mut Suspect::Oracle(&mut filtered),
+                    &format!("{suspect_name} through {filter}"),
+                    null,
+                    a.fpr,
+                )?
+            }
+        };
     report(
         &a,
         &v.verdict,
-        &suspect_name,
+        &v.suspect,
         &v.key_fingerprint,
         &reference_rates,
         None,

@@ -711,3 +711,118 @@ fn model_dependent_schemes_end_to_end() {
         &["mlp", "convolution"],
     );
 }
+
+/// `nnmark attack`: pruning and fine-tuning of a marked model with the attacker's third of the
+/// data, JSON output, a query filter verified through `verify --through`, and bad attack specs
+/// as one-line errors before any work.
+#[test]
+fn attack_command_end_to_end() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let run = |args: &[&str]| nnmark(args, d);
+    ok_stdout(&run(&[
+        "train",
+        "--model",
+        "lenet",
+        "--epochs",
+        "2",
+        "--out",
+        "clean.safetensors",
+        "--quiet",
+    ]));
+    ok_stdout(&run(&[
+        "embed",
+        "--scheme",
+        "zhang-noise",
+        "--model",
+        "clean.safetensors",
+        "--epochs",
+        "3",
+        "--out",
+        "marked.safetensors",
+        "--key",
+        "owner.nnkey",
+        "--quiet",
+    ]));
+    let out = ok_stdout(&run(&[
+        "attack",
+        "--model",
+        "marked.safetensors",
+        "--attack",
+        "prune:0.3+ftll:epochs=1",
+        "--out",
+        "stolen.safetensors",
+    ]));
+    assert!(
+        out.contains("prune:0.3+ftll:epochs=1,lr=0.01: accuracy")
+            && out.contains("attacker data 2666 images"),
+        "{out}"
+    );
+    let json: serde_json::Value = serde_json::from_str(&ok_stdout(&run(&[
+        "attack",
+        "--model",
+        "marked.safetensors",
+        "--attack",
+        "quantize:4",
+        "--key",
+        "owner.nnkey",
+        "--seed",
+        "3",
+        "--out",
+        "q4.safetensors",
+        "--json",
+    ])))
+    .unwrap();
+    assert_eq!(json["attack"], "quantize:4,scope=tensor");
+    assert_eq!(json["seed"], 3);
+    assert!(json["accuracy_after"].as_f64().unwrap() > 0.8, "{json}");
+    assert!(json["versions"]["nnmark"].is_string());
+    // The noise triggers survive a mild blur in front of the model.
+    let text = ok_stdout(&run(&[
+        "verify",
+        "--key",
+        "owner.nnkey",
+        "--model",
+        "marked.safetensors",
+        "--through",
+        "blur:0.5",
+    ]));
+    assert!(text.contains("through blur:0.5"), "{text}");
+    assert_clean_error(
+        &run(&[
+            "attack",
+            "--model",
+            "marked.safetensors",
+            "--attack",
+            "shrink:1",
+            "--out",
+            "x",
+        ]),
+        &["shrink", "known attacks", "fine-prune", "overwrite"],
+    );
+    assert_clean_error(
+        &run(&[
+            "attack",
+            "--model",
+            "marked.safetensors",
+            "--attack",
+            "prune:1.2",
+            "--out",
+            "x",
+        ]),
+        &["prune", "1.2", "[0, 1)"],
+    );
+    assert_clean_error(
+        &run(&[
+            "verify",
+            "--key",
+            "owner.nnkey",
+            "--model",
+            "marked.safetensors",
+            "--through",
+            "prune:0.5",
+        ]),
+        &["not a query filter"],
+    );
+    assert!(!d.join("x").exists(), "nothing written on a bad spec");
+}

@@ -1,17 +1,38 @@
 //! Removal attacks: a stolen model (plus whatever the attacker holds) → a new model. Each attack
-//! is one file implementing [`Attack`]. Model-dependent schemes use them to show robustness
-//! (Uchida's pruning claim, AIME's error-correcting code), and the evaluation matrix runs them
-//! against every scheme.
+//! is one file implementing [`Attack`] and one line in [`REGISTRY`]; attacks are named on the
+//! command line as `name[:value][,key=value...]` (`prune:0.5`, `ftal:epochs=2,lr=0.005`) and
+//! compose with `+` (`prune:0.5+ftal:epochs=2`), applied left to right.
+//!
+//! The attacker's data is disjoint from the owner's: [`owner_attacker_split`] gives the fixed
+//! split nnmark uses (a third of the training set to the attacker, as in the
+//! Watermark-Robustness-Toolbox); the owner's test set measures accuracy.
 
+mod adversarial;
+mod args;
+mod distill;
+mod fineprune;
+mod finetune;
+mod overwrite;
 mod prune;
+mod quantize;
+mod transform;
 
+pub use adversarial::AdversarialFineTune;
+pub use args::AttackArgs;
+pub use distill::Distill;
+pub use fineprune::{FinePrune, mean_activations};
+pub use finetune::{FineTune, FineTuneVariant};
+pub use overwrite::Overwrite;
 pub use prune::{Prune, PruneScope, prune_magnitude};
+pub use quantize::{Quantize, quantize_weights};
+pub use transform::{InputTransform, TransformedOracle};
 
 use burn::prelude::Device;
 
 use crate::data::Dataset;
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::model::Model;
+use crate::train::{LrSchedule, OptimizerConfig, TrainConfig};
 
 /// What an attacker holds besides the stolen model.
 pub struct AttackContext<'a> {
@@ -21,12 +42,176 @@ pub struct AttackContext<'a> {
     pub device: &'a Device,
     /// Seed for everything random in the attack.
     pub seed: u64,
+    /// Number of items in the watermark key, for attacks sized by it (adversarial
+    /// fine-tuning); the attacker is assumed to know the scheme's usual key size.
+    pub key_items: Option<usize>,
+    /// The scheme under attack, for attacks that embed their own mark (overwriting).
+    pub scheme: Option<&'a dyn crate::scheme::Scheme>,
+}
+
+impl AttackContext<'_> {
+    /// The attacker's data, or an error saying which attack needs it.
+    pub fn attacker_data(&self, attack: &str) -> Result<&Dataset> {
+        self.data.ok_or_else(|| {
+            Error::invalid(
+                "attack",
+                attack,
+                "this attack trains on the attacker's data; none was given",
+            )
+        })
+    }
 }
 
 /// A removal attack.
-pub trait Attack {
+pub trait Attack: Send + Sync {
     /// A name with its parameters, as on the command line (`prune:0.5`).
     fn describe(&self) -> String;
     /// Produces the attacked model.
     fn remove(&self, model: Model, ctx: &AttackContext<'_>) -> Result<Model>;
+    /// What the thief puts in front of the model at query time (input transformations);
+    /// None for attacks on the weights.
+    fn query_transform(&self) -> Option<InputTransform> {
+        None
+    }
+    /// True when the attack needs the attacker's data.
+    fn needs_data(&self) -> bool {
+        false
+    }
+}
+
+/// One registry entry: how to build an attack from its arguments.
+pub struct AttackInfo {
+    /// Name on the command line.
+    pub name: &'static str,
+    /// One line for help texts.
+    pub summary: &'static str,
+    /// Builds the attack, checking every parameter before any work starts.
+    pub build: fn(&mut AttackArgs) -> Result<Box<dyn Attack>>,
+}
+
+/// Every attack, by name.
+pub static REGISTRY: &[AttackInfo] = &[
+    finetune::FTLL,
+    finetune::FTAL,
+    finetune::RTLL,
+    finetune::RTAL,
+    prune::PRUNE,
+    prune::PRUNE_GLOBAL,
+    fineprune::FINE_PRUNE,
+    quantize::QUANTIZE,
+    overwrite::OVERWRITE,
+    adversarial::ADVERSARIAL,
+    distill::DISTILL,
+    transform::BLUR,
+    transform::NOISE,
+    transform::PIXEL_QUANTIZE,
+];
+
+/// Names of every attack.
+pub fn names() -> Vec<&'static str> {
+    REGISTRY.iter().map(|a| a.name).collect()
+}
+
+/// Several attacks applied left to right.
+pub struct Composed(pub Vec<Box<dyn Attack>>);
+
+impl Attack for Composed {
+    fn describe(&self) -> String {
+        self.0
+            .iter()
+            .map(|a| a.describe())
+            .collect::<Vec<_>>()
+            .join("+")
+    }
+
+    fn remove(&self, mut model: Model, ctx: &AttackContext<'_>) -> Result<Model> {
+        for (i, a) in self.0.iter().enumerate() {
+            // Each stage draws from its own stream, so `a+b` and `b` alone differ only by `a`.
+            let stage = AttackContext {
+                data: ctx.data,
+                device: ctx.device,
+                seed: ctx.seed.wrapping_add(i as u64 * 0x9E37_79B9),
+                key_items: ctx.key_items,
+                scheme: ctx.scheme,
+            };
+            model = a.remove(model, &stage)?;
+        }
+        Ok(model)
+    }
+
+    /// The transforms of the stages, chained.
+    fn query_transform(&self) -> Option<InputTransform> {
+        let chain: Vec<InputTransform> =
+            self.0.iter().filter_map(|a| a.query_transform()).collect();
+        match chain.len() {
+            0 => None,
+            1 => chain.into_iter().next(),
+            _ => Some(InputTransform::Chain(chain)),
+        }
+    }
+
+    fn needs_data(&self) -> bool {
+        self.0.iter().any(|a| a.needs_data())
+    }
+}
+
+/// Parses an attack spec (`prune:0.5+ftal:epochs=2`), checking every name and parameter.
+pub fn parse(spec: &str) -> Result<Box<dyn Attack>> {
+    let mut stages = Vec::new();
+    for part in spec.split('+') {
+        let part = part.trim();
+        if part.is_empty() {
+            return Err(Error::invalid(
+                "attack",
+                spec,
+                "empty stage; write stages as name[:value][,key=value...] joined by '+'",
+            ));
+        }
+        let (name, rest) = part.split_once(':').unwrap_or((part, ""));
+        let info = REGISTRY.iter().find(|a| a.name == name).ok_or_else(|| {
+            Error::invalid(
+                "attack",
+                name,
+                format!("known attacks: {}", names().join(", ")),
+            )
+        })?;
+        let mut args = AttackArgs::parse(name, rest)?;
+        let attack = (info.build)(&mut args)?;
+        args.finish()?;
+        stages.push(attack);
+    }
+    Ok(if stages.len() == 1 {
+        stages.pop().expect("one stage")
+    } else {
+        Box::new(Composed(stages))
+    })
+}
+
+/// The attacker's fraction of the training set.
+pub const ATTACKER_FRACTION: f64 = 1.0 / 3.0;
+
+/// The fixed owner / attacker split: a stratified third of the training set goes to the
+/// attacker, two thirds to the owner (the Watermark-Robustness-Toolbox's default). The seed is
+/// fixed so every experiment on the same data uses the same split.
+pub fn owner_attacker_split(train: &Dataset) -> Result<(Dataset, Dataset)> {
+    let (mut owner, mut attacker) = train.split_stratified(ATTACKER_FRACTION, 0xA77A_C4E5)?;
+    owner.name = format!("{} (owner 2/3)", train.name);
+    attacker.name = format!("{} (attacker 1/3)", train.name);
+    Ok((owner, attacker))
+}
+
+/// The attacker's fine-tuning recipe: SGD with momentum 0.9 at a constant rate.
+pub(crate) fn attacker_recipe(epochs: usize, lr: f64, seed: u64) -> TrainConfig {
+    TrainConfig {
+        epochs,
+        optimizer: OptimizerConfig::Sgd {
+            lr,
+            momentum: 0.9,
+            nesterov: false,
+            weight_decay: 0.0,
+        },
+        schedule: LrSchedule::Constant,
+        seed,
+        ..TrainConfig::default()
+    }
 }

@@ -6,7 +6,7 @@
 use burn::module::{Module, ModuleMapper, ModuleVisitor, Param};
 use burn::prelude::*;
 
-use super::{Attack, AttackContext};
+use super::{Attack, AttackArgs, AttackContext, AttackInfo};
 use crate::error::{Error, Result};
 use crate::model::Model;
 
@@ -27,6 +27,24 @@ pub struct Prune {
     /// Per layer or global.
     pub scope: PruneScope,
 }
+
+fn build(scope: PruneScope, a: &mut AttackArgs) -> Result<Box<dyn Attack>> {
+    Ok(Box::new(Prune {
+        rate: a.rate()?,
+        scope,
+    }))
+}
+
+pub(super) const PRUNE: AttackInfo = AttackInfo {
+    name: "prune",
+    summary: "layer-wise magnitude pruning: zero the rate fraction of smallest weights in each layer (prune:0.5)",
+    build: |a| build(PruneScope::Layer, a),
+};
+pub(super) const PRUNE_GLOBAL: AttackInfo = AttackInfo {
+    name: "prune-global",
+    summary: "global magnitude pruning: one threshold over all weights (prune-global:0.5)",
+    build: |a| build(PruneScope::Global, a),
+};
 
 impl Attack for Prune {
     fn describe(&self) -> String {

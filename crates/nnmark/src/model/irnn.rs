@@ -56,6 +56,11 @@ impl Irnn {
 
     /// Logits for a (N, C, H, W) batch: one step per image row.
     pub fn forward(&self, x: Tensor<4>) -> Tensor<2> {
+        self.fc.forward(self.features(x))
+    }
+
+    /// The final hidden state (the output layer's inputs).
+    pub fn features(&self, x: Tensor<4>) -> Tensor<2> {
         let [n, c, rows, cols] = x.dims();
         let h = IRNN_HIDDEN;
         // (N, C, H, W) → (N, H, C·W): each row, all channels, is one step's input.
@@ -73,7 +78,7 @@ impl Irnn {
                 .reshape([n, h]);
             state = self.act.forward(step + state.matmul(w_hh.clone()));
         }
-        self.fc.forward(state)
+        state
     }
 
     /// The output layer.

@@ -50,12 +50,16 @@ impl LeNet {
 
     /// Logits for a (N, C, H, W) batch.
     pub fn forward(&self, x: Tensor<4>) -> Tensor<2> {
+        self.fc3.forward(self.features(x))
+    }
+
+    /// The last hidden layer's activations (the output layer's inputs).
+    pub fn features(&self, x: Tensor<4>) -> Tensor<2> {
         let x = self.pool.forward(self.act.forward(self.conv1.forward(x)));
         let x = self.pool.forward(self.act.forward(self.conv2.forward(x)));
         let x: Tensor<2> = x.flatten(1, 3);
         let x = self.act.forward(self.fc1.forward(x));
-        let x = self.act.forward(self.fc2.forward(x));
-        self.fc3.forward(x)
+        self.act.forward(self.fc2.forward(x))
     }
 
     /// The output layer.

@@ -128,6 +128,18 @@ impl Network {
         }
     }
 
+    /// The last hidden layer's activations for a normalised batch: the inputs of
+    /// [`Network::head_mut`]'s layer.
+    pub fn features(&self, x: Tensor<4>) -> Tensor<2> {
+        match self {
+            Network::Mlp(m) => m.features(x),
+            Network::Lenet(m) => m.features(x),
+            Network::MnistCnn(m) => m.features(x),
+            Network::Resnet(m) => m.features(x),
+            Network::Irnn(m) => m.features(x),
+        }
+    }
+
     /// The final classification layer.
     pub fn head_mut(&mut self) -> &mut burn::nn::Linear {
         match self {

@@ -107,6 +107,11 @@ impl ResNet {
 
     /// Logits for a (N, C, H, W) batch.
     pub fn forward(&self, x: Tensor<4>) -> Tensor<2> {
+        self.fc.forward(self.features(x))
+    }
+
+    /// The pooled channels of the last convolution block (the output layer's inputs).
+    pub fn features(&self, x: Tensor<4>) -> Tensor<2> {
         let mut x = self.act.forward(self.bn1.forward(self.conv1.forward(x)));
         for block in self
             .layer1
@@ -117,8 +122,7 @@ impl ResNet {
         {
             x = block.forward(x);
         }
-        let x: Tensor<2> = self.pool.forward(x).flatten(1, 3);
-        self.fc.forward(x)
+        self.pool.forward(x).flatten(1, 3)
     }
 
     /// The output layer.

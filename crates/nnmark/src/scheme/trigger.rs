@@ -92,6 +92,7 @@ pub(crate) fn embed_triggers(
             }),
             regularizer: None,
             stop_when: None,
+            ..Default::default()
         },
     )
 }
@@ -135,6 +136,7 @@ pub(crate) fn fine_tune_until_learnt(
             }),
             regularizer: None,
             stop_when: Some(&all_right),
+            ..Default::default()
         },
     )
 }

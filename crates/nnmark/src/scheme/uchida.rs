@@ -322,6 +322,7 @@ impl Scheme for Uchida {
                 trigger_mix: None,
                 regularizer: Some(&regularizer),
                 stop_when: None,
+                ..Default::default()
             },
         )
     }

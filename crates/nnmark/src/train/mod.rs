@@ -14,6 +14,7 @@ use burn::prelude::*;
 use serde::{Deserialize, Serialize};
 
 pub use batch::{images_tensor, labels_tensor};
+pub(crate) use eval::model_device;
 pub use eval::{Evaluation, evaluate, predict, predict_proba};
 pub use grad::{fgsm, input_gradients};
 
@@ -298,6 +299,10 @@ pub struct TrainExtras<'a> {
     /// epoch: training ends as soon as it returns true (frontier stitching fine-tunes "until
     /// the key is classified as labelled"; on 60k images an epoch is far more than needed).
     pub stop_when: Option<&'a dyn Fn(&Model) -> bool>,
+    /// Soft targets, one probability row of `num_classes` per training example (distillation
+    /// from a model that reveals its probabilities): the loss is the cross-entropy against
+    /// them instead of the labels. Needs no early stopping and no trigger mixing.
+    pub soft_targets: Option<&'a [f32]>,
 }
 
 /// Trains `model` on `data` and returns the trained model (on `device`, without autodiff).
@@ -331,6 +336,21 @@ pub fn train_with(
                 "trigger mixing needs at least one trigger item per batch and a non-empty trigger set",
             ));
         }
+    }
+    if let Some(q) = extras.soft_targets
+        && (q.len() != data.len() * data.num_classes
+            || extras.trigger_mix.is_some()
+            || cfg.early_stopping.is_some())
+    {
+        return Err(Error::invalid(
+            "soft targets",
+            q.len(),
+            format!(
+                "need one row of {} probabilities per example ({} values), and neither trigger mixing nor early stopping",
+                data.num_classes,
+                data.len() * data.num_classes
+            ),
+        ));
     }
     let mut trigger_cursor = 0usize;
     let mut trigger_order: Vec<usize> = Vec::new();
@@ -403,7 +423,19 @@ pub fn train_with(
             let batch_n = y.dims()[0];
             let logits = model.forward(x);
             let hits = batch::count_correct(&logits, &y);
-            let mut loss = loss_fn.forward(logits, y);
+            let mut loss = match extras.soft_targets {
+                None => loss_fn.forward(logits, y),
+                Some(q) => {
+                    let c = train_set.num_classes;
+                    let rows: Vec<f32> = chunk
+                        .iter()
+                        .flat_map(|&i| q[i * c..(i + 1) * c].iter().copied())
+                        .collect();
+                    let t = Tensor::<2>::from_data(TensorData::new(rows, [chunk.len(), c]), &ad);
+                    let log_p = burn::tensor::activation::log_softmax(logits, 1);
+                    (t * log_p).sum_dim(1).mean().neg()
+                }
+            };
             if let Some(reg) = extras.regularizer {
                 loss = loss + reg(&model);
             }

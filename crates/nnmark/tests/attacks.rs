@@ -1,0 +1,393 @@
+//! Each removal attack does what it says, on the embedded MNIST sample with the fixed
+//! owner/attacker split: fine-tuning variants move exactly the layers they name, quantisation
+//! stays within half a step, distillation copies the teacher, adversarial fine-tuning makes the
+//! model more robust to FGSM, query filters change the inputs; bad specs fail before any work.
+
+use std::sync::OnceLock;
+
+use burn::module::{Module, ModuleVisitor, Param};
+use burn::prelude::*;
+use nnmark::attack::{self, Attack, AttackContext};
+use nnmark::data::{self, Dataset, ImageShape};
+use nnmark::model::{Architecture, Model, ModelSpec, Normalization};
+use nnmark::oracle::{LocalOracle, Oracle, Reveal};
+use nnmark::train::{self, TrainConfig};
+use nnmark::watermark;
+
+struct Split {
+    owner: Dataset,
+    attacker: Dataset,
+    test: Dataset,
+}
+
+fn split() -> &'static Split {
+    static S: OnceLock<Split> = OnceLock::new();
+    S.get_or_init(|| {
+        let d = data::embedded_mnist10k().unwrap();
+        let (owner, attacker) = attack::owner_attacker_split(&d.train).unwrap();
+        Split {
+            owner,
+            attacker,
+            test: d.test,
+        }
+    })
+}
+
+fn spec(arch: Architecture) -> ModelSpec {
+    ModelSpec {
+        architecture: arch,
+        input: ImageShape::MNIST,
+        num_classes: 10,
+        normalization: Normalization::from_dataset(&split().owner),
+    }
+}
+
+/// The owner's model: trained on the owner's two thirds.
+fn stolen(arch: Architecture) -> Model {
+    watermark::train_references(
+        &spec(arch),
+        &split().owner,
+        &TrainConfig {
+            epochs: 3,
+            ..TrainConfig::default()
+        },
+        &[1],
+        &Device::flex(),
+    )
+    .unwrap()
+    .pop()
+    .unwrap()
+}
+
+fn run(spec_text: &str, model: Model) -> Model {
+    let a = attack::parse(spec_text).unwrap();
+    a.remove(
+        model,
+        &AttackContext {
+            data: Some(&split().attacker),
+            device: &Device::flex(),
+            seed: 9,
+            key_items: Some(100),
+            scheme: None,
+        },
+    )
+    .unwrap()
+}
+
+fn accuracy(m: &Model) -> f64 {
+    train::evaluate(m, &split().test, 256).unwrap().accuracy
+}
+
+struct Tensors(Vec<Vec<f32>>);
+impl ModuleVisitor for Tensors {
+    fn visit_float<const D: usize>(&mut self, p: &Param<Tensor<D>>) {
+        self.0.push(
+            p.val()
+                .to_data()
+                .convert::<f32>()
+                .try_into_vec::<f32>()
+                .unwrap(),
+        );
+    }
+}
+
+fn tensors(m: &Model) -> Vec<Vec<f32>> {
+    let mut t = Tensors(Vec::new());
+    m.net.visit(&mut t);
+    t.0
+}
+
+#[test]
+fn the_split_is_a_disjoint_stratified_third() {
+    let s = split();
+    assert_eq!(s.owner.len() + s.attacker.len(), 8000);
+    assert!((s.attacker.len() as f64 - 8000.0 / 3.0).abs() <= 10.0);
+    for (o, a) in s.owner.class_counts().iter().zip(s.attacker.class_counts()) {
+        let frac = a as f64 / (o + a) as f64;
+        assert!((frac - 1.0 / 3.0).abs() < 0.01, "{frac}");
+    }
+    // Disjoint: no attacker image is also an owner image (the sample has no duplicates that
+    // would make this fail by accident; 28×28 byte images rarely repeat).
+    let owner: std::collections::HashSet<Vec<u8>> = (0..s.owner.len())
+        .map(|i| {
+            s.owner
+                .image(i)
+                .iter()
+                .map(|&v| (v * 255.0) as u8)
+                .collect()
+        })
+        .collect();
+    let shared = (0..s.attacker.len())
+        .filter(|&i| {
+            owner.contains(
+                &s.attacker
+                    .image(i)
+                    .iter()
+                    .map(|&v| (v * 255.0) as u8)
+                    .collect::<Vec<_>>(),
+            )
+        })
+        .count();
+    assert_eq!(shared, 0);
+}
+
+/// FTLL and RTLL change the last layer only; FTAL and RTAL change every layer; RT* start the
+/// last layer afresh and still end accurate.
+#[test]
+fn fine_tuning_variants_move_the_layers_they_name() {
+    for arch in [Architecture::Mlp, Architecture::Lenet] {
+        let base = stolen(arch);
+        let before = tensors(&base);
+        let n = before.len();
+        for (name, last_only) in [
+            ("ftll", true),
+            ("rtll", true),
+            ("ftal", false),
+            ("rtal", false),
+        ] {
+            let out = run(&format!("{name}:epochs=1"), base.clone());
+            let after = tensors(&out);
+            assert_eq!(after.len(), n);
+            for (i, (b, a)) in before.iter().zip(&after).enumerate() {
+                let changed = b != a;
+                let is_head = i >= n - 2;
+                assert_eq!(
+                    changed,
+                    is_head || !last_only,
+                    "{arch} {name}: tensor {i} of {n} changed={changed}"
+                );
+            }
+            let acc = accuracy(&out);
+            assert!(acc > 0.85, "{arch} {name}: {acc}");
+            // A later stage may train everything again.
+            let again = run("ftal:epochs=1", out);
+            assert_ne!(tensors(&again)[0], before[0], "{arch} {name} then ftal");
+        }
+    }
+}
+
+#[test]
+fn quantization_stays_within_half_a_step_and_keeps_accuracy() {
+    let base = stolen(Architecture::Lenet);
+    let acc = accuracy(&base);
+    let before = tensors(&base);
+    for (spec_text, bits) in [
+        ("quantize:8", 8),
+        ("quantize:4", 4),
+        ("quantize:4,scope=channel", 4),
+    ] {
+        let out = run(spec_text, base.clone());
+        let after = tensors(&out);
+        let q = ((1 << (bits - 1)) - 1) as f32;
+        for (b, a) in before.iter().zip(&after) {
+            if b.len() <= 120 {
+                // Biases (and the smallest layers' biases) stay in float.
+                continue;
+            }
+            let step = b.iter().fold(0f32, |m, x| m.max(x.abs())) / q;
+            for (x, y) in b.iter().zip(a) {
+                assert!(
+                    (x - y).abs() <= step / 2.0 + 1e-6,
+                    "{spec_text}: {x} -> {y}"
+                );
+            }
+        }
+        let acc_q = accuracy(&out);
+        eprintln!("{spec_text}: accuracy {acc:.4} -> {acc_q:.4}");
+        if bits == 8 {
+            assert!(
+                (acc - acc_q).abs() <= 0.005,
+                "{spec_text}: {acc} -> {acc_q}"
+            );
+        }
+    }
+}
+
+#[test]
+fn pruning_and_composition() {
+    let base = stolen(Architecture::Mlp);
+    let out = run("prune:0.5+quantize:8", base);
+    let all: Vec<f32> = tensors(&out)
+        .into_iter()
+        .filter(|t| t.len() >= 640) // the weight matrices; biases are not pruned
+        .flatten()
+        .collect();
+    let zeros = all.iter().filter(|&&v| v == 0.0).count() as f64 / all.len() as f64;
+    assert!(zeros >= 0.5, "{zeros}");
+    let a = attack::parse("prune:0.5+ftal:epochs=2").unwrap();
+    assert_eq!(a.describe(), "prune:0.5+ftal:epochs=2,lr=0.01");
+    assert!(a.needs_data());
+}
+
+/// The student agrees with the teacher on at least 90% of the owner's test inputs, with labels
+/// only and with probabilities, also for another architecture.
+#[test]
+fn distillation_copies_the_teacher() {
+    let teacher = stolen(Architecture::Lenet);
+    let t_pred = train::predict(&teacher, split().test.pixels(), 256);
+    for spec_text in [
+        "distill:epochs=5",
+        "distill:epochs=5,answers=probabilities",
+        "distill:epochs=5,arch=mlp",
+    ] {
+        let student = run(spec_text, teacher.clone());
+        let s_pred = train::predict(&student, split().test.pixels(), 256);
+        let agree =
+            t_pred.iter().zip(&s_pred).filter(|(a, b)| a == b).count() as f64 / t_pred.len() as f64;
+        eprintln!("{spec_text}: agreement {agree:.4}");
+        assert!(agree >= 0.9, "{spec_text}: {agree}");
+        if spec_text.contains("mlp") {
+            assert_eq!(student.spec.architecture, Architecture::Mlp);
+        }
+    }
+}
+
+/// After adversarial fine-tuning the model classifies more FGSM adversaries of the test set
+/// correctly, and ordinary accuracy stays within 5 pp.
+#[test]
+fn adversarial_fine_tuning_hardens_against_fgsm() {
+    let base = stolen(Architecture::Mlp);
+    let test = &split().test;
+    let robust = |m: &Model| {
+        let adv = train::fgsm(m, test.pixels(), test.labels(), 0.1).unwrap();
+        let pred = train::predict(m, &adv, 256);
+        pred.iter()
+            .zip(test.labels())
+            .filter(|(p, l)| **p == **l as usize)
+            .count() as f64
+            / test.len() as f64
+    };
+    let (r0, a0) = (robust(&base), accuracy(&base));
+    let out = run("adversarial:ratio=20,epsilon=0.1,epochs=2", base);
+    let (r1, a1) = (robust(&out), accuracy(&out));
+    eprintln!("FGSM accuracy {r0:.4} -> {r1:.4}, accuracy {a0:.4} -> {a1:.4}");
+    assert!(r1 > r0 + 0.02, "{r0} -> {r1}");
+    assert!(a1 > a0 - 0.05, "{a0} -> {a1}");
+}
+
+#[test]
+fn query_filters_leave_weights_and_change_inputs() {
+    let base = stolen(Architecture::Lenet);
+    let test = &split().test;
+    let before = tensors(&base);
+    for (spec_text, min_acc) in [
+        ("blur:0.5", 0.8),
+        ("noise:0.1", 0.8),
+        ("pixel-quantize:4", 0.8),
+    ] {
+        let a = attack::parse(spec_text).unwrap();
+        let out = run(spec_text, base.clone());
+        assert_eq!(tensors(&out), before, "{spec_text}");
+        let t = a.query_transform().expect("a query filter");
+        let mut local = LocalOracle::new(out, Reveal::Label);
+        let mut filtered = attack::TransformedOracle::new(&mut local, t.clone());
+        let answers = filtered.query(test.pixels()).unwrap();
+        let acc = answers
+            .iter()
+            .zip(test.labels())
+            .filter(|(a, l)| a.label == **l as usize)
+            .count() as f64
+            / test.len() as f64;
+        eprintln!("{spec_text}: accuracy {acc:.4}");
+        assert!(acc > min_acc, "{spec_text}: {acc}");
+        let mut x = test.image(0).to_vec();
+        t.apply(&mut x, test.shape, 0);
+        assert_ne!(x.as_slice(), test.image(0), "{spec_text}");
+    }
+}
+
+#[test]
+fn bad_specs_fail_before_any_work() {
+    let err = |s: &str| attack::parse(s).err().expect(s).to_string();
+    let e = err("shrink:0.5");
+    assert!(
+        e.contains("known attacks") && e.contains("ftll") && e.contains("distill"),
+        "{e}"
+    );
+    let e = err("prune:1.2");
+    assert!(e.contains("1.2") && e.contains("[0, 1)"), "{e}");
+    let e = err("ftal:epochs=0");
+    assert!(e.contains("epochs") && e.contains("at least 1"), "{e}");
+    let e = err("ftal:epochs=2,rate=3");
+    assert!(
+        e.contains("rate") && e.contains("known parameters: epochs, lr"),
+        "{e}"
+    );
+    let e = err("quantize:3,scope=row");
+    assert!(e.contains("tensor, channel"), "{e}");
+    let e = err("prune:0.5+");
+    assert!(e.contains("empty stage"), "{e}");
+    let e = err("distill:arch=vgg");
+    assert!(e.contains("known models"), "{e}");
+    let e = err("prune");
+    assert!(e.contains("rate") && e.contains("required"), "{e}");
+    // Attacks that train say so when the attacker has no data.
+    let a = attack::parse("ftal").unwrap();
+    let e = a
+        .remove(
+            stolen(Architecture::Mlp),
+            &AttackContext {
+                data: None,
+                device: &Device::flex(),
+                seed: 1,
+                key_items: None,
+                scheme: None,
+            },
+        )
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(e.contains("attacker's data"), "{e}");
+}
+
+/// Fine-pruning removes the least active neurons (their weights into the output layer are zero
+/// after the fine-tuning) and keeps accuracy.
+#[test]
+fn fine_pruning_removes_the_dormant_neurons() {
+    let base = stolen(Architecture::Lenet);
+    let act = attack::mean_activations(&base, split().attacker.pixels());
+    assert_eq!(act.len(), 84, "LeNet's fc2 has 84 units");
+    let mut order: Vec<usize> = (0..act.len()).collect();
+    order.sort_by(|&a, &b| act[a].total_cmp(&act[b]).then(a.cmp(&b)));
+    let a0 = accuracy(&base);
+    let out = run("fine-prune:0.5,epochs=1", base);
+    let head = tensors(&out)[tensors(&out).len() - 2].clone(); // fc3 weight, [84, 10]
+    for (rank, &i) in order.iter().enumerate() {
+        let row_zero = head[i * 10..(i + 1) * 10].iter().all(|&v| v == 0.0);
+        assert_eq!(row_zero, rank < 42, "neuron {i} (activity rank {rank})");
+    }
+    let a1 = accuracy(&out);
+    eprintln!("fine-prune:0.5 accuracy {a0:.4} -> {a1:.4}");
+    assert!(a1 > a0 - 0.05, "{a0} -> {a1}");
+}
+
+/// Overwriting embeds the attacker's own mark (here Uchida's, the setting of its §4): the
+/// attacker's key reads back from the result.
+#[test]
+fn overwriting_embeds_a_second_mark() {
+    let base = stolen(Architecture::Lenet);
+    let ow = attack::Overwrite {
+        scheme: None,
+        epochs: 10,
+        lr: 0.01,
+    };
+    let device = Device::flex();
+    let ctx = |scheme| AttackContext {
+        data: Some(&split().attacker),
+        device: &device,
+        seed: 5,
+        key_items: None,
+        scheme,
+    };
+    let e = ow
+        .embed_second(
+            base.clone(),
+            &ctx(Some(nnmark::scheme::by_name("uchida").unwrap())),
+        )
+        .unwrap();
+    assert!(e.extraction.match_rate() >= 0.99, "{:?}", e.extraction);
+    assert!(accuracy(&e.model) > accuracy(&base) - 0.05);
+    let err = ow.remove(base, &ctx(None)).err().unwrap().to_string();
+    assert!(err.contains("scheme=NAME"), "{err}");
+    assert!(attack::parse("overwrite:scheme=nope").is_err());
+}
