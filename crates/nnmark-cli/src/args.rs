@@ -398,10 +398,24 @@ pub struct VkExportArgs {
 }
 
 #[derive(Args)]
+#[command(args_conflicts_with_subcommands = true, subcommand_negates_reqs = true)]
 pub struct EvalArgs {
-    /// Weights file (nnmark safetensors, or a PyTorch state_dict with --arch).
+    #[command(subcommand)]
+    pub cmd: Option<EvalCommand>,
+    /// Weights file to evaluate on the test split (nnmark safetensors, or a PyTorch
+    /// state_dict with --arch).
+    #[arg(long, required_unless_present = "config", conflicts_with = "config")]
+    pub model: Option<PathBuf>,
+    /// Run an evaluation matrix (TOML: models, schemes, attacks, seeds) instead.
     #[arg(long)]
-    pub model: PathBuf,
+    pub config: Option<PathBuf>,
+    /// Output folder of the matrix: cache of models and cells, results JSONL, report.
+    #[arg(long, default_value = "eval-out", requires = "config")]
+    pub out: PathBuf,
+    /// Run one shard, `i/n` (0-based), or `n` with the index from SLURM_ARRAY_TASK_ID or
+    /// JOB_COMPLETION_INDEX.
+    #[arg(long, requires = "config")]
+    pub shard: Option<String>,
     /// Architecture of a foreign weights file without nnmark metadata.
     #[arg(long)]
     pub arch: Option<String>,
@@ -415,6 +429,28 @@ pub struct EvalArgs {
     pub per_class: bool,
     #[command(flatten)]
     pub output: OutputArgs,
+}
+
+#[derive(Subcommand)]
+pub enum EvalCommand {
+    /// Join shard outputs (results-*.jsonl) into one file, one record per cell.
+    Merge {
+        /// Shard result files.
+        #[arg(required = true)]
+        inputs: Vec<PathBuf>,
+        /// The merged file.
+        #[arg(long)]
+        out: PathBuf,
+    },
+    /// Write report.md and report.html from result files.
+    Report {
+        /// Result files (JSONL).
+        #[arg(required = true)]
+        inputs: Vec<PathBuf>,
+        /// Folder for the report.
+        #[arg(long)]
+        out: PathBuf,
+    },
 }
 
 #[derive(Subcommand)]

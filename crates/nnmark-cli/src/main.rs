@@ -2,6 +2,7 @@
 
 mod args;
 mod attack;
+mod evaluate;
 mod marks;
 mod progress;
 
@@ -21,6 +22,8 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
+        // Colour codes only for a terminal, not in log files.
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_env("NNMARK_LOG")
                 .unwrap_or_else(|_| "warn".into()),
@@ -102,7 +105,9 @@ fn run(cli: Cli) -> Result<()> {
                 println!("wrote {} (sha256 {sha})", a.out.display());
             }
         }
+        Command::Eval(a) if a.cmd.is_some() || a.config.is_some() => evaluate::run(a, &device)?,
         Command::Eval(a) => {
+            let model_path = a.model.clone().expect("clap requires --model or --config");
             let split = load_data(&a.data)?;
             let spec = match &a.arch {
                 Some(arch) => Some(ModelSpec {
@@ -113,18 +118,18 @@ fn run(cli: Cli) -> Result<()> {
                 }),
                 None => None,
             };
-            let loaded = weights::load(&a.model, spec.as_ref(), &device)?;
+            let loaded = weights::load(&model_path, spec.as_ref(), &device)?;
             let eval = train::evaluate(&loaded.model, &split.test, 256)
-                .with_context(|| format!("evaluating {}", a.model.display()))?;
+                .with_context(|| format!("evaluating {}", model_path.display()))?;
             if a.output.json {
                 println!(
                     "{}",
-                    json!({ "versions": versions(), "model": a.model, "sha256": loaded.sha256, "dataset": a.data.source()?.label(), "evaluation": eval })
+                    json!({ "versions": versions(), "model": model_path, "sha256": loaded.sha256, "dataset": a.data.source()?.label(), "evaluation": eval })
                 );
             } else {
                 println!(
                     "{}: accuracy {:.2}% on {} test images ({})",
-                    a.model.display(),
+                    model_path.display(),
                     eval.accuracy * 100.0,
                     eval.examples,
                     a.data.source()?.label()

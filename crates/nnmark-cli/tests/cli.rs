@@ -826,3 +826,113 @@ fn attack_command_end_to_end() {
     );
     assert!(!d.join("x").exists(), "nothing written on a bad spec");
 }
+
+/// `nnmark eval --config`: a tiny matrix, its cache on rerun, shards, merge and report, and a
+/// bad configuration as a one-line error.
+#[test]
+fn eval_matrix_command() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let run = |args: &[&str]| nnmark(args, d);
+    std::fs::write(
+        d.join("tiny.toml"),
+        r#"
+name = "tiny"
+seeds = [1]
+fpr = 1e-3
+attacks = ["none", "prune:0.5", "quantize:8"]
+[[models]]
+dataset = "mnist10k"
+arch = "mlp"
+epochs = 2
+[[schemes]]
+name = "zhang-noise"
+epochs = 2
+lr = 0.01
+"#,
+    )
+    .unwrap();
+    let out = ok_stdout(&run(&[
+        "eval",
+        "--config",
+        "tiny.toml",
+        "--out",
+        "ev",
+        "--quiet",
+    ]));
+    assert!(
+        out.contains("tiny: 3 cells (3 computed, 0 cached)"),
+        "{out}"
+    );
+    assert!(d.join("ev/report.html").exists() && d.join("ev/report.md").exists());
+    let out = ok_stdout(&run(&[
+        "eval",
+        "--config",
+        "tiny.toml",
+        "--out",
+        "ev",
+        "--json",
+    ]));
+    let json: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(json["summary"]["computed"], 0);
+    assert_eq!(json["summary"]["cached"], 3);
+    let out = ok_stdout(&run(&[
+        "eval",
+        "--config",
+        "tiny.toml",
+        "--out",
+        "ev",
+        "--shard",
+        "0/2",
+        "--quiet",
+    ]));
+    assert!(out.contains("shard 0/2"), "{out}");
+    ok_stdout(&run(&[
+        "eval",
+        "--config",
+        "tiny.toml",
+        "--out",
+        "ev",
+        "--shard",
+        "1/2",
+        "--quiet",
+    ]));
+    let out = ok_stdout(&run(&[
+        "eval",
+        "merge",
+        "ev/results-0-of-2.jsonl",
+        "ev/results-1-of-2.jsonl",
+        "--out",
+        "merged.jsonl",
+    ]));
+    assert!(out.contains("merged 3 cells"), "{out}");
+    let out = ok_stdout(&run(&["eval", "report", "merged.jsonl", "--out", "rep"]));
+    assert!(out.contains("report.html"), "{out}");
+    let md = std::fs::read_to_string(d.join("rep/report.md")).unwrap();
+    assert!(md.contains("mnist10k / mlp / zhang-noise"), "{md}");
+
+    std::fs::write(
+        d.join("bad.toml"),
+        std::fs::read_to_string(d.join("tiny.toml"))
+            .unwrap()
+            .replace("prune:0.5", "prune:1.5"),
+    )
+    .unwrap();
+    assert_clean_error(
+        &run(&["eval", "--config", "bad.toml", "--out", "ev2"]),
+        &["prune", "1.5"],
+    );
+    assert!(!d.join("ev2").exists(), "nothing done for a bad config");
+    assert_clean_error(
+        &run(&[
+            "eval",
+            "--config",
+            "tiny.toml",
+            "--out",
+            "ev",
+            "--shard",
+            "4",
+        ]),
+        &["SLURM_ARRAY_TASK_ID"],
+    );
+}

@@ -12,6 +12,7 @@ pub mod data;
 pub mod demo;
 pub mod device;
 pub mod error;
+pub mod eval;
 pub mod keyfile;
 pub mod model;
 pub mod oracle;

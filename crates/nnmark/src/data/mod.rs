@@ -65,7 +65,8 @@ impl DataSource {
     }
 }
 
-fn canonical_name(name: &str) -> Option<&'static str> {
+/// The canonical name of a named data set (`mnist`, `mnist10k` → `mnist10k`; `fashion`, `fashion-mnist` → `fashion`), None when unknown.
+pub fn canonical_name(name: &str) -> Option<&'static str> {
     match name {
         "mnist10k" | "mnist" => Some("mnist10k"),
         "fashion" | "fashion-mnist" | "fashion70k" => Some("fashion"),

@@ -1,0 +1,747 @@
+//! The evaluation matrix: models × schemes × attacks × seeds, each cell a marked model
+//! attacked and verified. Cells are content-addressed (SHA-256 of everything that determines
+//! them) and cached on disk, so a rerun computes only what is missing, and shards
+//! (`--shard i/n`, or the index from `SLURM_ARRAY_TASK_ID` / `JOB_COMPLETION_INDEX`) split the
+//! work by (model, scheme, seed) group across machines; [`merge`] joins their outputs.
+
+mod config;
+pub mod report;
+
+pub use config::{EvalConfig, ModelEntry, SchemeEntry};
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+
+use burn::prelude::Device;
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+use crate::attack::{self, AttackContext, TransformedOracle};
+use crate::data::{self, DataSource, DataSplit, Dataset};
+use crate::error::{Error, Result};
+use crate::keyfile::KeyFile;
+use crate::model::{Architecture, Model, ModelSpec, Normalization};
+use crate::oracle::{LocalOracle, Oracle, Reveal};
+use crate::scheme::{self, EmbedMode, Suspect};
+use crate::train::{self, LrSchedule, OptimizerConfig, Silent, TrainConfig};
+use crate::verdict::{NullModel, Verdict};
+use crate::watermark::{self, EmbedRequest};
+use crate::weights::{self, WeightsMeta};
+
+/// Which part of the matrix this process runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Shard {
+    /// 0-based index.
+    pub index: usize,
+    /// Number of shards.
+    pub count: usize,
+}
+
+impl Shard {
+    /// The whole matrix.
+    pub const ALL: Shard = Shard { index: 0, count: 1 };
+
+    /// `i/n`, or `n` alone with the index taken from `SLURM_ARRAY_TASK_ID` or
+    /// `JOB_COMPLETION_INDEX` (looked up through `env`).
+    pub fn parse(text: &str, env: impl Fn(&str) -> Option<String>) -> Result<Shard> {
+        let bad = |why: &str| Error::invalid("shard", text, why);
+        let (index, count) = match text.split_once('/') {
+            Some((i, n)) => (
+                i.trim()
+                    .parse::<usize>()
+                    .map_err(|_| bad("write i/n with whole numbers, e.g. 0/4"))?,
+                n.trim()
+                    .parse::<usize>()
+                    .map_err(|_| bad("write i/n with whole numbers, e.g. 0/4"))?,
+            ),
+            None => {
+                let n = text
+                    .trim()
+                    .parse::<usize>()
+                    .map_err(|_| bad("write i/n, or n with the index in SLURM_ARRAY_TASK_ID or JOB_COMPLETION_INDEX"))?;
+                let (var, value) = ["SLURM_ARRAY_TASK_ID", "JOB_COMPLETION_INDEX"]
+                    .iter()
+                    .find_map(|v| env(v).map(|x| (*v, x)))
+                    .ok_or_else(|| {
+                        bad("no index given and neither SLURM_ARRAY_TASK_ID nor JOB_COMPLETION_INDEX is set")
+                    })?;
+                let i = value.trim().parse::<usize>().map_err(|_| {
+                    Error::invalid(var, &value, "must be a whole number (the shard index)")
+                })?;
+                (i, n)
+            }
+        };
+        if count == 0 || index >= count {
+            return Err(bad("the index must be below the shard count (0-based)"));
+        }
+        Ok(Shard { index, count })
+    }
+}
+
+/// Where and how to run.
+pub struct EvalOptions<'a> {
+    /// Output folder: the cache (`models/`, `cells/`) and the results.
+    pub out_dir: &'a Path,
+    /// Folder searched for named data sets (Fashion-MNIST).
+    pub data_dir: Option<&'a Path>,
+    /// The part of the matrix to run.
+    pub shard: Shard,
+    /// Compute device.
+    pub device: &'a Device,
+}
+
+/// Told about progress (the CLI draws a bar).
+pub trait EvalProgress {
+    /// The number of cells this shard has, cached ones included.
+    fn start(&mut self, _cells: usize) {}
+    /// A step of work that is not a cell (training a clean model, embedding).
+    fn stage(&mut self, _what: &str) {}
+    /// A cell is done.
+    fn cell(&mut self, _record: &CellRecord, _cached: bool) {}
+}
+
+/// No progress output.
+pub struct Quiet;
+impl EvalProgress for Quiet {}
+
+/// Key extraction as recorded in a cell.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct KeyResult {
+    /// Key items queried (or bits read).
+    pub queries: u64,
+    /// Items (bits) as the key says.
+    pub matches: u64,
+    /// matches / queries (1 − BER for Uchida).
+    pub match_rate: f64,
+    /// Decoded message (AIME, Uchida messages).
+    #[serde(default)]
+    pub decoded: Option<String>,
+}
+
+/// One cell of the matrix.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct CellRecord {
+    /// Content address of the cell.
+    pub cell: String,
+    /// Name of the matrix.
+    pub config: String,
+    /// Data set.
+    pub dataset: String,
+    /// Architecture.
+    pub arch: String,
+    /// Scheme name.
+    pub scheme: String,
+    /// Resolved scheme parameters.
+    pub params: serde_json::Value,
+    /// Embedding mode.
+    pub mode: String,
+    /// Seed of the repetition.
+    pub seed: u64,
+    /// The attack as described by the library (`none` for the baseline).
+    pub attack: String,
+    /// Test accuracy of the clean model.
+    pub clean_accuracy: f64,
+    /// Test accuracy of the marked model.
+    pub marked_accuracy: f64,
+    /// Test accuracy after the attack (through the query filter, for filter attacks).
+    pub attacked_accuracy: f64,
+    /// The key on the attacked model.
+    pub key: KeyResult,
+    /// The key on the marked model before the attack.
+    pub marked_key: KeyResult,
+    /// The decision, under the scheme's analytic null.
+    pub verdict: Verdict,
+    /// The decision under the null calibrated on the reference models, when there are any.
+    #[serde(default)]
+    pub calibrated_verdict: Option<Verdict>,
+    /// Matches of each independent reference model on the key (the null distribution).
+    #[serde(default)]
+    pub null_matches: Vec<u64>,
+    /// The attacked model stays within the plausibility bound of the marked model's accuracy.
+    pub plausible: bool,
+    /// The mark is gone (not detected) and the attack is plausible.
+    pub removed: bool,
+    /// Seconds spent on the attack and the verification.
+    pub seconds: f64,
+    /// Seconds the embedding took (shared by the cells of a group).
+    pub embed_seconds: f64,
+    /// nnmark and burn versions.
+    pub versions: serde_json::Value,
+}
+
+/// What a run did.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct EvalSummary {
+    /// Cells in this shard.
+    pub cells: usize,
+    /// Of those, computed now.
+    pub computed: usize,
+    /// Of those, read from the cache.
+    pub cached: usize,
+    /// The JSONL file written.
+    pub results: PathBuf,
+}
+
+fn digest(value: &serde_json::Value) -> String {
+    let h = Sha256::digest(serde_json::to_vec(value).expect("serialises"));
+    hex::encode(&h[..12])
+}
+
+fn versions() -> serde_json::Value {
+    serde_json::json!({ "nnmark": crate::VERSION, "burn": crate::BURN_VERSION })
+}
+
+/// One (model entry, scheme entry, seed) group: a clean model, a marked model, its key.
+struct Group<'c> {
+    model: &'c ModelEntry,
+    scheme: &'c SchemeEntry,
+    seed: u64,
+}
+
+/// The groups of the whole matrix, in a fixed order.
+fn groups(cfg: &EvalConfig) -> Result<Vec<Group<'_>>> {
+    let mut out = Vec::new();
+    for m in &cfg.models {
+        let arch: Architecture = m.arch.parse()?;
+        for s in &cfg.schemes {
+            if !s.archs.is_empty()
+                && !s
+                    .archs
+                    .iter()
+                    .any(|a| a.parse::<Architecture>().ok() == Some(arch))
+            {
+                continue;
+            }
+            for &seed in &cfg.seeds {
+                out.push(Group {
+                    model: m,
+                    scheme: s,
+                    seed,
+                });
+            }
+        }
+    }
+    Ok(out)
+}
+
+fn clean_recipe(epochs: usize, seed: u64, arch: Architecture) -> TrainConfig {
+    TrainConfig {
+        epochs,
+        seed,
+        ..TrainConfig::default()
+    }
+    .fitted_to(arch)
+}
+
+/// Loads a cached model or trains it and caches it.
+fn cached_model(
+    path: &Path,
+    device: &Device,
+    make: impl FnOnce() -> Result<(Model, WeightsMeta)>,
+) -> Result<Model> {
+    if path.exists() {
+        return Ok(weights::load(path, None, device)?.model);
+    }
+    let (model, meta) = make()?;
+    weights::save(&model, &meta, path)?;
+    Ok(model)
+}
+
+struct Prepared {
+    marked: Model,
+    key: KeyFile,
+    clean_accuracy: f64,
+    marked_accuracy: f64,
+    embed_seconds: f64,
+    marked_key: KeyResult,
+    null_matches: Vec<u64>,
+    calibrated: Option<NullModel>,
+}
+
+fn key_result(x: &scheme::Extraction) -> KeyResult {
+    KeyResult {
+        queries: x.queries,
+        matches: x.matches,
+        match_rate: x.match_rate(),
+        decoded: x.decoded.clone(),
+    }
+}
+
+/// Runs this shard of the matrix; returns what was done.
+pub fn run(
+    cfg: &EvalConfig,
+    opts: &EvalOptions<'_>,
+    progress: &mut dyn EvalProgress,
+) -> Result<EvalSummary> {
+    cfg.check()?;
+    // None stands for the unattacked baseline.
+    type Attacks = Vec<Option<Box<dyn attack::Attack>>>;
+    let parse = |list: &[String]| -> Result<Attacks> {
+        list.iter()
+            .map(|a| {
+                if a == "none" {
+                    Ok(None)
+                } else {
+                    attack::parse(a).map(Some)
+                }
+            })
+            .collect()
+    };
+    let global = parse(&cfg.attacks)?;
+    let per_scheme: Vec<Option<Attacks>> = cfg
+        .schemes
+        .iter()
+        .map(|s| {
+            if s.attacks.is_empty() {
+                Ok(None)
+            } else {
+                parse(&s.attacks).map(Some)
+            }
+        })
+        .collect::<Result<_>>()?;
+    let attacks_of = |g: &Group<'_>| {
+        let k = cfg
+            .schemes
+            .iter()
+            .position(|s| std::ptr::eq(s, g.scheme))
+            .expect("a scheme of the config");
+        per_scheme[k].as_ref().unwrap_or(&global)
+    };
+    let all = groups(cfg)?;
+    let mine: Vec<&Group<'_>> = all
+        .iter()
+        .enumerate()
+        .filter(|(i, _)| i % opts.shard.count == opts.shard.index)
+        .map(|(_, g)| g)
+        .collect();
+    let out = opts.out_dir;
+    for sub in ["models", "cells"] {
+        std::fs::create_dir_all(out.join(sub)).map_err(|e| Error::io(out.join(sub), e))?;
+    }
+    progress.start(mine.iter().map(|g| attacks_of(g).len()).sum());
+    let mut datasets: HashMap<String, (DataSplit, Dataset, Dataset)> = HashMap::new();
+    let mut records = Vec::new();
+    let (mut computed, mut cached) = (0usize, 0usize);
+    for g in mine {
+        let ds = data::canonical_name(&g.model.dataset).expect("checked");
+        if !datasets.contains_key(ds) {
+            let split = data::load(&DataSource::Named(ds.into()), opts.data_dir)?;
+            let (owner, attacker) = attack::owner_attacker_split(&split.train)?;
+            datasets.insert(ds.into(), (split, owner, attacker));
+        }
+        let (split, owner, attacker) = &datasets[ds];
+        let arch: Architecture = g.model.arch.parse()?;
+        let sc = scheme::by_name(&g.scheme.name)?;
+        let params = sc.params(g.scheme.params.as_ref().unwrap_or(&serde_json::Value::Null))?;
+        let mode: EmbedMode = g.scheme.mode.parse()?;
+        let group_id = serde_json::json!({
+            "dataset": ds, "arch": arch, "clean_epochs": g.model.epochs, "seed": g.seed,
+            "scheme": sc.name(), "params": params, "mode": mode.name(),
+            "embed_epochs": g.scheme.epochs, "lr": g.scheme.lr, "aux": g.scheme.aux_dataset, "nnmark": crate::VERSION,
+        });
+        let group_hash = digest(&group_id);
+        let attacks = attacks_of(g);
+        // Which cells are missing decides whether the group's models are needed at all.
+        let cell_ids: Vec<(String, serde_json::Value)> = attacks
+            .iter()
+            .map(|a| {
+                let desc = a.as_ref().map_or("none".to_string(), |a| a.describe());
+                let id = serde_json::json!({
+                    "group": group_id, "attack": desc, "fpr": cfg.fpr,
+                    "plausible_drop_pp": cfg.plausible_drop_pp, "references": cfg.references,
+                });
+                (digest(&id), id)
+            })
+            .collect();
+        let missing = cell_ids
+            .iter()
+            .any(|(h, _)| !out.join("cells").join(format!("{h}.json")).exists());
+        let prepared = if missing {
+            Some(
+                prepare(
+                    cfg,
+                    opts,
+                    g,
+                    split,
+                    owner,
+                    arch,
+                    sc,
+                    mode,
+                    &group_hash,
+                    progress,
+                )
+                .map_err(|e| in_group(g, e))?,
+            )
+        } else {
+            None
+        };
+        for ((cell_hash, _), att) in cell_ids.iter().zip(attacks) {
+            let path = out.join("cells").join(format!("{cell_hash}.json"));
+            if path.exists() {
+                let text = std::fs::read_to_string(&path).map_err(|e| Error::io(&path, e))?;
+                let rec: CellRecord = serde_json::from_str(&text).map_err(|e| Error::Data {
+                    source_name: path.display().to_string(),
+                    problem: format!("not a cell record ({e}); delete it to recompute"),
+                })?;
+                progress.cell(&rec, true);
+                records.push(rec);
+                cached += 1;
+                continue;
+            }
+            let p = prepared.as_ref().expect("prepared when a cell is missing");
+            let rec = run_cell(
+                cfg,
+                opts,
+                g,
+                split,
+                attacker,
+                sc,
+                mode,
+                p,
+                att.as_deref(),
+                cell_hash,
+            )
+            .map_err(|e| in_group(g, e))?;
+            let text = serde_json::to_string_pretty(&rec).expect("serialises");
+            weights::write_atomic(&path, text.as_bytes(), Some(0o644))?;
+            progress.cell(&rec, false);
+            records.push(rec);
+            computed += 1;
+        }
+    }
+    let name = if opts.shard.count == 1 {
+        "results.jsonl".to_string()
+    } else {
+        format!("results-{}-of-{}.jsonl", opts.shard.index, opts.shard.count)
+    };
+    let results = out.join(name);
+    write_jsonl(&results, &records)?;
+    Ok(EvalSummary {
+        cells: records.len(),
+        computed,
+        cached,
+        results,
+    })
+}
+
+#[allow(clippy::too_many_arguments)]
+fn prepare(
+    cfg: &EvalConfig,
+    opts: &EvalOptions<'_>,
+    g: &Group<'_>,
+    split: &DataSplit,
+    owner: &Dataset,
+    arch: Architecture,
+    sc: &'static dyn scheme::Scheme,
+    mode: EmbedMode,
+    group_hash: &str,
+    progress: &mut dyn EvalProgress,
+) -> Result<Prepared> {
+    let device = opts.device;
+    let models = opts.out_dir.join("models");
+    let ds = data::canonical_name(&g.model.dataset).expect("checked");
+    let spec = ModelSpec {
+        architecture: arch,
+        input: owner.shape,
+        num_classes: owner.num_classes,
+        normalization: Normalization::from_dataset(owner),
+    };
+    let train_clean = |seed: u64| -> Result<(Model, WeightsMeta)> {
+        device.seed(seed);
+        let m = Model::new(spec.clone(), device)?;
+        let cfg = clean_recipe(g.model.epochs, seed, arch);
+        let (m, _) = train::train(m, owner, &cfg, device, &mut Silent)?;
+        let mut meta = WeightsMeta::new(spec.clone(), format!("{ds} (owner 2/3)"), seed);
+        meta.extra.insert(
+            "train_config".into(),
+            serde_json::to_string(&cfg).expect("serialises"),
+        );
+        Ok((m, meta))
+    };
+    let clean_id = |seed: u64| {
+        digest(&serde_json::json!({
+            "dataset": ds, "arch": arch, "epochs": g.model.epochs, "seed": seed, "nnmark": crate::VERSION,
+        }))
+    };
+    progress.stage(&format!("clean {arch} on {ds}, seed {}", g.seed));
+    let clean = cached_model(
+        &models.join(format!("clean-{}.safetensors", clean_id(g.seed))),
+        device,
+        || train_clean(g.seed),
+    )?;
+    let marked_path = models.join(format!("marked-{group_hash}.safetensors"));
+    let key_path = models.join(format!("key-{group_hash}.nnkey"));
+    let (marked, key, embed_seconds) = if marked_path.exists() && key_path.exists() {
+        let key = KeyFile::load(&key_path)?;
+        let secs = key
+            .meta
+            .notes
+            .get("eval_embed_seconds")
+            .and_then(|v| v.as_f64())
+            .unwrap_or(0.0);
+        (weights::load(&marked_path, None, device)?.model, key, secs)
+    } else {
+        progress.stage(&format!("embed {} into {arch}, seed {}", sc.name(), g.seed));
+        let started = std::time::Instant::now();
+        let train_cfg = match (mode, g.scheme.lr) {
+            (EmbedMode::FineTune, Some(lr)) => TrainConfig {
+                epochs: g.scheme.epochs,
+                optimizer: OptimizerConfig::Sgd {
+                    lr,
+                    momentum: 0.9,
+                    nesterov: false,
+                    weight_decay: 0.0,
+                },
+                schedule: LrSchedule::Constant,
+                seed: g.seed,
+                ..TrainConfig::default()
+            },
+            _ => TrainConfig {
+                epochs: g.scheme.epochs,
+                seed: g.seed,
+                ..TrainConfig::default()
+            },
+        }
+        .fitted_to(arch);
+        let (base, teacher) = match mode {
+            EmbedMode::FineTune => (clean.clone(), None),
+            EmbedMode::FromScratch => {
+                device.seed(g.seed);
+                (Model::new(spec.clone(), device)?, None)
+            }
+            EmbedMode::Distillation => {
+                device.seed(g.seed);
+                (Model::new(spec.clone(), device)?, Some(clean.clone()))
+            }
+        };
+        let aux = match &g.scheme.aux_dataset {
+            Some(d) => Some(data::load(&DataSource::Named(d.clone()), opts.data_dir)?),
+            None => None,
+        };
+        let mut e = watermark::embed(
+            EmbedRequest {
+                scheme: sc,
+                // The overrides as written: the scheme resolves them itself.
+                params: g.scheme.params.clone().unwrap_or(serde_json::Value::Null),
+                mode,
+                base,
+                teacher,
+                data: owner,
+                aux: aux.as_ref().map(|a| &a.train),
+                train: train_cfg,
+                dataset_name: format!("{ds} (owner 2/3)"),
+            },
+            device,
+            &mut Silent,
+        )?;
+        let secs = started.elapsed().as_secs_f64();
+        e.key
+            .meta
+            .notes
+            .insert("eval_embed_seconds".into(), secs.into());
+        weights::write_atomic(&marked_path, &e.model_bytes, None)?;
+        e.key.save(&key_path)?;
+        (e.model, e.key, secs)
+    };
+    let marked_key = key_result(&sc.extract(&key, &mut Suspect::Model(&marked))?);
+    let mut refs = Vec::new();
+    for j in 0..cfg.references {
+        let seed = 10_001 + j as u64;
+        progress.stage(&format!("reference {arch} on {ds}, seed {seed}"));
+        refs.push(cached_model(
+            &models.join(format!("clean-{}.safetensors", clean_id(seed))),
+            device,
+            || train_clean(seed),
+        )?);
+    }
+    let mut null_matches = Vec::new();
+    for r in &refs {
+        null_matches.push(sc.extract(&key, &mut Suspect::Model(r))?.matches);
+    }
+    let calibrated = if refs.is_empty() {
+        None
+    } else {
+        Some(watermark::calibrate(
+            &key,
+            sc,
+            refs.iter()
+                .enumerate()
+                .map(|(j, r)| (format!("seed {}", 10_001 + j), Suspect::Model(r))),
+            0.99,
+        )?)
+    };
+    Ok(Prepared {
+        clean_accuracy: train::evaluate(&clean, &split.test, 256)?.accuracy,
+        marked_accuracy: train::evaluate(&marked, &split.test, 256)?.accuracy,
+        marked,
+        key,
+        embed_seconds,
+        marked_key,
+        null_matches,
+        calibrated,
+    })
+}
+
+/// Accuracy of answers to the test set through an oracle.
+fn oracle_accuracy(oracle: &mut dyn Oracle, test: &Dataset) -> Result<f64> {
+    let n = test.shape.numel();
+    let mut right = 0usize;
+    for (chunk, labels) in test.pixels().chunks(256 * n).zip(test.labels().chunks(256)) {
+        right += oracle
+            .query(chunk)?
+            .iter()
+            .zip(labels)
+            .filter(|(a, l)| a.label == **l as usize)
+            .count();
+    }
+    Ok(right as f64 / test.len().max(1) as f64)
+}
+
+#[allow(clippy::too_many_arguments)]
+fn run_cell(
+    cfg: &EvalConfig,
+    opts: &EvalOptions<'_>,
+    g: &Group<'_>,
+    split: &DataSplit,
+    attacker: &Dataset,
+    sc: &'static dyn scheme::Scheme,
+    mode: EmbedMode,
+    p: &Prepared,
+    att: Option<&dyn attack::Attack>,
+    cell_hash: &str,
+) -> Result<CellRecord> {
+    let started = std::time::Instant::now();
+    let attacked = match att {
+        None => p.marked.clone(),
+        Some(a) => a.remove(
+            p.marked.clone(),
+            &AttackContext {
+                data: Some(attacker),
+                device: opts.device,
+                seed: g.seed,
+                key_items: p.key.triggers.as_ref().map(|t| t.labels.len()),
+                scheme: Some(sc),
+            },
+        )?,
+    };
+    let filter = att.and_then(|a| a.query_transform());
+    let white_box = sc.access() == scheme::Access::WhiteBox;
+    let (extraction, attacked_accuracy) = match (&filter, white_box) {
+        (Some(t), false) => {
+            let mut local = LocalOracle::new(attacked.clone(), Reveal::Label);
+            let mut through = TransformedOracle::new(&mut local, t.clone());
+            let x = sc.extract(&p.key, &mut Suspect::Oracle(&mut through))?;
+            let mut local = LocalOracle::new(attacked, Reveal::Label);
+            let mut through = TransformedOracle::new(&mut local, t.clone());
+            (x, oracle_accuracy(&mut through, &split.test)?)
+        }
+        (Some(t), true) => {
+            // The owner reads the weights; the thief's filter only changes what users get.
+            let x = sc.extract(&p.key, &mut Suspect::Model(&attacked))?;
+            let mut local = LocalOracle::new(attacked, Reveal::Label);
+            let mut through = TransformedOracle::new(&mut local, t.clone());
+            (x, oracle_accuracy(&mut through, &split.test)?)
+        }
+        (None, _) => (
+            sc.extract(&p.key, &mut Suspect::Model(&attacked))?,
+            train::evaluate(&attacked, &split.test, 256)?.accuracy,
+        ),
+    };
+    let verdict = Verdict::decide(
+        extraction.matches,
+        extraction.queries,
+        sc.analytic_null(&p.key),
+        cfg.fpr,
+    )?;
+    let calibrated_verdict = match &p.calibrated {
+        Some(null) => Some(Verdict::decide(
+            extraction.matches,
+            extraction.queries,
+            null.clone(),
+            cfg.fpr,
+        )?),
+        None => None,
+    };
+    let plausible = attacked_accuracy >= p.marked_accuracy - cfg.plausible_drop_pp / 100.0;
+    Ok(CellRecord {
+        cell: cell_hash.to_string(),
+        config: cfg.name.clone(),
+        dataset: data::canonical_name(&g.model.dataset)
+            .expect("checked")
+            .to_string(),
+        arch: g.model.arch.parse::<Architecture>()?.to_string(),
+        scheme: sc.name().into(),
+        // As resolved into the key (the defaults filled in, model-dependent ones decided).
+        params: p.key.meta.params.clone(),
+        mode: mode.name().into(),
+        seed: g.seed,
+        attack: att.map_or("none".to_string(), |a| a.describe()),
+        clean_accuracy: p.clean_accuracy,
+        marked_accuracy: p.marked_accuracy,
+        attacked_accuracy,
+        key: key_result(&extraction),
+        marked_key: p.marked_key.clone(),
+        removed: plausible && !verdict.watermarked,
+        verdict,
+        calibrated_verdict,
+        null_matches: p.null_matches.clone(),
+        plausible,
+        seconds: started.elapsed().as_secs_f64(),
+        embed_seconds: p.embed_seconds,
+        versions: versions(),
+    })
+}
+
+/// Names the group an error happened in.
+fn in_group(g: &Group<'_>, e: Error) -> Error {
+    Error::invalid(
+        "evaluation group",
+        format!(
+            "{} / {} / {} seed {}",
+            g.model.dataset, g.model.arch, g.scheme.name, g.seed
+        ),
+        e.to_string(),
+    )
+}
+
+/// Writes records as JSON lines, atomically.
+pub fn write_jsonl(path: &Path, records: &[CellRecord]) -> Result<()> {
+    let mut text = String::new();
+    for r in records {
+        text.push_str(&serde_json::to_string(r).expect("serialises"));
+        text.push('\n');
+    }
+    weights::write_atomic(path, text.as_bytes(), Some(0o644))
+}
+
+/// Reads a JSONL file of cell records; errors name the file and line.
+pub fn read_jsonl(path: &Path) -> Result<Vec<CellRecord>> {
+    let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
+    text.lines()
+        .enumerate()
+        .filter(|(_, l)| !l.trim().is_empty())
+        .map(|(i, l)| {
+            serde_json::from_str(l).map_err(|e| Error::Data {
+                source_name: format!("{}:{}", path.display(), i + 1),
+                problem: format!("not a cell record: {e}"),
+            })
+        })
+        .collect()
+}
+
+/// Joins shard outputs: one record per cell, in a stable order.
+pub fn merge(inputs: &[PathBuf], out: &Path) -> Result<usize> {
+    let mut by_cell = std::collections::BTreeMap::new();
+    for p in inputs {
+        for r in read_jsonl(p)? {
+            by_cell.insert(r.cell.clone(), r);
+        }
+    }
+    let mut all: Vec<CellRecord> = by_cell.into_values().collect();
+    all.sort_by(|a, b| {
+        (&a.dataset, &a.arch, &a.scheme, &a.attack, a.seed)
+            .cmp(&(&b.dataset, &b.arch, &b.scheme, &b.attack, b.seed))
+    });
+    write_jsonl(out, &all)?;
+    Ok(all.len())
+}

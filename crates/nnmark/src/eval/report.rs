@@ -1,0 +1,466 @@
+//! The evaluation report: Markdown tables and one self-contained HTML file with inline SVG
+//! plots (drawn with `plotters`): survival heat map (scheme × attack), accuracy and key match
+//! against the pruning rate, the null distribution of independent models' match rates with
+//! the decision threshold, and per-scheme tables in the layout of the papers (frontier
+//! stitching Table 2: rate, key elements removed ± sd, extraction rate, accuracy ± sd).
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
+
+use plotters::prelude::*;
+
+use super::CellRecord;
+use crate::error::{Error, Result};
+
+/// Mean and (sample) standard deviation.
+pub fn mean_sd(v: &[f64]) -> (f64, f64) {
+    if v.is_empty() {
+        return (f64::NAN, f64::NAN);
+    }
+    let m = v.iter().sum::<f64>() / v.len() as f64;
+    if v.len() < 2 {
+        return (m, 0.0);
+    }
+    let var = v.iter().map(|x| (x - m) * (x - m)).sum::<f64>() / (v.len() - 1) as f64;
+    (m, var.sqrt())
+}
+
+/// Cells of one (data set, architecture, scheme) row, by attack, in config order.
+type Rows<'a> = BTreeMap<String, Vec<(String, Vec<&'a CellRecord>)>>;
+
+fn rows(records: &[CellRecord]) -> Rows<'_> {
+    let mut out: Rows<'_> = BTreeMap::new();
+    for r in records {
+        let row = format!("{} / {} / {}", r.dataset, r.arch, r.scheme);
+        let attacks = out.entry(row).or_default();
+        match attacks.iter_mut().find(|(a, _)| *a == r.attack) {
+            Some((_, cells)) => cells.push(r),
+            None => attacks.push((r.attack.clone(), vec![r])),
+        }
+    }
+    for attacks in out.values_mut() {
+        // The baseline first, then pruning by rate, then the rest by name.
+        attacks.sort_by(|a, b| {
+            attack_order(&a.0)
+                .total_cmp(&attack_order(&b.0))
+                .then(a.0.cmp(&b.0))
+        });
+    }
+    out
+}
+
+fn attack_order(a: &str) -> f64 {
+    if a == "none" {
+        -1.0
+    } else {
+        prune_rate(a).unwrap_or(10.0)
+    }
+}
+
+/// The rate of a plain layer-wise pruning attack (`prune:0.5`).
+fn prune_rate(attack: &str) -> Option<f64> {
+    attack.strip_prefix("prune:")?.parse().ok()
+}
+
+fn pct(v: f64) -> String {
+    format!("{:.2}", v * 100.0)
+}
+
+/// The Markdown report.
+pub fn markdown(records: &[CellRecord]) -> String {
+    let mut md = String::new();
+    let names: std::collections::BTreeSet<&str> =
+        records.iter().map(|r| r.config.as_str()).collect();
+    let seeds: std::collections::BTreeSet<u64> = records.iter().map(|r| r.seed).collect();
+    let _ = writeln!(
+        md,
+        "# nnmark evaluation: {}\n",
+        names.into_iter().collect::<Vec<_>>().join(", ")
+    );
+    if let Some(r) = records.first() {
+        let _ = writeln!(
+            md,
+            "{} cells, seeds {:?}, nnmark {} (burn {}). A mark is *detected* when the verdict under the scheme's analytic null says watermarked at the configured false-positive rate; an attack *removes* it only if it is not detected and the attacked accuracy stays within the plausibility bound of the marked model's. Accuracies in %, mean ± sd over seeds.\n",
+            records.len(),
+            seeds,
+            r.versions["nnmark"].as_str().unwrap_or("?"),
+            r.versions["burn"].as_str().unwrap_or("?"),
+        );
+    }
+    let rows = rows(records);
+    let _ = writeln!(md, "## Survival (seeds where the mark is still detected)\n");
+    let mut attacks: Vec<String> = Vec::new();
+    for a in rows.values().flatten().map(|(a, _)| a) {
+        if !attacks.contains(a) {
+            attacks.push(a.clone());
+        }
+    }
+    let _ = writeln!(md, "| data / model / scheme | {} |", attacks.join(" | "));
+    let _ = writeln!(md, "|---|{}", "---|".repeat(attacks.len()));
+    for (row, cells) in &rows {
+        let mut line = format!("| {row} |");
+        for a in &attacks {
+            match cells.iter().find(|(x, _)| x == a) {
+                Some((_, c)) => {
+                    let det = c.iter().filter(|r| r.verdict.watermarked).count();
+                    let _ = write!(line, " {det}/{} |", c.len());
+                }
+                None => line.push_str(" – |"),
+            }
+        }
+        let _ = writeln!(md, "{line}");
+    }
+    for (row, cells) in &rows {
+        let _ = writeln!(md, "\n## {row}\n");
+        let _ = writeln!(
+            md,
+            "| attack | seeds | marked acc. | attacked acc. | key match | p-value (median) | detected | plausible | removed |"
+        );
+        let _ = writeln!(md, "|---|---|---|---|---|---|---|---|---|");
+        for (a, c) in cells {
+            let (ma, _) = mean_sd(&c.iter().map(|r| r.marked_accuracy).collect::<Vec<_>>());
+            let (aa, asd) = mean_sd(&c.iter().map(|r| r.attacked_accuracy).collect::<Vec<_>>());
+            let (km, ksd) = mean_sd(&c.iter().map(|r| r.key.match_rate).collect::<Vec<_>>());
+            let mut ps: Vec<f64> = c.iter().map(|r| r.verdict.p_value).collect();
+            ps.sort_by(f64::total_cmp);
+            let _ = writeln!(
+                md,
+                "| {a} | {} | {} | {} ± {} | {} ± {} | {:.1e} | {}/{} | {}/{} | {}/{} |",
+                c.len(),
+                pct(ma),
+                pct(aa),
+                pct(asd),
+                pct(km),
+                pct(ksd),
+                ps[ps.len() / 2],
+                c.iter().filter(|r| r.verdict.watermarked).count(),
+                c.len(),
+                c.iter().filter(|r| r.plausible).count(),
+                c.len(),
+                c.iter().filter(|r| r.removed).count(),
+                c.len(),
+            );
+        }
+        let pruning: Vec<(f64, &Vec<&CellRecord>)> = cells
+            .iter()
+            .filter_map(|(a, c)| prune_rate(a).map(|r| (r, c)))
+            .collect();
+        if !pruning.is_empty() {
+            let _ = writeln!(
+                md,
+                "\nPruning (frontier stitching Table 2 layout):\n\n| pruning rate | avg. key elements removed | stdev | extraction rate | acc. after | acc. stdev |\n|---|---|---|---|---|---|"
+            );
+            for (rate, c) in pruning {
+                let removed: Vec<f64> = c
+                    .iter()
+                    .map(|r| (r.key.queries - r.key.matches) as f64)
+                    .collect();
+                let (rm, rsd) = mean_sd(&removed);
+                let extracted = c.iter().filter(|r| r.verdict.watermarked).count();
+                let (aa, asd) = mean_sd(&c.iter().map(|r| r.attacked_accuracy).collect::<Vec<_>>());
+                let _ = writeln!(
+                    md,
+                    "| {:.0}% | {rm:.2} | {rsd:.2} | {:.0}% | {} | {} |",
+                    rate * 100.0,
+                    100.0 * extracted as f64 / c.len() as f64,
+                    pct(aa),
+                    pct(asd)
+                );
+            }
+        }
+        let nulls: Vec<(u64, u64, u64)> = cells
+            .iter()
+            .filter(|(a, _)| a == "none")
+            .flat_map(|(_, c)| c.iter())
+            .flat_map(|r| {
+                r.null_matches
+                    .iter()
+                    .map(move |&m| (m, r.key.queries, r.verdict.threshold))
+            })
+            .collect();
+        if !nulls.is_empty() {
+            let (q, t) = (nulls[0].1, nulls[0].2);
+            let _ = writeln!(
+                md,
+                "\nIndependent models on the keys (null distribution): {} of {q} items; the threshold is {t}.",
+                nulls
+                    .iter()
+                    .map(|n| n.0.to_string())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            );
+        }
+    }
+    md
+}
+
+fn svg(
+    width: u32,
+    height: u32,
+    draw: impl FnOnce(
+        &DrawingArea<SVGBackend<'_>, plotters::coord::Shift>,
+    ) -> std::result::Result<(), String>,
+) -> Result<String> {
+    let mut out = String::new();
+    {
+        let root = SVGBackend::with_string(&mut out, (width, height)).into_drawing_area();
+        root.fill(&WHITE)
+            .map_err(|e| Error::invalid("plot", "svg", e.to_string()))?;
+        draw(&root).map_err(|e| Error::invalid("plot", "svg", e))?;
+        root.present()
+            .map_err(|e| Error::invalid("plot", "svg", e.to_string()))?;
+    }
+    Ok(out)
+}
+
+fn heat_map(records: &[CellRecord]) -> Result<String> {
+    let rows = rows(records);
+    let mut attacks: Vec<String> = Vec::new();
+    for a in rows.values().flatten().map(|(a, _)| a) {
+        if !attacks.contains(a) {
+            attacks.push(a.clone());
+        }
+    }
+    let (cw, ch, left, top) = (90i32, 28i32, 260i32, 120i32);
+    let width = (left + cw * attacks.len() as i32 + 20) as u32;
+    let height = (top + ch * rows.len() as i32 + 20) as u32;
+    svg(width, height, |root| {
+        let e = |e: DrawingAreaErrorKind<_>| e.to_string();
+        for (j, a) in attacks.iter().enumerate() {
+            let x = left + cw * j as i32 + cw / 2;
+            root.draw(&Text::new(
+                a.clone(),
+                (x, top - 8),
+                ("sans-serif", 11)
+                    .into_font()
+                    .transform(FontTransform::Rotate270),
+            ))
+            .map_err(e)?;
+        }
+        for (i, (row, cells)) in rows.iter().enumerate() {
+            let y = top + ch * i as i32;
+            root.draw(&Text::new(row.clone(), (6, y + 8), ("sans-serif", 12)))
+                .map_err(e)?;
+            for (j, a) in attacks.iter().enumerate() {
+                let x = left + cw * j as i32;
+                let Some((_, c)) = cells.iter().find(|(x, _)| x == a) else {
+                    continue;
+                };
+                let det = c.iter().filter(|r| r.verdict.watermarked).count();
+                let frac = det as f64 / c.len() as f64;
+                // Green where the mark survives, red where it is gone.
+                let color = RGBColor(
+                    (220.0 * (1.0 - frac) + 30.0) as u8,
+                    (180.0 * frac + 40.0) as u8,
+                    70,
+                );
+                root.draw(&Rectangle::new(
+                    [(x, y), (x + cw - 2, y + ch - 2)],
+                    color.filled(),
+                ))
+                .map_err(e)?;
+                root.draw(&Text::new(
+                    format!("{det}/{}", c.len()),
+                    (x + cw / 2 - 10, y + 8),
+                    ("sans-serif", 12).into_font().color(&WHITE),
+                ))
+                .map_err(e)?;
+            }
+        }
+        Ok(())
+    })
+}
+
+/// Accuracy and key match against the pruning rate, one line pair per row.
+fn pruning_curves(records: &[CellRecord]) -> Result<Option<String>> {
+    let rows = rows(records);
+    // (row, [(rate, accuracy, key match)])
+    type Curve = (String, Vec<(f64, f64, f64)>);
+    let series: Vec<Curve> = rows
+        .iter()
+        .map(|(row, cells)| {
+            let pts = cells
+                .iter()
+                .filter_map(|(a, c)| {
+                    let rate = if a == "none" {
+                        Some(0.0)
+                    } else {
+                        prune_rate(a)
+                    }?;
+                    let (acc, _) =
+                        mean_sd(&c.iter().map(|r| r.attacked_accuracy).collect::<Vec<_>>());
+                    let (km, _) = mean_sd(&c.iter().map(|r| r.key.match_rate).collect::<Vec<_>>());
+                    Some((rate, acc, km))
+                })
+                .collect::<Vec<_>>();
+            (row.clone(), pts)
+        })
+        .filter(|(_, p)| p.len() >= 2)
+        .collect();
+    if series.is_empty() {
+        return Ok(None);
+    }
+    let plot = svg(900, 360, |root| {
+        let e = |e: DrawingAreaErrorKind<_>| e.to_string();
+        let halves = root.split_evenly((1, 2));
+        for (k, area) in halves.iter().enumerate() {
+            let title = if k == 0 {
+                "test accuracy vs pruning rate"
+            } else {
+                "key match vs pruning rate"
+            };
+            let mut chart = ChartBuilder::on(area)
+                .caption(title, ("sans-serif", 14))
+                .margin(10)
+                .x_label_area_size(30)
+                .y_label_area_size(40)
+                .build_cartesian_2d(0f64..1f64, 0f64..1.02f64)
+                .map_err(e)?;
+            chart.configure_mesh().x_desc("rate").draw().map_err(e)?;
+            for (i, (row, pts)) in series.iter().enumerate() {
+                let color = Palette99::pick(i).to_rgba();
+                chart
+                    .draw_series(LineSeries::new(
+                        pts.iter().map(|p| (p.0, if k == 0 { p.1 } else { p.2 })),
+                        color.stroke_width(2),
+                    ))
+                    .map_err(e)?
+                    .label(row.clone())
+                    .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 15, y)], color));
+            }
+            chart
+                .configure_series_labels()
+                .background_style(WHITE.mix(0.8))
+                .border_style(BLACK)
+                .position(SeriesLabelPosition::LowerLeft)
+                .draw()
+                .map_err(e)?;
+        }
+        Ok(())
+    })?;
+    Ok(Some(plot))
+}
+
+/// Match rates of independent models with each row's threshold rate marked.
+fn null_plot(records: &[CellRecord]) -> Result<Option<String>> {
+    let rows: Vec<(String, Vec<f64>, f64)> = rows(records)
+        .into_iter()
+        .filter_map(|(row, cells)| {
+            let base: Vec<&CellRecord> = cells
+                .iter()
+                .filter(|(a, _)| a == "none")
+                .flat_map(|(_, c)| c.iter().copied())
+                .collect();
+            let first = base.first()?;
+            let rates: Vec<f64> = base
+                .iter()
+                .flat_map(|r| {
+                    r.null_matches
+                        .iter()
+                        .map(|&m| m as f64 / r.key.queries.max(1) as f64)
+                })
+                .collect();
+            if rates.is_empty() {
+                return None;
+            }
+            Some((
+                row,
+                rates,
+                first.verdict.threshold as f64 / first.key.queries.max(1) as f64,
+            ))
+        })
+        .collect();
+    if rows.is_empty() {
+        return Ok(None);
+    }
+    let n = rows.len();
+    let plot = svg(700, (60 + 30 * n) as u32, |root| {
+        let e = |e: DrawingAreaErrorKind<_>| e.to_string();
+        let mut chart = ChartBuilder::on(root)
+            .caption(
+                "independent models' match rate (dots) and the threshold (bar)",
+                ("sans-serif", 13),
+            )
+            .margin(10)
+            .x_label_area_size(25)
+            .y_label_area_size(10)
+            .build_cartesian_2d(0f64..1f64, 0f64..n as f64)
+            .map_err(e)?;
+        chart
+            .configure_mesh()
+            .disable_y_mesh()
+            .y_labels(0)
+            .draw()
+            .map_err(e)?;
+        for (i, (row, rates, thr)) in rows.iter().enumerate() {
+            let y = i as f64 + 0.5;
+            chart
+                .draw_series(rates.iter().map(|&r| Circle::new((r, y), 4, BLUE.filled())))
+                .map_err(e)?;
+            chart
+                .draw_series(std::iter::once(PathElement::new(
+                    vec![(*thr, y - 0.4), (*thr, y + 0.4)],
+                    RED.stroke_width(3),
+                )))
+                .map_err(e)?;
+            chart
+                .draw_series(std::iter::once(Text::new(
+                    row.clone(),
+                    (0.01, y + 0.45),
+                    ("sans-serif", 11),
+                )))
+                .map_err(e)?;
+        }
+        Ok(())
+    })?;
+    Ok(Some(plot))
+}
+
+fn escape(s: &str) -> String {
+    s.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+}
+
+/// The HTML report: the Markdown tables as preformatted text around inline SVG plots.
+pub fn html(records: &[CellRecord]) -> Result<String> {
+    let md = markdown(records);
+    let mut h = String::from(
+        "<!doctype html><html><head><meta charset=\"utf-8\"><title>nnmark evaluation</title><style>body{font-family:sans-serif;max-width:1100px;margin:2em auto}pre{background:#f6f6f6;padding:1em;overflow-x:auto}</style></head><body>\n",
+    );
+    let _ = writeln!(
+        h,
+        "<h1>nnmark evaluation</h1>\n<h2>Survival heat map</h2>\n{}",
+        heat_map(records)?
+    );
+    if let Some(p) = pruning_curves(records)? {
+        let _ = writeln!(h, "<h2>Pruning</h2>\n{p}");
+    }
+    if let Some(p) = null_plot(records)? {
+        let _ = writeln!(h, "<h2>Null distribution</h2>\n{p}");
+    }
+    let _ = writeln!(
+        h,
+        "<h2>Tables</h2>\n<pre>{}</pre>\n</body></html>",
+        escape(&md)
+    );
+    Ok(h)
+}
+
+/// Writes `report.md` and `report.html` into `dir`.
+pub fn write(records: &[CellRecord], dir: &Path) -> Result<(PathBuf, PathBuf)> {
+    if records.is_empty() {
+        return Err(Error::invalid(
+            "results",
+            dir.display(),
+            "no cell records to report on",
+        ));
+    }
+    std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
+    let md = dir.join("report.md");
+    let html_path = dir.join("report.html");
+    crate::weights::write_atomic(&md, markdown(records).as_bytes(), Some(0o644))?;
+    crate::weights::write_atomic(&html_path, html(records)?.as_bytes(), Some(0o644))?;
+    Ok((md, html_path))
+}

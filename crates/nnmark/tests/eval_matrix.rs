@@ -1,0 +1,182 @@
+//! The evaluation matrix on a smoke configuration (MNIST sample, MLP, two schemes, four
+//! attacks, two seeds): every cell computed once and then read from the cache, shards that
+//! partition the matrix and merge back to the same cells, the report, and bad configurations
+//! rejected before any work.
+
+use burn::prelude::Device;
+use nnmark::eval::{self, EvalConfig, EvalOptions, Quiet, Shard};
+
+const SMOKE: &str = r#"
+name = "smoke"
+seeds = [1, 2]
+fpr = 1e-3
+references = 2
+attacks = ["none", "prune:0.5", "quantize:4", "blur:0.5"]
+
+[[models]]
+dataset = "mnist10k"
+arch = "mlp"
+epochs = 3
+
+[[schemes]]
+name = "frontier-stitching"
+params = { epsilon = 0.1 }
+epochs = 5
+lr = 0.01
+
+[[schemes]]
+name = "zhang-noise"
+epochs = 3
+lr = 0.01
+"#;
+
+fn run(cfg: &EvalConfig, out: &std::path::Path, shard: Shard) -> eval::EvalSummary {
+    eval::run(
+        cfg,
+        &EvalOptions {
+            out_dir: out,
+            data_dir: None,
+            shard,
+            device: &Device::flex(),
+        },
+        &mut Quiet,
+    )
+    .unwrap()
+}
+
+#[test]
+fn smoke_matrix_caches_shards_merges_and_reports() {
+    let cfg = EvalConfig::from_toml(SMOKE, "smoke.toml").unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("out");
+    let first = run(&cfg, &out, Shard::ALL);
+    assert_eq!((first.cells, first.computed, first.cached), (16, 16, 0));
+    let records = eval::read_jsonl(&first.results).unwrap();
+    assert_eq!(records.len(), 16);
+    for r in &records {
+        assert_eq!(r.null_matches.len(), 2, "two reference models");
+        assert!(r.calibrated_verdict.is_some());
+        assert_eq!(r.removed, r.plausible && !r.verdict.watermarked);
+        assert_eq!(
+            r.plausible,
+            r.attacked_accuracy >= r.marked_accuracy - 0.05,
+            "{r:?}"
+        );
+        assert_eq!(r.versions["nnmark"], nnmark::VERSION);
+        if r.attack == "none" {
+            assert_eq!(r.key, r.marked_key);
+            assert_eq!(r.attacked_accuracy, r.marked_accuracy);
+            assert!(r.verdict.watermarked, "the baseline is detected: {r:?}");
+        }
+        eprintln!(
+            "{} seed {} {}: acc {:.4} -> {:.4}, key {}/{}, p {:.1e}, removed {}",
+            r.scheme,
+            r.seed,
+            r.attack,
+            r.marked_accuracy,
+            r.attacked_accuracy,
+            r.key.matches,
+            r.key.queries,
+            r.verdict.p_value,
+            r.removed
+        );
+    }
+    // Same seed, same cells: the two schemes share the clean model of a seed.
+    let clean: std::collections::BTreeSet<String> = records
+        .iter()
+        .filter(|r| r.seed == 1)
+        .map(|r| format!("{:.6}", r.clean_accuracy))
+        .collect();
+    assert_eq!(clean.len(), 1);
+
+    // A rerun computes nothing and gives the same records.
+    let again = run(&cfg, &out, Shard::ALL);
+    assert_eq!((again.computed, again.cached), (0, 16));
+    let again_records = eval::read_jsonl(&again.results).unwrap();
+    assert_eq!(
+        serde_json::to_string(&again_records).unwrap(),
+        serde_json::to_string(&records).unwrap()
+    );
+
+    // Two shards partition the cells (here all cached); merged they are the whole matrix.
+    let s0 = run(&cfg, &out, Shard { index: 0, count: 2 });
+    let s1 = run(&cfg, &out, Shard { index: 1, count: 2 });
+    assert_eq!(s0.cells + s1.cells, 16);
+    assert!(s0.cells > 0 && s1.cells > 0);
+    let merged = out.join("merged.jsonl");
+    assert_eq!(eval::merge(&[s0.results, s1.results], &merged).unwrap(), 16);
+    let mut a: Vec<String> = eval::read_jsonl(&merged)
+        .unwrap()
+        .into_iter()
+        .map(|r| r.cell)
+        .collect();
+    let mut b: Vec<String> = records.iter().map(|r| r.cell.clone()).collect();
+    a.sort();
+    b.sort();
+    assert_eq!(a, b);
+
+    let (md, html) = eval::report::write(&records, &dir.path().join("report")).unwrap();
+    let md = std::fs::read_to_string(md).unwrap();
+    let html = std::fs::read_to_string(html).unwrap();
+    assert!(md.contains("## Survival") && md.contains("mnist10k / mlp / frontier-stitching"));
+    assert!(md.contains("| 50% |"), "pruning table: {md}");
+    assert!(md.contains("Independent models on the keys"));
+    assert!(
+        html.matches("<svg").count() >= 3,
+        "heat map, pruning, null plots"
+    );
+}
+
+#[test]
+fn shard_specs_and_bad_configs_fail_before_any_work() {
+    let env = |v: &str| (v == "SLURM_ARRAY_TASK_ID").then(|| "3".to_string());
+    assert_eq!(
+        Shard::parse("4", env).unwrap(),
+        Shard { index: 3, count: 4 }
+    );
+    assert_eq!(
+        Shard::parse("1/2", |_| None).unwrap(),
+        Shard { index: 1, count: 2 }
+    );
+    let k8s = |v: &str| (v == "JOB_COMPLETION_INDEX").then(|| "0".to_string());
+    assert_eq!(
+        Shard::parse("2", k8s).unwrap(),
+        Shard { index: 0, count: 2 }
+    );
+    for bad in ["2/2", "x/3", "0/0"] {
+        assert!(Shard::parse(bad, |_| None).is_err(), "{bad}");
+    }
+    let e = Shard::parse("3", |_| None).unwrap_err().to_string();
+    assert!(e.contains("SLURM_ARRAY_TASK_ID"), "{e}");
+
+    let err = |text: String| {
+        EvalConfig::from_toml(&text, "bad.toml")
+            .unwrap_err()
+            .to_string()
+    };
+    let e = err(SMOKE.replace("\"prune:0.5\"", "\"shrink:0.5\""));
+    assert!(
+        e.contains("known attacks") && e.contains("fine-prune"),
+        "{e}"
+    );
+    let e = err(SMOKE.replace("\"prune:0.5\"", "\"prune:1.2\""));
+    assert!(e.contains("1.2"), "{e}");
+    let e = err(SMOKE.replace("epochs = 3\n\n[[schemes]]", "epochs = 0\n\n[[schemes]]"));
+    assert!(e.contains("epochs"), "{e}");
+    let e = err(SMOKE.replace("name = \"zhang-noise\"", "name = \"zhang\""));
+    assert!(e.contains("known schemes"), "{e}");
+    let e = err(SMOKE.replace("references = 2", "references = 2\ncolour = 1"));
+    assert!(e.contains("bad.toml") && e.contains("colour"), "{e}");
+    let e = err(SMOKE.replace("arch = \"mlp\"", "arch = \"vgg\""));
+    assert!(e.contains("known models"), "{e}");
+}
+
+/// The committed configuration of the seed papers' experiments parses and checks.
+#[test]
+fn the_committed_seeds_matrix_is_valid() {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../eval/seeds.toml");
+    let cfg =
+        EvalConfig::from_toml(&std::fs::read_to_string(&path).unwrap(), "seeds.toml").unwrap();
+    assert!(cfg.seeds.len() >= 3);
+    assert_eq!(cfg.models.len(), 3);
+}
