@@ -17,6 +17,7 @@ pub mod keyfile;
 pub mod model;
 pub mod oracle;
 pub mod scheme;
+pub mod sequential;
 pub mod stats;
 pub mod train;
 pub mod verdict;

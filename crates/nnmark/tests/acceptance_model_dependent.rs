@@ -212,6 +212,15 @@ fn aime_on_fashion_mnist() {
             for m in &ms[1..] {
                 let x = extract("aime", &e.key, m);
                 assert_ne!(x.decoded.as_deref(), Some(digits));
+                // AIME's analytic null is the fair coin (natural mispredictions transfer).
+                let v = nnmark::verdict::Verdict::decide(
+                    x.matches,
+                    x.queries,
+                    nnmark::verdict::NullModel::FairCoin,
+                    1e-3,
+                )
+                .unwrap();
+                assert!(!v.watermarked, "independent accused: {v:?}");
                 others.push(x.matches);
             }
             eprintln!(
