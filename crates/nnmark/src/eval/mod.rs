@@ -23,7 +23,7 @@ use crate::keyfile::KeyFile;
 use crate::model::{Architecture, Model, ModelSpec, Normalization};
 use crate::oracle::{LocalOracle, Oracle, Reveal};
 use crate::scheme::{self, EmbedMode, Suspect};
-use crate::train::{self, LrSchedule, OptimizerConfig, Silent, TrainConfig};
+use crate::train::{self, Silent, TrainConfig};
 use crate::verdict::{NullModel, Verdict};
 use crate::watermark::{self, EmbedRequest};
 use crate::weights::{self, WeightsMeta};
@@ -484,18 +484,8 @@ fn prepare(
         progress.stage(&format!("embed {} into {arch}, seed {}", sc.name(), g.seed));
         let started = std::time::Instant::now();
         let train_cfg = match (mode, g.scheme.lr) {
-            (EmbedMode::FineTune, Some(lr)) => TrainConfig {
-                epochs: g.scheme.epochs,
-                optimizer: OptimizerConfig::Sgd {
-                    lr,
-                    momentum: 0.9,
-                    nesterov: false,
-                    weight_decay: 0.0,
-                },
-                schedule: LrSchedule::Constant,
-                seed: g.seed,
-                ..TrainConfig::default()
-            },
+            // The same SGD recipe the attacks fine-tune with.
+            (EmbedMode::FineTune, Some(lr)) => attack::attacker_recipe(g.scheme.epochs, lr, g.seed),
             _ => TrainConfig {
                 epochs: g.scheme.epochs,
                 seed: g.seed,

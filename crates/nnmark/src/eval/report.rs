@@ -58,6 +58,14 @@ fn attack_order(a: &str) -> f64 {
     }
 }
 
+/// Every attack of the rows, the baseline first, then pruning by rate, then by name.
+fn columns(rows: &Rows<'_>) -> Vec<String> {
+    let mut attacks: Vec<String> = rows.values().flatten().map(|(a, _)| a.clone()).collect();
+    attacks.sort_by(|a, b| attack_order(a).total_cmp(&attack_order(b)).then(a.cmp(b)));
+    attacks.dedup();
+    attacks
+}
+
 /// The rate of a plain layer-wise pruning attack (`prune:0.5`).
 fn prune_rate(attack: &str) -> Option<f64> {
     attack.strip_prefix("prune:")?.parse().ok()
@@ -90,12 +98,7 @@ pub fn markdown(records: &[CellRecord]) -> String {
     }
     let rows = rows(records);
     let _ = writeln!(md, "## Survival (seeds where the mark is still detected)\n");
-    let mut attacks: Vec<String> = Vec::new();
-    for a in rows.values().flatten().map(|(a, _)| a) {
-        if !attacks.contains(a) {
-            attacks.push(a.clone());
-        }
-    }
+    let attacks = columns(&rows);
     let _ = writeln!(md, "| data / model / scheme | {} |", attacks.join(" | "));
     let _ = writeln!(md, "|---|{}", "---|".repeat(attacks.len()));
     for (row, cells) in &rows {
@@ -216,12 +219,7 @@ fn svg(
 
 fn heat_map(records: &[CellRecord]) -> Result<String> {
     let rows = rows(records);
-    let mut attacks: Vec<String> = Vec::new();
-    for a in rows.values().flatten().map(|(a, _)| a) {
-        if !attacks.contains(a) {
-            attacks.push(a.clone());
-        }
-    }
+    let attacks = columns(&rows);
     let (cw, ch, left, top) = (90i32, 28i32, 260i32, 120i32);
     let width = (left + cw * attacks.len() as i32 + 20) as u32;
     let height = (top + ch * rows.len() as i32 + 20) as u32;
