@@ -44,6 +44,167 @@ pub enum Command {
     /// Run a removal attack on a model (fine-tuning, pruning, quantisation, distillation, ...)
     /// with the attacker's third of the training data.
     Attack(AttackArgs),
+    /// Serve a model (nnmark safetensors or ONNX) over an inference protocol.
+    Serve(ServeArgs),
+    /// Export an nnmark model (mlp, lenet) as ONNX.
+    Export(ExportArgs),
+    /// Owner signing keys for evidence files.
+    #[command(subcommand)]
+    Keys(KeysCommand),
+    /// Check evidence files written by `verify --endpoint`.
+    #[command(subcommand)]
+    Evidence(EvidenceCommand),
+}
+
+#[derive(Args)]
+pub struct ServeArgs {
+    /// Model file: nnmark safetensors, a foreign state_dict with --arch, or .onnx.
+    #[arg(long)]
+    pub model: PathBuf,
+    /// Architecture of a foreign weights file.
+    #[arg(long)]
+    pub arch: Option<String>,
+    /// Input shape CxHxW of a foreign or ONNX model whose file does not say (e.g. 1x28x28).
+    #[arg(long)]
+    pub input_shape: Option<String>,
+    /// Classes of a foreign weights file.
+    #[arg(long, default_value_t = 10)]
+    pub classes: usize,
+    /// Protocol: v2 (KServe / Open Inference Protocol), tf-serving, labels (HF / TorchServe).
+    #[arg(long, default_value = "v2")]
+    pub protocol: String,
+    /// Model name in URLs.
+    #[arg(long, default_value = "model")]
+    pub name: String,
+    /// What answers reveal: label, top-k:K, probabilities.
+    #[arg(long, default_value = "probabilities")]
+    pub reveal: String,
+    /// Class names: indices, fashion, digits, or a file with one name per line (default: the
+    /// model's data set's names).
+    #[arg(long)]
+    pub labels: Option<String>,
+    /// Address to listen on.
+    #[arg(long, default_value = "127.0.0.1:8080")]
+    pub listen: String,
+    /// File holding the bearer token clients must send (or set NNMARK_SERVE_TOKEN).
+    #[arg(long)]
+    pub token_file: Option<PathBuf>,
+    /// Requests per second allowed per client address (429 beyond); 0 for no limit.
+    #[arg(long, default_value_t = 0)]
+    pub rate_limit: u32,
+    /// Requests a client may burst before the rate limit applies.
+    #[arg(long, default_value_t = 20)]
+    pub burst: u32,
+    /// Largest request body in bytes (413 beyond).
+    #[arg(long, default_value_t = 8 << 20)]
+    pub body_limit: usize,
+    /// Most images per request (422 beyond).
+    #[arg(long, default_value_t = 256)]
+    pub max_batch: usize,
+    /// Seconds an inference may take (503 beyond).
+    #[arg(long, default_value_t = 30.0)]
+    pub timeout: f64,
+}
+
+#[derive(Args)]
+pub struct ExportArgs {
+    /// nnmark weights file.
+    #[arg(long)]
+    pub model: PathBuf,
+    /// Where the ONNX file goes.
+    #[arg(long)]
+    pub onnx: PathBuf,
+}
+
+#[derive(Subcommand)]
+pub enum KeysCommand {
+    /// Create an Ed25519 signing key (PATH, PKCS#8 PEM, mode 0600) and PATH.pub.
+    Generate(KeysGenerateArgs),
+}
+
+#[derive(Args)]
+pub struct KeysGenerateArgs {
+    /// Where the private key goes; the public key goes to PATH.pub.
+    #[arg(long)]
+    pub out: PathBuf,
+}
+
+#[derive(Subcommand)]
+pub enum EvidenceCommand {
+    /// Verify an evidence file's signature and recompute its statistics from the logged answers.
+    Check(EvidenceCheckArgs),
+}
+
+#[derive(Args)]
+pub struct EvidenceCheckArgs {
+    /// The evidence file.
+    pub file: PathBuf,
+    /// The owner's public key (PATH.pub from `keys generate`): the signer must be this key.
+    #[arg(long)]
+    pub public_key: Option<PathBuf>,
+    /// The watermark key: also re-check every logged match against it.
+    #[arg(long)]
+    pub key: Option<PathBuf>,
+    /// Accept an unsigned file (its statistics are still checked).
+    #[arg(long)]
+    pub allow_unsigned: bool,
+    /// Machine-readable JSON on stdout.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// Options of `verify --endpoint` (and of an ONNX suspect given as --model).
+#[derive(Args, Clone)]
+pub struct RemoteArgs {
+    /// Verify a suspect served over HTTP at this base URL (http://host:port).
+    #[arg(long, conflicts_with_all = ["model", "public", "reveal", "through"])]
+    pub endpoint: Option<String>,
+    /// Protocol of the endpoint: auto (probe), v2, tf-serving, labels.
+    #[arg(long, default_value = "auto")]
+    pub protocol: String,
+    /// Model name in the endpoint's URLs.
+    #[arg(long, default_value = "model")]
+    pub model_name: String,
+    /// File holding the endpoint's bearer token (or set NNMARK_TOKEN).
+    #[arg(long)]
+    pub token_file: Option<PathBuf>,
+    /// How the endpoint names classes: indices, fashion, digits, or a file of names (default:
+    /// the key's data set's names).
+    #[arg(long)]
+    pub labels: Option<String>,
+    /// Ask a v2 endpoint for its top-k classification instead of its default output.
+    #[arg(long)]
+    pub top_k: Option<usize>,
+    /// Images per request.
+    #[arg(long, default_value_t = 8)]
+    pub batch: usize,
+    /// Requests in flight at once.
+    #[arg(long, default_value_t = 4)]
+    pub concurrency: usize,
+    /// Decoy images (ordinary test images) per key item, shuffled in with the key.
+    #[arg(long, default_value_t = 1.0)]
+    pub decoys: f64,
+    /// Most images to send in all (key and decoys).
+    #[arg(long)]
+    pub budget: Option<u64>,
+    /// Query the whole key instead of stopping once the sequential test is decisive.
+    #[arg(long)]
+    pub no_sequential: bool,
+    /// Seconds per attempt before it counts as failed.
+    #[arg(long, default_value_t = 10.0)]
+    pub timeout: f64,
+    /// Retries of a failed request (5xx, 429, timeouts, dropped connections, bad answers).
+    #[arg(long, default_value_t = 4)]
+    pub retries: u32,
+    /// Seed of the shuffle and the decoy draw.
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    /// Where the evidence file goes.
+    #[arg(long, default_value = "evidence.json")]
+    pub evidence: PathBuf,
+    /// The owner's Ed25519 key (from `nnmark keys generate`) that signs the evidence.
+    #[arg(long)]
+    pub signing_key: Option<PathBuf>,
 }
 
 #[derive(Args)]
@@ -315,9 +476,9 @@ pub struct VerifyArgs {
     /// The public verification key (with --public).
     #[arg(long, requires = "public")]
     pub vk: Option<PathBuf>,
-    /// Suspect model file (nnmark safetensors, or a foreign state_dict with --arch).
-    #[arg(long)]
-    pub model: PathBuf,
+    /// Suspect model file (nnmark safetensors, a foreign state_dict with --arch, or .onnx).
+    #[arg(long, required_unless_present = "endpoint")]
+    pub model: Option<PathBuf>,
     /// Query the suspect through a query-time input filter, as a thief might serve it
     /// (`blur:1.0`, `noise:0.1`, `pixel-quantize:4`); black-box schemes only.
     #[arg(long, value_name = "FILTER", conflicts_with = "reveal")]
@@ -360,6 +521,8 @@ pub struct VerifyArgs {
     /// Where the reveal bundle is written.
     #[arg(long, default_value = "reveal.json")]
     pub bundle: PathBuf,
+    #[command(flatten)]
+    pub remote: RemoteArgs,
     #[command(flatten)]
     pub output: OutputArgs,
 }

@@ -5,6 +5,7 @@ mod attack;
 mod evaluate;
 mod marks;
 mod progress;
+mod remote;
 
 use std::process::ExitCode;
 
@@ -16,17 +17,26 @@ use nnmark::train::{self, Silent, TrainObserver};
 use nnmark::weights::{self, WeightsMeta};
 use serde_json::json;
 
-use args::{Cli, Command, DataArgs, DataCommand, KeyCommand, OutputArgs, VkCommand};
+use args::{
+    Cli, Command, DataArgs, DataCommand, EvidenceCommand, KeyCommand, KeysCommand, OutputArgs,
+    VkCommand,
+};
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    // A server logs every request by default; other commands only warnings.
+    let default_log = if matches!(cli.command, Command::Serve(_)) {
+        "info"
+    } else {
+        "warn"
+    };
     tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
         // Colour codes only for a terminal, not in log files.
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_env("NNMARK_LOG")
-                .unwrap_or_else(|_| "warn".into()),
+                .unwrap_or_else(|_| default_log.into()),
         )
         .init();
     match run(cli) {
@@ -188,6 +198,13 @@ fn run(cli: Cli) -> Result<()> {
         Command::Attack(a) => attack::run(a, &device)?,
         Command::Verify(a) => marks::verify(a, &device)?,
         Command::Key(KeyCommand::Inspect(a)) => marks::key_inspect(a)?,
+        Command::Serve(a) => remote::serve(a, &device)?,
+        Command::Export(a) => {
+            let sha = nnmark_remote::export::export(&a.model, &a.onnx)?;
+            println!("wrote {} (sha256 {sha})", a.onnx.display());
+        }
+        Command::Keys(KeysCommand::Generate(a)) => remote::keys_generate(a)?,
+        Command::Evidence(EvidenceCommand::Check(a)) => remote::evidence_check(a)?,
         Command::Vk(VkCommand::Export(a)) => marks::vk_export(a)?,
         Command::Demo(a) => {
             let cfg = nnmark::demo::DemoConfig {

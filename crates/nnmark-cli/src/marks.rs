@@ -168,7 +168,7 @@ fn load_suspect(
     Ok(weights::load(path, spec.as_ref(), device)?.model)
 }
 
-fn print_verdict(v: &Verdict, suspect: &str) {
+pub(crate) fn print_verdict(v: &Verdict, suspect: &str) {
     let null = match &v.null {
         NullModel::Chance { classes } => format!("chance 1/{classes}"),
         NullModel::FairCoin => "fair coin".into(),
@@ -214,8 +214,6 @@ pub fn verify(a: VerifyArgs, device: &Device) -> Result<()> {
         .expect("clap requires --key without --public");
     let mut key = KeyFile::load(key_path)?;
     let scheme = watermark::scheme_for_key(&key, a.scheme.as_deref())?;
-    let suspect = load_suspect(&a.model, a.arch.as_deref(), &key.meta.spec, device)?;
-    let suspect_name = a.model.display().to_string();
     let mut reference_rates = Vec::new();
     if a.null != "calibrated" && (!a.reference.is_empty() || !a.reference_seeds.is_empty()) {
         bail!("--reference and --reference-seeds calibrate the null: add --null calibrated");
@@ -278,6 +276,19 @@ pub fn verify(a: VerifyArgs, device: &Device) -> Result<()> {
         }
         other => bail!("invalid --null '{other}': expected chance or calibrated"),
     };
+    let onnx = a
+        .model
+        .as_deref()
+        .is_some_and(nnmark_remote::protocol::is_onnx);
+    if a.remote.endpoint.is_some() || onnx {
+        return crate::remote::verify(&a, &key, scheme, null, &reference_rates);
+    }
+    let model_path = a
+        .model
+        .as_ref()
+        .expect("clap requires --model without --endpoint");
+    let suspect = load_suspect(model_path, a.arch.as_deref(), &key.meta.spec, device)?;
+    let suspect_name = model_path.display().to_string();
     if let Some(count) = a.reveal {
         let challenge = match &a.challenge {
             Some(c) => c.clone(),
@@ -397,11 +408,14 @@ fn verify_public(a: &VerifyArgs, bundle_path: &std::path::Path, device: &Device)
         num_classes: vk.num_classes,
         normalization: Normalization::identity(vk.input.channels),
     };
-    let suspect = load_suspect(&a.model, a.arch.as_deref(), &spec, device)?;
+    let Some(model_path) = a.model.as_ref() else {
+        bail!("--public needs --model: the suspect's weights");
+    };
+    let suspect = load_suspect(model_path, a.arch.as_deref(), &spec, device)?;
     if suspect.spec.input != vk.input || suspect.spec.num_classes != vk.num_classes {
         bail!(
             "suspect {} takes {} inputs with {} classes; the verification key is for {} inputs with {} classes",
-            a.model.display(),
+            model_path.display(),
             suspect.spec.input,
             suspect.spec.num_classes,
             vk.input,
@@ -421,7 +435,7 @@ fn verify_public(a: &VerifyArgs, bundle_path: &std::path::Path, device: &Device)
         println!(
             "{}",
             json!({"versions": versions(), "public": true, "bundle": bundle_path, "vk_root": vk.merkle_root,
-                   "challenge": bundle.challenge, "openings_verified": opened.len(), "suspect": a.model, "verdict": v})
+                   "challenge": bundle.challenge, "openings_verified": opened.len(), "suspect": model_path, "verdict": v})
         );
     } else {
         println!(
@@ -430,7 +444,7 @@ fn verify_public(a: &VerifyArgs, bundle_path: &std::path::Path, device: &Device)
             vk.merkle_root,
             bundle.challenge
         );
-        print_verdict(&v, &a.model.display().to_string());
+        print_verdict(&v, &model_path.display().to_string());
     }
     Ok(())
 }

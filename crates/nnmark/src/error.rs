@@ -54,6 +54,14 @@ pub enum Error {
     /// A requested feature or device that this build cannot provide.
     #[error("{0}")]
     Unsupported(String),
+    /// A remote endpoint that failed, refused or answered something unusable.
+    #[error("{endpoint}: {problem}")]
+    Remote {
+        /// The endpoint (URL) or suspect file.
+        endpoint: String,
+        /// What went wrong, with the status or the offending part of the answer.
+        problem: String,
+    },
     /// An external command (npm, tar) failed.
     #[error("{command}: {problem}")]
     External {
@@ -77,6 +85,14 @@ impl Error {
     pub fn format(path: impl Into<PathBuf>, problem: impl Into<String>) -> Self {
         Error::Format {
             path: path.into(),
+            problem: problem.into(),
+        }
+    }
+
+    /// A failed or unusable exchange with a remote endpoint.
+    pub fn remote(endpoint: impl Into<String>, problem: impl Into<String>) -> Self {
+        Error::Remote {
+            endpoint: endpoint.into(),
             problem: problem.into(),
         }
     }

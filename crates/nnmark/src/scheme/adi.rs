@@ -102,6 +102,11 @@ impl Scheme for Adi {
     /// Queries the unspent items only: revealed items are public and an attacker may have
     /// trained them away.
     fn extract(&self, key: &KeyFile, suspect: &mut Suspect<'_>) -> Result<Extraction> {
+        let unspent = self.key_items(key)?;
+        trigger::trigger_match(key, suspect, Some(&unspent))
+    }
+
+    fn key_items(&self, key: &KeyFile) -> Result<Vec<usize>> {
         let n = key.trigger_set()?.len();
         let unspent: Vec<usize> = (0..n).filter(|i| !key.meta.spent.contains(i)).collect();
         if unspent.is_empty() {
@@ -111,7 +116,7 @@ impl Scheme for Adi {
                 "every trigger item has been revealed; private verification needs unspent items",
             ));
         }
-        trigger::trigger_match(key, suspect, Some(&unspent))
+        Ok(unspent)
     }
 
     /// Labels are uniform over the classes, so an unrelated model matches with probability 1/C.

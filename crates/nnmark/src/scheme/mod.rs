@@ -231,6 +231,19 @@ pub trait Scheme: Sync {
     fn extract(&self, key: &KeyFile, suspect: &mut Suspect<'_>) -> Result<Extraction>;
     /// The analytic null model: an unmarked model's chance of matching one key item.
     fn analytic_null(&self, key: &KeyFile) -> NullModel;
+    /// The trigger items a black-box check may query, each matching when the suspect answers
+    /// the key's label (all of them unless the scheme says otherwise). Remote verification
+    /// queries these one batch at a time; white-box schemes have none.
+    fn key_items(&self, key: &KeyFile) -> Result<Vec<usize>> {
+        if self.access() == Access::WhiteBox {
+            return Err(Error::invalid(
+                "scheme",
+                self.name(),
+                "is white-box: it reads weights and has no trigger items to query",
+            ));
+        }
+        Ok((0..key.trigger_set()?.len()).collect())
+    }
     /// The message the key carries (AIME's signature, Uchida's text), for schemes with one.
     fn message(&self, _key: &KeyFile) -> Result<Option<String>> {
         Ok(None)

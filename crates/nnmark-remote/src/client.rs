@@ -1,0 +1,571 @@
+//! The client side: a suspect reached over HTTP ([`HttpEndpoint`]) or held as a file and run
+//! locally ([`OracleEndpoint`]), both answering batches through the [`Endpoint`] trait with
+//! what the evidence needs: hashes of the exact bytes exchanged, latency and retries.
+
+use std::future::Future;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use nnmark::data::ImageShape;
+use nnmark::oracle::{Answer, Oracle};
+use nnmark::{Error, Result};
+use reqwest::StatusCode;
+use serde_json::Value;
+use sha2::{Digest, Sha256};
+
+use crate::protocol::{self, ClassNames, Protocol};
+
+/// One answered request.
+#[derive(Debug, Clone)]
+pub struct Exchange {
+    /// One answer per image, in request order.
+    pub answers: Vec<Answer>,
+    /// SHA-256 (hex) of the request body as sent.
+    pub request_sha256: String,
+    /// SHA-256 (hex) of the response body as received.
+    pub response_sha256: String,
+    /// HTTP status of the answer that was used (200 for local oracles).
+    pub status: u16,
+    /// Wall time of the successful attempt, in milliseconds.
+    pub latency_ms: f64,
+    /// Failed attempts before it.
+    pub retries: u32,
+}
+
+/// What a suspect says about itself, for the evidence.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+pub struct SuspectInfo {
+    /// `http`, `onnx` or `model`.
+    pub kind: String,
+    /// URL or file path.
+    pub location: String,
+    /// Protocol spoken, for HTTP suspects.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub protocol: Option<Protocol>,
+    /// Model name in URLs, for HTTP suspects.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub model_name: Option<String>,
+    /// Server and model metadata exactly as the suspect reported them (or the file's hash).
+    pub metadata: Value,
+}
+
+/// Anything the remote verifier can query.
+pub trait Endpoint: Sync {
+    /// What to record about the suspect.
+    fn info(&self) -> SuspectInfo;
+    /// Most images one request may carry.
+    fn max_batch(&self) -> usize;
+    /// Classifies `count` images.
+    fn query(
+        &self,
+        pixels: Vec<f32>,
+        count: usize,
+    ) -> impl Future<Output = Result<Exchange>> + Send;
+}
+
+fn sha256_hex(bytes: &[u8]) -> String {
+    hex::encode(Sha256::digest(bytes))
+}
+
+/// How to reach and treat an HTTP suspect.
+#[derive(Debug, Clone)]
+pub struct EndpointConfig {
+    /// Base URL (`http://host:port`), without the protocol's path.
+    pub url: String,
+    /// Protocol, or None to probe (`GET /v2`, then `/v1/models/{name}`, then `/ping`).
+    pub protocol: Option<Protocol>,
+    /// Model name in URLs.
+    pub model_name: String,
+    /// Bearer token, if the service wants one.
+    pub token: Option<String>,
+    /// Per-attempt timeout (connect, send, answer).
+    pub timeout: Duration,
+    /// Retries of a failed attempt (5xx, 429, timeouts, dropped connections, bad answers).
+    pub retries: u32,
+    /// First back-off; doubles per retry, with jitter.
+    pub backoff: Duration,
+    /// Longest single wait, Retry-After included; a longer Retry-After fails the query.
+    pub max_wait: Duration,
+    /// How the service names classes.
+    pub class_names: ClassNames,
+    /// Ask v2 services for top-k through the classification extension.
+    pub top_k: Option<usize>,
+}
+
+impl EndpointConfig {
+    /// Defaults: protocol probed, model `model`, 10 s timeout, 4 retries from 100 ms, 30 s cap.
+    pub fn new(url: &str, classes: usize) -> Self {
+        Self {
+            url: url.trim_end_matches('/').to_string(),
+            protocol: None,
+            model_name: "model".into(),
+            token: None,
+            timeout: Duration::from_secs(10),
+            retries: 4,
+            backoff: Duration::from_millis(100),
+            max_wait: Duration::from_secs(30),
+            class_names: ClassNames::indices(classes),
+            top_k: None,
+        }
+    }
+}
+
+/// An inference service over HTTP.
+pub struct HttpEndpoint {
+    cfg: EndpointConfig,
+    client: reqwest::Client,
+    protocol: Protocol,
+    shape: ImageShape,
+    metadata: Value,
+    max_batch: usize,
+    jitter: Mutex<rand_chacha::ChaCha8Rng>,
+}
+
+/// Why one attempt failed, and whether another might succeed.
+struct Failure {
+    message: String,
+    retryable: bool,
+    retry_after: Option<Duration>,
+}
+
+impl HttpEndpoint {
+    /// Connects: picks the protocol (probing when not given), reads the model metadata, and
+    /// checks the declared input shape against `shape` where the protocol declares one.
+    pub async fn connect(cfg: EndpointConfig, shape: ImageShape, max_batch: usize) -> Result<Self> {
+        if !(cfg.url.starts_with("http://") || cfg.url.starts_with("https://")) {
+            return Err(Error::invalid(
+                "endpoint",
+                &cfg.url,
+                "must start with http:// or https://",
+            ));
+        }
+        let client = reqwest::Client::builder()
+            .timeout(cfg.timeout)
+            .connect_timeout(cfg.timeout)
+            .user_agent(format!("nnmark/{}", nnmark::VERSION))
+            .build()
+            .map_err(|e| Error::remote(&cfg.url, format!("cannot build HTTP client: {e}")))?;
+        let mut ep = Self {
+            protocol: cfg.protocol.unwrap_or(Protocol::V2),
+            cfg,
+            client,
+            shape,
+            metadata: Value::Null,
+            max_batch: max_batch.max(1),
+            jitter: Mutex::new(rand::SeedableRng::seed_from_u64(0x5EED_B0FF)),
+        };
+        let probes: Vec<Protocol> = match ep.cfg.protocol {
+            Some(p) => vec![p],
+            None => Protocol::ALL.to_vec(),
+        };
+        let mut tried = Vec::new();
+        for p in probes {
+            match ep.probe(p).await {
+                Ok(meta) => {
+                    ep.protocol = p;
+                    ep.metadata = meta;
+                    ep.check_shape()?;
+                    if p == Protocol::Labels {
+                        // One image per request: the service takes an image file as body.
+                        ep.max_batch = 1;
+                    }
+                    tracing::info!(protocol = %p, endpoint = %ep.cfg.url, "connected");
+                    return Ok(ep);
+                }
+                Err(e) => tried.push(format!("{p}: {e}")),
+            }
+        }
+        Err(Error::remote(
+            &ep.cfg.url,
+            format!("no supported protocol answered ({})", tried.join("; ")),
+        ))
+    }
+
+    /// The protocol in use.
+    pub fn protocol(&self) -> Protocol {
+        self.protocol
+    }
+
+    async fn get_json(&self, path: &str) -> std::result::Result<Value, String> {
+        let mut req = self.client.get(format!("{}{path}", self.cfg.url));
+        if let Some(t) = &self.cfg.token {
+            req = req.bearer_auth(t);
+        }
+        let resp = req.send().await.map_err(|e| format!("GET {path}: {e}"))?;
+        let status = resp.status();
+        let text = resp.text().await.map_err(|e| format!("GET {path}: {e}"))?;
+        if !status.is_success() {
+            return Err(format!("GET {path}: {status} {}", snippet(&text)));
+        }
+        serde_json::from_str(&text).map_err(|e| format!("GET {path}: answer is not JSON: {e}"))
+    }
+
+    async fn probe(&self, p: Protocol) -> std::result::Result<Value, String> {
+        let name = &self.cfg.model_name;
+        Ok(match p {
+            Protocol::V2 => {
+                let server = self.get_json("/v2").await?;
+                let model = self.get_json(&format!("/v2/models/{name}")).await?;
+                serde_json::json!({"server": server, "model": model})
+            }
+            Protocol::TfServing => {
+                let status = self.get_json(&format!("/v1/models/{name}")).await?;
+                let meta = self
+                    .get_json(&format!("/v1/models/{name}/metadata"))
+                    .await
+                    .ok();
+                serde_json::json!({"status": status, "metadata": meta})
+            }
+            Protocol::Labels => {
+                let ping = self.get_json("/ping").await?;
+                serde_json::json!({"ping": ping})
+            }
+        })
+    }
+
+    /// Refuses a service whose declared input shape is not the key's.
+    fn check_shape(&self) -> Result<()> {
+        let declared = match self.protocol {
+            Protocol::V2 => self.metadata.pointer("/model/inputs/0/shape").cloned(),
+            Protocol::TfServing => self
+                .metadata
+                .pointer("/metadata/metadata/signature_def/signature_def/serving_default/inputs")
+                .and_then(|i| i.as_object())
+                .and_then(|o| o.values().next())
+                .and_then(|t| t.pointer("/tensor_shape/dim"))
+                .and_then(|d| d.as_array())
+                .map(|d| {
+                    Value::Array(
+                        d.iter()
+                            .map(|x| {
+                                let s = x.get("size").and_then(|s| {
+                                    s.as_str()
+                                        .map(String::from)
+                                        .or_else(|| s.as_i64().map(|v| v.to_string()))
+                                });
+                                serde_json::json!(
+                                    s.and_then(|s| s.parse::<i64>().ok()).unwrap_or(-1)
+                                )
+                            })
+                            .collect(),
+                    )
+                }),
+            Protocol::Labels => None,
+        };
+        let Some(Value::Array(dims)) = declared else {
+            return Ok(());
+        };
+        let per: i64 = dims
+            .iter()
+            .skip(1)
+            .filter_map(Value::as_i64)
+            .filter(|&d| d > 0)
+            .product();
+        let has_unknown = dims
+            .iter()
+            .skip(1)
+            .any(|d| d.as_i64().is_none_or(|d| d <= 0));
+        if !has_unknown && per != self.shape.numel() as i64 {
+            return Err(Error::remote(
+                &self.cfg.url,
+                format!(
+                    "model '{}' declares input shape {} but the key is for {} images",
+                    self.cfg.model_name,
+                    Value::Array(dims.clone()),
+                    self.shape
+                ),
+            ));
+        }
+        Ok(())
+    }
+
+    fn backoff(&self, attempt: u32, retry_after: Option<Duration>) -> Duration {
+        if let Some(r) = retry_after {
+            return r;
+        }
+        let base = self.cfg.backoff.as_secs_f64() * 2f64.powi(attempt as i32);
+        let jitter: f64 = rand::Rng::random_range(
+            &mut *self.jitter.lock().unwrap_or_else(|p| p.into_inner()),
+            0.5..1.0,
+        );
+        Duration::from_secs_f64((base * jitter).min(self.cfg.max_wait.as_secs_f64()))
+    }
+
+    async fn attempt(
+        &self,
+        body: &[u8],
+        content_type: &str,
+        count: usize,
+    ) -> std::result::Result<(Vec<Answer>, String, u16), Failure> {
+        let url = format!(
+            "{}{}",
+            self.cfg.url,
+            self.protocol.infer_path(&self.cfg.model_name)
+        );
+        let mut req = self
+            .client
+            .post(&url)
+            .header(reqwest::header::CONTENT_TYPE, content_type)
+            .body(body.to_vec());
+        if let Some(t) = &self.cfg.token {
+            req = req.bearer_auth(t);
+        }
+        let resp = req.send().await.map_err(|e| Failure {
+            message: if e.is_timeout() {
+                format!("no answer within {:?}", self.cfg.timeout)
+            } else {
+                format!("request failed: {}", error_chain(&e))
+            },
+            retryable: true,
+            retry_after: None,
+        })?;
+        let status = resp.status();
+        let retry_after = resp
+            .headers()
+            .get(reqwest::header::RETRY_AFTER)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.trim().parse::<f64>().ok())
+            .filter(|s| s.is_finite() && *s >= 0.0)
+            .map(Duration::from_secs_f64);
+        let bytes = resp.bytes().await.map_err(|e| Failure {
+            message: format!("answer broke off: {}", error_chain(&e)),
+            retryable: true,
+            retry_after: None,
+        })?;
+        if !status.is_success() {
+            let retryable = status.is_server_error()
+                || status == StatusCode::TOO_MANY_REQUESTS
+                || status == StatusCode::REQUEST_TIMEOUT;
+            return Err(Failure {
+                message: format!("{status}: {}", snippet(&String::from_utf8_lossy(&bytes))),
+                retryable,
+                retry_after,
+            });
+        }
+        let answers = protocol::parse_response(self.protocol, &bytes, count, &self.cfg.class_names)
+            .map_err(|m| Failure {
+                message: format!("unusable answer: {m}"),
+                retryable: true,
+                retry_after: None,
+            })?;
+        Ok((answers, sha256_hex(&bytes), status.as_u16()))
+    }
+}
+
+/// The first 200 characters of a body, for error messages.
+fn snippet(text: &str) -> String {
+    let t: String = text.chars().take(200).collect();
+    if t.len() < text.len() {
+        format!("{t}…")
+    } else {
+        t
+    }
+}
+
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut cur = e.source();
+    while let Some(c) = cur {
+        s.push_str(": ");
+        s.push_str(&c.to_string());
+        cur = c.source();
+    }
+    s
+}
+
+impl Endpoint for HttpEndpoint {
+    fn info(&self) -> SuspectInfo {
+        SuspectInfo {
+            kind: "http".into(),
+            location: self.cfg.url.clone(),
+            protocol: Some(self.protocol),
+            model_name: Some(self.cfg.model_name.clone()),
+            metadata: self.metadata.clone(),
+        }
+    }
+
+    fn max_batch(&self) -> usize {
+        self.max_batch
+    }
+
+    async fn query(&self, pixels: Vec<f32>, count: usize) -> Result<Exchange> {
+        let (body, content_type) =
+            protocol::request_body(self.protocol, &pixels, count, self.shape, self.cfg.top_k)?;
+        let request_sha256 = sha256_hex(&body);
+        let mut retries = 0u32;
+        loop {
+            let started = Instant::now();
+            match self.attempt(&body, content_type, count).await {
+                Ok((answers, response_sha256, status)) => {
+                    return Ok(Exchange {
+                        answers,
+                        request_sha256,
+                        response_sha256,
+                        status,
+                        latency_ms: started.elapsed().as_secs_f64() * 1e3,
+                        retries,
+                    });
+                }
+                Err(f) => {
+                    let wait = self.backoff(retries, f.retry_after);
+                    if !f.retryable || retries >= self.cfg.retries || wait > self.cfg.max_wait {
+                        let why = if !f.retryable {
+                            String::new()
+                        } else if wait > self.cfg.max_wait {
+                            format!(
+                                " (the service asks to wait {wait:?}, over the {:?} limit)",
+                                self.cfg.max_wait
+                            )
+                        } else {
+                            format!(" (after {} attempts)", retries + 1)
+                        };
+                        return Err(Error::remote(
+                            &self.cfg.url,
+                            format!("query of {count} images failed: {}{why}", f.message),
+                        ));
+                    }
+                    tracing::warn!(
+                        attempt = retries + 1,
+                        wait_ms = wait.as_millis() as u64,
+                        "query failed, retrying: {}",
+                        f.message
+                    );
+                    retries += 1;
+                    tokio::time::sleep(wait).await;
+                }
+            }
+        }
+    }
+}
+
+/// A suspect held as a file (ONNX, or weights) and run locally through its [`Oracle`].
+pub struct OracleEndpoint {
+    oracle: Arc<Mutex<Box<dyn Oracle + Send>>>,
+    info: SuspectInfo,
+}
+
+impl OracleEndpoint {
+    /// Wraps an oracle; `kind` and `location` name it in the evidence, `metadata` describes it.
+    pub fn new(
+        oracle: Box<dyn Oracle + Send>,
+        kind: &str,
+        location: &str,
+        metadata: Value,
+    ) -> Self {
+        Self {
+            oracle: Arc::new(Mutex::new(oracle)),
+            info: SuspectInfo {
+                kind: kind.into(),
+                location: location.into(),
+                protocol: None,
+                model_name: None,
+                metadata,
+            },
+        }
+    }
+}
+
+impl Endpoint for OracleEndpoint {
+    fn info(&self) -> SuspectInfo {
+        self.info.clone()
+    }
+
+    fn max_batch(&self) -> usize {
+        256
+    }
+
+    async fn query(&self, pixels: Vec<f32>, count: usize) -> Result<Exchange> {
+        let request: Vec<u8> = pixels.iter().flat_map(|v| v.to_le_bytes()).collect();
+        let oracle = self.oracle.clone();
+        let started = Instant::now();
+        let answers = tokio::task::spawn_blocking(move || {
+            oracle
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .query(&pixels)
+        })
+        .await
+        .map_err(|e| Error::remote(&self.info.location, format!("inference failed: {e}")))??;
+        if answers.len() != count {
+            return Err(Error::remote(
+                &self.info.location,
+                format!("answered {} of {count} images", answers.len()),
+            ));
+        }
+        let response = serde_json::to_vec(&answers).expect("answers serialise");
+        Ok(Exchange {
+            answers,
+            request_sha256: sha256_hex(&request),
+            response_sha256: sha256_hex(&response),
+            status: 200,
+            latency_ms: started.elapsed().as_secs_f64() * 1e3,
+            retries: 0,
+        })
+    }
+}
+
+/// A blocking [`Oracle`] over an HTTP endpoint, for code that queries synchronously (the
+/// distillation attack through a real API, `nnmark verify` of any scheme).
+pub struct RemoteOracle {
+    endpoint: HttpEndpoint,
+    runtime: tokio::runtime::Runtime,
+    classes: usize,
+    queries: u64,
+}
+
+impl RemoteOracle {
+    /// Connects to `cfg` for images of `shape` and `classes` classes.
+    pub fn connect(
+        cfg: EndpointConfig,
+        shape: ImageShape,
+        classes: usize,
+        max_batch: usize,
+    ) -> Result<Self> {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(|e| Error::remote(&cfg.url, format!("cannot start runtime: {e}")))?;
+        let endpoint = runtime.block_on(HttpEndpoint::connect(cfg, shape, max_batch))?;
+        Ok(Self {
+            endpoint,
+            runtime,
+            classes,
+            queries: 0,
+        })
+    }
+}
+
+impl Oracle for RemoteOracle {
+    fn input_shape(&self) -> ImageShape {
+        self.endpoint.shape
+    }
+
+    fn num_classes(&self) -> usize {
+        self.classes
+    }
+
+    fn describe(&self) -> String {
+        format!(
+            "{} endpoint {}",
+            self.endpoint.protocol, self.endpoint.cfg.url
+        )
+    }
+
+    fn query(&mut self, pixels: &[f32]) -> Result<Vec<Answer>> {
+        let n = self.endpoint.shape.numel();
+        let mut out = Vec::new();
+        for chunk in pixels.chunks(n * self.endpoint.max_batch) {
+            let count = chunk.len() / n;
+            let x = self
+                .runtime
+                .block_on(self.endpoint.query(chunk.to_vec(), count))?;
+            self.queries += count as u64;
+            out.extend(x.answers);
+        }
+        Ok(out)
+    }
+
+    fn queries_made(&self) -> u64 {
+        self.queries
+    }
+}

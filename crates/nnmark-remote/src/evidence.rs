@@ -1,0 +1,284 @@
+//! Signed evidence files and the owner's Ed25519 signing keys.
+//!
+//! An evidence file is `{"body": {...}, "signature": {...}}`. The signature covers the exact
+//! bytes of `body` as they stand in the file (read back through serde_json's `RawValue`, so no
+//! re-serialisation can change what was signed): flipping one byte anywhere in the body, the
+//! verdict included, breaks it. `check` also recomputes every statistic from the logged answers
+//! and, given the key, re-checks each logged match against it.
+
+use std::path::Path;
+
+use base64::Engine;
+use ed25519_dalek::pkcs8::spki::der::pem::LineEnding;
+use ed25519_dalek::pkcs8::{DecodePrivateKey, DecodePublicKey, EncodePrivateKey, EncodePublicKey};
+use ed25519_dalek::{Signature, Signer, SigningKey, Verifier, VerifyingKey};
+use nnmark::keyfile::KeyFile;
+use nnmark::weights::write_atomic;
+use nnmark::{Error, Result};
+use serde::{Deserialize, Serialize};
+use serde_json::value::RawValue;
+
+use crate::verify::{EVIDENCE_FORMAT, EvidenceBody, ItemKind, score};
+
+/// The signature block.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SignatureBlock {
+    /// Always `ed25519`.
+    pub algorithm: String,
+    /// The signer's public key, raw 32 bytes, base64.
+    pub public_key: String,
+    /// Signature over the body's bytes, base64.
+    pub signature: String,
+}
+
+#[derive(Serialize, Deserialize)]
+struct EvidenceFile<'a> {
+    #[serde(borrow)]
+    body: &'a RawValue,
+    #[serde(default)]
+    signature: Option<SignatureBlock>,
+}
+
+const B64: base64::engine::GeneralPurpose = base64::engine::general_purpose::STANDARD;
+
+/// Creates an owner signing key: `PATH` (PKCS#8 PEM, mode 0600) and `PATH.pub` (SPKI PEM).
+/// Refuses to overwrite an existing key.
+pub fn generate_keypair(path: &Path) -> Result<(std::path::PathBuf, String)> {
+    let public_path = std::path::PathBuf::from(format!("{}.pub", path.display()));
+    for p in [path, public_path.as_path()] {
+        if p.exists() {
+            return Err(Error::invalid(
+                "key file",
+                p.display(),
+                "exists already; nnmark never overwrites a signing key (move it away first)",
+            ));
+        }
+    }
+    let mut seed = [0u8; 32];
+    getrandom::fill(&mut seed).map_err(|e| Error::Unsupported(format!("no OS randomness: {e}")))?;
+    let key = SigningKey::from_bytes(&seed);
+    let private = key
+        .to_pkcs8_pem(LineEnding::LF)
+        .map_err(|e| Error::format(path, format!("cannot encode key: {e}")))?;
+    let public = key
+        .verifying_key()
+        .to_public_key_pem(LineEnding::LF)
+        .map_err(|e| Error::format(&public_path, format!("cannot encode key: {e}")))?;
+    write_atomic(path, private.as_bytes(), Some(0o600))?;
+    write_atomic(&public_path, public.as_bytes(), Some(0o644))?;
+    Ok((public_path, fingerprint(&key.verifying_key())))
+}
+
+/// SHA-256 of the raw public key, hex: how logs name a signer.
+pub fn fingerprint(key: &VerifyingKey) -> String {
+    nnmark::weights::sha256_hex(key.as_bytes())
+}
+
+/// Reads a PKCS#8 PEM signing key.
+pub fn load_signing_key(path: &Path) -> Result<SigningKey> {
+    let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
+    SigningKey::from_pkcs8_pem(&text)
+        .map_err(|e| Error::format(path, format!("not an Ed25519 PKCS#8 PEM private key: {e}")))
+}
+
+/// Reads an SPKI PEM public key (or the private key, taking its public half).
+pub fn load_verifying_key(path: &Path) -> Result<VerifyingKey> {
+    let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
+    VerifyingKey::from_public_key_pem(&text)
+        .or_else(|_| SigningKey::from_pkcs8_pem(&text).map(|k| k.verifying_key()))
+        .map_err(|e| Error::format(path, format!("not an Ed25519 PEM public key: {e}")))
+}
+
+/// Serialises (and signs, when a key is given) an evidence body; writes it atomically.
+pub fn write(path: &Path, body: &EvidenceBody, key: Option<&SigningKey>) -> Result<()> {
+    let body_json = serde_json::to_string_pretty(body).expect("evidence serialises");
+    let signature = key.map(|k| SignatureBlock {
+        algorithm: "ed25519".into(),
+        public_key: B64.encode(k.verifying_key().as_bytes()),
+        signature: B64.encode(k.sign(body_json.as_bytes()).to_bytes()),
+    });
+    let file = format!(
+        "{{\n\"body\": {body_json},\n\"signature\": {}\n}}\n",
+        serde_json::to_string_pretty(&signature).expect("signature serialises")
+    );
+    write_atomic(path, file.as_bytes(), None)
+}
+
+/// What `check` established.
+#[derive(Debug, Clone, Serialize)]
+pub struct CheckReport {
+    /// The signature verifies (false when unsigned).
+    pub signed: bool,
+    /// Fingerprint of the signer's public key.
+    pub signer: Option<String>,
+    /// Statistics recomputed from the logged answers equal the recorded ones.
+    pub statistics_match: bool,
+    /// Logged matches re-checked against the key (when given).
+    pub key_checked: bool,
+    /// The recorded decision.
+    pub watermarked: bool,
+    /// Recomputed p-value of the decision.
+    pub p_value: f64,
+    /// Key items answered.
+    pub key_answers: u64,
+    /// Requests logged.
+    pub requests: usize,
+}
+
+fn close(a: f64, b: f64) -> bool {
+    a == b || (a - b).abs() <= 1e-9 * a.abs().max(b.abs()) || (a.is_infinite() && b.is_infinite())
+}
+
+/// Verifies an evidence file: signature (required unless `allow_unsigned`), the signer against
+/// `expected_signer` when given, the statistics recomputed from the logged answers, and with
+/// `key` the fingerprint and every logged match. Any failure is an error naming what differs.
+pub fn check(
+    path: &Path,
+    expected_signer: Option<&VerifyingKey>,
+    key: Option<&KeyFile>,
+    allow_unsigned: bool,
+) -> Result<CheckReport> {
+    let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
+    let file: EvidenceFile<'_> = serde_json::from_str(&text)
+        .map_err(|e| Error::format(path, format!("not an nnmark evidence file: {e}")))?;
+    let bad = |m: String| Error::format(path, m);
+    let mut signer = None;
+    match &file.signature {
+        None if !allow_unsigned => return Err(bad("the evidence is not signed".into())),
+        None => {}
+        Some(s) => {
+            if s.algorithm != "ed25519" {
+                return Err(bad(format!(
+                    "signature algorithm '{}' is not ed25519",
+                    s.algorithm
+                )));
+            }
+            let pk: [u8; 32] = B64
+                .decode(&s.public_key)
+                .ok()
+                .and_then(|b| b.try_into().ok())
+                .ok_or_else(|| bad("signature.public_key is not a base64 32-byte key".into()))?;
+            let pk = VerifyingKey::from_bytes(&pk)
+                .map_err(|e| bad(format!("signature.public_key: {e}")))?;
+            let sig: [u8; 64] = B64
+                .decode(&s.signature)
+                .ok()
+                .and_then(|b| b.try_into().ok())
+                .ok_or_else(|| {
+                    bad("signature.signature is not a base64 64-byte signature".into())
+                })?;
+            pk.verify(file.body.get().as_bytes(), &Signature::from_bytes(&sig))
+                .map_err(|_| {
+                    bad(
+                        "the signature does not match the body: the file was altered after signing"
+                            .into(),
+                    )
+                })?;
+            if let Some(expected) = expected_signer
+                && expected != &pk
+            {
+                return Err(bad(format!(
+                    "signed by key {} but the expected signer is {}",
+                    fingerprint(&pk),
+                    fingerprint(expected)
+                )));
+            }
+            signer = Some(fingerprint(&pk));
+        }
+    }
+    let body: EvidenceBody =
+        serde_json::from_str(file.body.get()).map_err(|e| bad(format!("body: {e}")))?;
+    if body.format != EVIDENCE_FORMAT {
+        return Err(bad(format!(
+            "format '{}' is not {EVIDENCE_FORMAT}",
+            body.format
+        )));
+    }
+    let (test, verdict, decision) = score(
+        &body.queries,
+        &body.null,
+        body.settings.fpr,
+        body.decision.key_planned,
+        body.settings.sequential,
+    )
+    .map_err(|e| bad(e.to_string()))?;
+    let same = test.matches == body.sequential.matches
+        && test.answers == body.sequential.answers
+        && close(test.max_ln_ratio, body.sequential.max_ln_ratio)
+        && verdict.matches == body.verdict.matches
+        && verdict.queries == body.verdict.queries
+        && verdict.watermarked == body.verdict.watermarked
+        && verdict.threshold == body.verdict.threshold
+        && close(verdict.p_value, body.verdict.p_value)
+        && decision.watermarked == body.decision.watermarked
+        && decision.key_answers == body.decision.key_answers
+        && decision.sequential_state == body.decision.sequential_state
+        && decision.method == body.decision.method
+        && close(decision.p_value, body.decision.p_value);
+    if !same {
+        return Err(bad(format!(
+            "recorded statistics differ from those recomputed from the logged answers \
+             (recomputed: {} of {} key items match, p = {:.3e}, watermarked = {}; recorded: {} of {}, p = {:.3e}, watermarked = {})",
+            test.matches,
+            test.answers,
+            decision.p_value,
+            decision.watermarked,
+            body.verdict.matches,
+            body.verdict.queries,
+            body.decision.p_value,
+            body.decision.watermarked
+        )));
+    }
+    let mut key_checked = false;
+    if let Some(key) = key {
+        let fp = key.fingerprint()?;
+        if fp != body.key.fingerprint {
+            return Err(bad(format!(
+                "made with key {} but the given key is {fp}",
+                body.key.fingerprint
+            )));
+        }
+        let triggers = key.trigger_set()?;
+        for q in &body.queries {
+            for it in q.items.iter().filter(|it| it.kind == ItemKind::Key) {
+                let label = *triggers.labels.get(it.item).ok_or_else(|| {
+                    bad(format!(
+                        "query {} names key item {} beyond the key's {}",
+                        q.seq,
+                        it.item,
+                        triggers.len()
+                    ))
+                })? as usize;
+                if it.matched != Some(it.answer == label) {
+                    return Err(bad(format!(
+                        "query {} key item {}: logged as {} but the answer {} {} the key",
+                        q.seq,
+                        it.item,
+                        if it.matched == Some(true) {
+                            "a match"
+                        } else {
+                            "no match"
+                        },
+                        it.answer,
+                        if it.answer == label {
+                            "matches"
+                        } else {
+                            "does not match"
+                        }
+                    )));
+                }
+            }
+        }
+        key_checked = true;
+    }
+    Ok(CheckReport {
+        signed: signer.is_some(),
+        signer,
+        statistics_match: true,
+        key_checked,
+        watermarked: decision.watermarked,
+        p_value: decision.p_value,
+        key_answers: decision.key_answers,
+        requests: body.queries.len(),
+    })
+}

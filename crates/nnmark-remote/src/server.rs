@@ -1,0 +1,653 @@
+//! `nnmark serve`: a model behind one of the [`Protocol`]s, hardened as a real service would be:
+//! optional bearer-token auth, a body limit (413), a per-client token-bucket rate limit (429 with
+//! Retry-After), an inference timeout, batch inference with a size cap, structured JSON errors,
+//! request logging and graceful shutdown.
+
+use std::net::{IpAddr, SocketAddr};
+use std::num::NonZeroU32;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use axum::body::Bytes;
+use axum::extract::{ConnectInfo, Path, Request, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use governor::clock::{Clock, DefaultClock};
+use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
+use nnmark::data::ImageShape;
+use nnmark::oracle::{Answer, Oracle, Reveal};
+use nnmark::{Error, Result};
+use serde_json::json;
+use tower_http::trace::{DefaultMakeSpan, DefaultOnResponse, TraceLayer};
+use tracing::Level;
+
+use crate::protocol::{self, ClassNames, Images, Protocol, Rejection};
+
+/// A model ready to serve: anything that answers queries with full probabilities.
+pub struct ServedModel {
+    oracle: Mutex<Box<dyn Oracle + Send>>,
+    shape: ImageShape,
+    classes: usize,
+    /// What runs it (`nnmark-burn`, `onnx-tract`), reported in the model metadata.
+    pub platform: String,
+}
+
+impl ServedModel {
+    /// Number of classes it answers with.
+    pub fn classes(&self) -> usize {
+        self.classes
+    }
+
+    /// Wraps an oracle; it must reveal full probabilities (the server narrows them per policy).
+    pub fn new(oracle: Box<dyn Oracle + Send>, platform: impl Into<String>) -> Self {
+        Self {
+            shape: oracle.input_shape(),
+            classes: oracle.num_classes(),
+            oracle: Mutex::new(oracle),
+            platform: platform.into(),
+        }
+    }
+}
+
+/// Loads a model file to serve: nnmark safetensors (a foreign state_dict with `spec`), or ONNX
+/// (input shape from the file, else `shape`). Returns it with the data set it was trained on
+/// (empty when unknown), which picks default class names.
+pub fn load_model(
+    path: &std::path::Path,
+    spec: Option<&nnmark::model::ModelSpec>,
+    shape: Option<ImageShape>,
+    device: &nnmark::Device,
+) -> Result<(ServedModel, String)> {
+    if crate::protocol::is_onnx(path) {
+        let o = crate::onnx::OnnxOracle::load(path, shape, Reveal::Probabilities)?;
+        return Ok((ServedModel::new(Box::new(o), "onnx-tract"), String::new()));
+    }
+    let loaded = nnmark::weights::load(path, spec, device)?;
+    let oracle = nnmark::oracle::LocalOracle::new(loaded.model, Reveal::Probabilities);
+    Ok((
+        ServedModel::new(Box::new(oracle), "nnmark-burn"),
+        loaded.meta.dataset,
+    ))
+}
+
+/// Parses what answers reveal: `label`, `top-k:K` (or `topK`), `probabilities`.
+pub fn parse_reveal(s: &str) -> Result<Reveal> {
+    let lower = s.to_ascii_lowercase();
+    let k = lower
+        .strip_prefix("top-k:")
+        .or_else(|| lower.strip_prefix("topk:"))
+        .or_else(|| lower.strip_prefix("top"));
+    match (lower.as_str(), k) {
+        ("label" | "labels", _) => Ok(Reveal::Label),
+        ("probabilities" | "probs" | "full", _) => Ok(Reveal::Probabilities),
+        (_, Some(k)) => match k.parse::<usize>() {
+            Ok(k) if k >= 1 => Ok(Reveal::TopK(k)),
+            _ => Err(Error::invalid(
+                "reveal",
+                s,
+                "top-k needs a count of at least 1 (top-k:3)",
+            )),
+        },
+        _ => Err(Error::invalid(
+            "reveal",
+            s,
+            "expected label, top-k:K or probabilities",
+        )),
+    }
+}
+
+/// A per-client request rate.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RateLimit {
+    /// Sustained requests per second per client address.
+    pub per_second: u32,
+    /// Requests a client may send at once before the rate applies.
+    pub burst: u32,
+}
+
+/// How the service behaves.
+#[derive(Debug, Clone)]
+pub struct ServeConfig {
+    /// Wire protocol.
+    pub protocol: Protocol,
+    /// The model's name in URLs.
+    pub model_name: String,
+    /// What each answer reveals.
+    pub reveal: Reveal,
+    /// Class names used in label answers.
+    pub class_names: ClassNames,
+    /// Bearer token required on inference and metadata routes (health stays open).
+    pub token: Option<String>,
+    /// Largest request body in bytes (413 beyond).
+    pub body_limit: usize,
+    /// Per-client rate limit (429 beyond), none when unset.
+    pub rate_limit: Option<RateLimit>,
+    /// Longest an inference may take (503 beyond).
+    pub timeout: Duration,
+    /// Most images in one request (422 beyond).
+    pub max_batch: usize,
+}
+
+impl ServeConfig {
+    /// Defaults: no token, 8 MiB bodies, no rate limit, 30 s timeout, batches of 256.
+    pub fn new(
+        protocol: Protocol,
+        model_name: &str,
+        reveal: Reveal,
+        class_names: ClassNames,
+    ) -> Self {
+        Self {
+            protocol,
+            model_name: model_name.into(),
+            reveal,
+            class_names,
+            token: None,
+            body_limit: 8 << 20,
+            rate_limit: None,
+            timeout: Duration::from_secs(30),
+            max_batch: 256,
+        }
+    }
+}
+
+struct AppState {
+    model: Arc<ServedModel>,
+    cfg: ServeConfig,
+    limiter: Option<DefaultKeyedRateLimiter<IpAddr>>,
+}
+
+/// An HTTP error with a JSON body `{"error": "..."}`.
+struct ApiError(StatusCode, String);
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        (self.0, Json(json!({ "error": self.1 }))).into_response()
+    }
+}
+
+impl From<Rejection> for ApiError {
+    fn from(r: Rejection) -> Self {
+        ApiError(
+            StatusCode::from_u16(r.status).unwrap_or(StatusCode::BAD_REQUEST),
+            r.message,
+        )
+    }
+}
+
+/// Checks `Authorization: Bearer <token>` in constant time.
+fn authorised(headers: &HeaderMap, token: &str) -> bool {
+    let Some(given) = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+    else {
+        return false;
+    };
+    let (a, b) = (given.as_bytes(), token.as_bytes());
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+async fn guard(
+    State(state): State<Arc<AppState>>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    req: Request,
+    next: Next,
+) -> Response {
+    let path = req.uri().path();
+    let open = path.starts_with("/v2/health") || path == "/ping";
+    if let Some(limiter) = &state.limiter
+        && !open
+        && let Err(not_until) = limiter.check_key(&peer.ip())
+    {
+        let wait = not_until.wait_time_from(DefaultClock::default().now());
+        let secs = wait.as_secs_f64().ceil().max(1.0) as u64;
+        let mut r = ApiError(
+            StatusCode::TOO_MANY_REQUESTS,
+            format!("rate limit exceeded for {}; retry in {secs} s", peer.ip()),
+        )
+        .into_response();
+        r.headers_mut()
+            .insert(header::RETRY_AFTER, HeaderValue::from(secs));
+        return r;
+    }
+    if let Some(token) = &state.cfg.token
+        && !open
+        && !authorised(req.headers(), token)
+    {
+        let mut r = ApiError(
+            StatusCode::UNAUTHORIZED,
+            "missing or wrong bearer token (send 'Authorization: Bearer <token>')".into(),
+        )
+        .into_response();
+        r.headers_mut()
+            .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+        return r;
+    }
+    next.run(req).await
+}
+
+fn check_model(state: &AppState, name: &str) -> std::result::Result<(), ApiError> {
+    if name == state.cfg.model_name {
+        Ok(())
+    } else {
+        Err(ApiError(
+            StatusCode::NOT_FOUND,
+            format!(
+                "model '{name}' is not served here (serving '{}')",
+                state.cfg.model_name
+            ),
+        ))
+    }
+}
+
+/// Reads the body, mapping an oversize body to 413.
+fn body_bytes(
+    body: std::result::Result<Bytes, axum::extract::rejection::BytesRejection>,
+) -> std::result::Result<Bytes, ApiError> {
+    body.map_err(|e| ApiError(e.status(), e.body_text()))
+}
+
+async fn infer(state: &AppState, images: Images) -> std::result::Result<Vec<Answer>, ApiError> {
+    let model = state.model.clone();
+    let count = images.count;
+    let job = tokio::task::spawn_blocking(move || {
+        let mut oracle = model.oracle.lock().unwrap_or_else(|p| p.into_inner());
+        oracle.query(&images.pixels)
+    });
+    match tokio::time::timeout(state.cfg.timeout, job).await {
+        Err(_) => Err(ApiError(
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("inference took longer than {:?}", state.cfg.timeout),
+        )),
+        Ok(Err(e)) => Err(ApiError(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            format!("inference failed: {e}"),
+        )),
+        Ok(Ok(Err(e))) => Err(ApiError(StatusCode::UNPROCESSABLE_ENTITY, e.to_string())),
+        Ok(Ok(Ok(a))) if a.len() == count => Ok(a),
+        Ok(Ok(Ok(a))) => Err(ApiError(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            format!("model answered {} of {count} images", a.len()),
+        )),
+    }
+}
+
+fn model_metadata(state: &AppState) -> serde_json::Value {
+    let s = state.model.shape;
+    let output = match state.cfg.reveal {
+        Reveal::Label => json!({"name": "label", "datatype": "INT64", "shape": [-1]}),
+        Reveal::TopK(k) => json!({"name": "classification", "datatype": "BYTES", "shape": [-1, k]}),
+        Reveal::Probabilities => {
+            json!({"name": "probabilities", "datatype": "FP32", "shape": [-1, state.model.classes]})
+        }
+    };
+    json!({
+        "name": state.cfg.model_name,
+        "versions": ["1"],
+        "platform": state.model.platform,
+        "inputs": [{"name": "input", "datatype": "FP32", "shape": [-1, s.channels, s.height, s.width]}],
+        "outputs": [output],
+        "parameters": {"classes": state.cfg.class_names.0, "pixel_range": [0.0, 1.0]},
+    })
+}
+
+async fn v2_server_meta() -> Json<serde_json::Value> {
+    Json(json!({
+        "name": "nnmark",
+        "version": nnmark::VERSION,
+        "extensions": ["classification"],
+    }))
+}
+
+async fn v2_model_meta(
+    State(state): State<Arc<AppState>>,
+    Path(name): Path<String>,
+) -> std::result::Result<Json<serde_json::Value>, ApiError> {
+    check_model(&state, &name)?;
+    Ok(Json(model_metadata(&state)))
+}
+
+async fn v2_model_ready(
+    State(state): State<Arc<AppState>>,
+    Path(name): Path<String>,
+) -> std::result::Result<Json<serde_json::Value>, ApiError> {
+    check_model(&state, &name)?;
+    Ok(Json(json!({"name": name, "ready": true})))
+}
+
+async fn v2_infer(
+    State(state): State<Arc<AppState>>,
+    Path(name): Path<String>,
+    body: std::result::Result<Bytes, axum::extract::rejection::BytesRejection>,
+) -> std::result::Result<Json<serde_json::Value>, ApiError> {
+    check_model(&state, &name)?;
+    let body = body_bytes(body)?;
+    let images = protocol::parse_v2_request(&body, state.model.shape, state.cfg.max_batch)?;
+    let reveal = protocol::effective_reveal(state.cfg.reveal, images.classification);
+    let id = serde_json::from_slice::<serde_json::Value>(&body)
+        .ok()
+        .and_then(|v| v.get("id").and_then(|i| i.as_str()).map(String::from));
+    let answers = infer(&state, images).await?;
+    Ok(Json(protocol::v2_response(
+        &name,
+        id.as_deref(),
+        &answers,
+        reveal,
+        state.model.classes,
+        &state.cfg.class_names,
+    )))
+}
+
+/// TF Serving puts the verb after a colon in the last segment: `/v1/models/{name}:predict`.
+async fn tf_predict(
+    State(state): State<Arc<AppState>>,
+    Path(segment): Path<String>,
+    body: std::result::Result<Bytes, axum::extract::rejection::BytesRejection>,
+) -> std::result::Result<Json<serde_json::Value>, ApiError> {
+    let Some(name) = segment.strip_suffix(":predict") else {
+        return Err(ApiError(
+            StatusCode::NOT_FOUND,
+            format!("unknown verb in '{segment}' (only ':predict' is served)"),
+        ));
+    };
+    check_model(&state, name)?;
+    let body = body_bytes(body)?;
+    let images = protocol::parse_tf_request(&body, state.model.shape, state.cfg.max_batch)?;
+    let answers = infer(&state, images).await?;
+    Ok(Json(protocol::tf_response(
+        &answers,
+        state.cfg.reveal,
+        state.model.classes,
+        &state.cfg.class_names,
+    )))
+}
+
+async fn tf_status(
+    State(state): State<Arc<AppState>>,
+    Path(name): Path<String>,
+) -> std::result::Result<Json<serde_json::Value>, ApiError> {
+    check_model(&state, &name)?;
+    Ok(Json(json!({"model_version_status": [{
+        "version": "1", "state": "AVAILABLE", "status": {"error_code": "OK", "error_message": ""}
+    }]})))
+}
+
+async fn tf_metadata(
+    State(state): State<Arc<AppState>>,
+    Path(name): Path<String>,
+) -> std::result::Result<Json<serde_json::Value>, ApiError> {
+    check_model(&state, &name)?;
+    let s = state.model.shape;
+    let dims = |d: &[i64]| {
+        d.iter()
+            .map(|&x| json!({"size": x.to_string()}))
+            .collect::<Vec<_>>()
+    };
+    Ok(Json(json!({
+        "model_spec": {"name": name, "version": "1"},
+        "metadata": {"signature_def": {"signature_def": {"serving_default": {
+            "inputs": {"input": {"dtype": "DT_FLOAT", "tensor_shape": {"dim": dims(&[-1, s.channels as i64, s.height as i64, s.width as i64])}}},
+            "outputs": {"output": {"dtype": "DT_FLOAT", "tensor_shape": {"dim": dims(&[-1, state.model.classes as i64])}}},
+            "method_name": "tensorflow/serving/predict",
+        }}}},
+        "nnmark": model_metadata(&state),
+    })))
+}
+
+async fn labels_predict(
+    State(state): State<Arc<AppState>>,
+    Path(name): Path<String>,
+    headers: HeaderMap,
+    body: std::result::Result<Bytes, axum::extract::rejection::BytesRejection>,
+) -> std::result::Result<Json<serde_json::Value>, ApiError> {
+    check_model(&state, &name)?;
+    let body = body_bytes(body)?;
+    let ct = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    let images = protocol::parse_labels_request(&body, ct, state.model.shape, state.cfg.max_batch)?;
+    let batch = body.first() == Some(&b'{');
+    let answers = infer(&state, images).await?;
+    Ok(Json(protocol::labels_response(
+        &answers,
+        state.cfg.reveal,
+        &state.cfg.class_names,
+        batch,
+    )))
+}
+
+async fn labels_models(State(state): State<Arc<AppState>>) -> Json<serde_json::Value> {
+    Json(
+        json!({"models": [{"modelName": state.cfg.model_name, "metadata": model_metadata(&state)}]}),
+    )
+}
+
+async fn not_found(req: Request) -> ApiError {
+    ApiError(
+        StatusCode::NOT_FOUND,
+        format!("no route for {} {}", req.method(), req.uri().path()),
+    )
+}
+
+/// The service's routes and layers.
+pub fn router(model: ServedModel, cfg: ServeConfig) -> Result<Router> {
+    if cfg.class_names.len() != model.classes {
+        return Err(Error::invalid(
+            "labels",
+            cfg.class_names.len(),
+            format!(
+                "class names must number the model's {} classes",
+                model.classes
+            ),
+        ));
+    }
+    if cfg.max_batch == 0 || cfg.body_limit == 0 {
+        return Err(Error::invalid(
+            "limits",
+            "0",
+            "batch and body limits must be positive",
+        ));
+    }
+    let limiter = match cfg.rate_limit {
+        None => None,
+        Some(r) => {
+            let per = NonZeroU32::new(r.per_second).ok_or_else(|| {
+                Error::invalid("rate limit", 0, "must be at least 1 request per second")
+            })?;
+            let burst = NonZeroU32::new(r.burst.max(1)).expect("max(1)");
+            Some(RateLimiter::keyed(
+                Quota::per_second(per).allow_burst(burst),
+            ))
+        }
+    };
+    let protocol = cfg.protocol;
+    let body_limit = cfg.body_limit;
+    let state = Arc::new(AppState {
+        model: Arc::new(model),
+        cfg,
+        limiter,
+    });
+    let routes = match protocol {
+        Protocol::V2 => Router::new()
+            .route("/v2", get(v2_server_meta))
+            .route(
+                "/v2/health/live",
+                get(|| async { Json(json!({"live": true})) }),
+            )
+            .route(
+                "/v2/health/ready",
+                get(|| async { Json(json!({"ready": true})) }),
+            )
+            .route("/v2/models/{name}", get(v2_model_meta))
+            .route("/v2/models/{name}/ready", get(v2_model_ready))
+            .route("/v2/models/{name}/infer", post(v2_infer)),
+        Protocol::TfServing => Router::new()
+            .route("/v1/models/{name}", get(tf_status).post(tf_predict))
+            .route("/v1/models/{name}/metadata", get(tf_metadata)),
+        Protocol::Labels => Router::new()
+            .route(
+                "/ping",
+                get(|| async { Json(json!({"status": "Healthy"})) }),
+            )
+            .route("/models", get(labels_models))
+            .route("/predictions/{name}", post(labels_predict)),
+    };
+    Ok(routes
+        .fallback(not_found)
+        .layer(axum::extract::DefaultBodyLimit::max(body_limit))
+        .layer(middleware::from_fn_with_state(state.clone(), guard))
+        .layer(
+            TraceLayer::new_for_http()
+                .make_span_with(DefaultMakeSpan::new().level(Level::INFO))
+                .on_response(DefaultOnResponse::new().level(Level::INFO)),
+        )
+        .with_state(state))
+}
+
+/// How long requests in flight may run on after a shutdown signal before they are cut off.
+pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
+
+/// Serves `router` on `listener` until `shutdown` resolves, then stops accepting and lets
+/// requests in flight finish for at most `grace` (a hung client or handler cannot hold the
+/// process past it).
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    router: Router,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+    grace: Duration,
+) -> Result<()> {
+    let addr = listener
+        .local_addr()
+        .map_err(|e| Error::remote("listener", e.to_string()))?;
+    let (fired_tx, fired_rx) = tokio::sync::oneshot::channel::<()>();
+    let signal = async move {
+        shutdown.await;
+        let _ = fired_tx.send(());
+    };
+    let server = axum::serve(
+        listener,
+        router.into_make_service_with_connect_info::<SocketAddr>(),
+    )
+    .with_graceful_shutdown(signal);
+    let deadline = async move {
+        if fired_rx.await.is_err() {
+            std::future::pending::<()>().await;
+        }
+        tokio::time::sleep(grace).await;
+    };
+    tokio::select! {
+        r = server => r.map_err(|e| Error::remote(addr.to_string(), format!("server failed: {e}"))),
+        _ = deadline => {
+            tracing::warn!("requests still open {grace:?} after the shutdown signal: cutting them off");
+            Ok(())
+        }
+    }
+}
+
+/// Resolves on SIGTERM or Ctrl-C.
+pub async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => {},
+        _ = term => {},
+    }
+    tracing::info!("shutting down: finishing requests in flight");
+}
+
+/// A server running on a background runtime (tests, the demo): stops when dropped.
+pub struct RunningServer {
+    /// Where it listens.
+    pub addr: SocketAddr,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    thread: Option<std::thread::JoinHandle<Result<()>>>,
+}
+
+impl RunningServer {
+    /// Binds `addr` (port 0 for any free one) and serves on its own thread.
+    pub fn start(model: ServedModel, cfg: ServeConfig, addr: SocketAddr) -> Result<Self> {
+        Self::start_router(router(model, cfg)?, addr)
+    }
+
+    /// Serves any router (a [`router`] wrapped in extra layers, a test double).
+    pub fn start_router(router: Router, addr: SocketAddr) -> Result<Self> {
+        let std_listener = std::net::TcpListener::bind(addr)
+            .map_err(|e| Error::remote(addr.to_string(), format!("cannot listen: {e}")))?;
+        std_listener
+            .set_nonblocking(true)
+            .map_err(|e| Error::remote(addr.to_string(), e.to_string()))?;
+        let addr = std_listener
+            .local_addr()
+            .map_err(|e| Error::remote(addr.to_string(), e.to_string()))?;
+        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+        let thread = std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(2)
+                .enable_all()
+                .build()
+                .map_err(|e| Error::remote("runtime", e.to_string()))?;
+            rt.block_on(async move {
+                let listener = tokio::net::TcpListener::from_std(std_listener)
+                    .map_err(|e| Error::remote(addr.to_string(), e.to_string()))?;
+                serve(
+                    listener,
+                    router,
+                    async {
+                        let _ = rx.await;
+                    },
+                    Duration::from_secs(1),
+                )
+                .await
+            })
+        });
+        Ok(Self {
+            addr,
+            stop: Some(tx),
+            thread: Some(thread),
+        })
+    }
+
+    /// The base URL (`http://127.0.0.1:PORT`).
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// Stops accepting, finishes requests in flight, and returns the server's outcome.
+    pub fn stop(mut self) -> Result<()> {
+        self.shutdown()
+    }
+
+    fn shutdown(&mut self) -> Result<()> {
+        if let Some(tx) = self.stop.take() {
+            let _ = tx.send(());
+        }
+        match self.thread.take() {
+            Some(t) => t
+                .join()
+                .map_err(|_| Error::remote(self.addr.to_string(), "server thread panicked"))?,
+            None => Ok(()),
+        }
+    }
+}
+
+impl Drop for RunningServer {
+    fn drop(&mut self) {
+        let _ = self.shutdown();
+    }
+}

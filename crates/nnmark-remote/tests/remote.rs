@@ -1,0 +1,704 @@
+//! Remote verification end to end over loopback: a marked Fashion-MNIST LeNet served in every
+//! protocol and output mode is accused at fpr 1e-6 (sequentially, with fewer than half the
+//! key), an independent one is not; fault-injecting servers make `verify` finish or fail
+//! cleanly; abuse gets the right status and the server keeps serving; tampered evidence fails.
+
+use std::net::SocketAddr;
+use std::sync::OnceLock;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use axum::extract::Request;
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use nnmark::KeyFile;
+use nnmark::data::{self, DataSource, Dataset};
+use nnmark::model::{Architecture, Model, ModelSpec, Normalization};
+use nnmark::oracle::{LocalOracle, Reveal};
+use nnmark::scheme::{self, EmbedMode};
+use nnmark::train::{OptimizerConfig, Silent, TrainConfig};
+use nnmark::watermark::{self, EmbedRequest};
+use nnmark_remote::client::{Endpoint, OracleEndpoint};
+use nnmark_remote::protocol::{ClassNames, Protocol};
+use nnmark_remote::server::{RateLimit, RunningServer, ServeConfig, ServedModel};
+use nnmark_remote::verify::{EvidenceBody, RemoteVerifyOptions, verify_endpoint};
+use nnmark_remote::{EndpointConfig, HttpEndpoint, evidence};
+
+struct Fixture {
+    marked: Model,
+    independent: Model,
+    key: KeyFile,
+    decoys: Dataset,
+}
+
+/// A LeNet trained on 8,000 Fashion-MNIST images, marked with Adi et al.'s 100 triggers by
+/// fine-tuning, and an independent LeNet (another seed).
+fn fixture() -> &'static Fixture {
+    static F: OnceLock<Fixture> = OnceLock::new();
+    F.get_or_init(|| {
+        let shared =
+            std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../../shared/data");
+        let split = data::load(&DataSource::Named("fashion".into()), Some(&shared))
+            .expect("Fashion-MNIST in ../shared/data");
+        let train = split.train.take(8000);
+        let device = nnmark::device::parse_device("cpu").unwrap();
+        let spec = ModelSpec {
+            architecture: Architecture::Lenet,
+            input: train.shape,
+            num_classes: 10,
+            normalization: Normalization::from_dataset(&train),
+        };
+        let tc = TrainConfig {
+            epochs: 2,
+            seed: 1,
+            ..TrainConfig::default()
+        };
+        device.seed(1);
+        let clean = nnmark::train::train(
+            Model::new(spec.clone(), &device).unwrap(),
+            &train,
+            &tc,
+            &device,
+            &mut Silent,
+        )
+        .unwrap()
+        .0;
+        let adi = scheme::by_name("adi").unwrap();
+        let e = watermark::embed(
+            EmbedRequest {
+                scheme: adi,
+                params: serde_json::json!({ "per_batch": 24 }),
+                mode: EmbedMode::FineTune,
+                base: clean,
+                teacher: None,
+                data: &train,
+                aux: None,
+                train: TrainConfig {
+                    epochs: 3,
+                    optimizer: OptimizerConfig::Sgd {
+                        lr: 0.02,
+                        momentum: 0.9,
+                        nesterov: false,
+                        weight_decay: 0.0,
+                    },
+                    ..tc.clone()
+                },
+                dataset_name: "fashion".into(),
+            },
+            &device,
+            &mut Silent,
+        )
+        .unwrap();
+        let independent = watermark::train_references(&spec, &train, &tc, &[2], &device)
+            .unwrap()
+            .remove(0);
+        Fixture {
+            marked: e.model,
+            independent,
+            key: e.key,
+            decoys: split.test.take(2000),
+        }
+    })
+}
+
+fn serve(
+    model: &Model,
+    protocol: Protocol,
+    reveal: Reveal,
+    tweak: impl FnOnce(&mut ServeConfig),
+) -> RunningServer {
+    let served = ServedModel::new(
+        Box::new(LocalOracle::new(model.clone(), Reveal::Probabilities)),
+        "nnmark-burn",
+    );
+    let mut cfg = ServeConfig::new(
+        protocol,
+        "lenet",
+        reveal,
+        ClassNames::parse("fashion", 10).unwrap(),
+    );
+    tweak(&mut cfg);
+    RunningServer::start(served, cfg, "127.0.0.1:0".parse().unwrap()).unwrap()
+}
+
+fn client_cfg(url: &str, protocol: Option<Protocol>) -> EndpointConfig {
+    let mut c = EndpointConfig::new(url, 10);
+    c.protocol = protocol;
+    c.model_name = "lenet".into();
+    c.class_names = ClassNames::parse("fashion", 10).unwrap();
+    c
+}
+
+fn rt() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
+fn run(cfg: EndpointConfig, opts: &RemoteVerifyOptions) -> nnmark::Result<EvidenceBody> {
+    let f = fixture();
+    let adi = scheme::by_name("adi").unwrap();
+    rt().block_on(async {
+        let ep = HttpEndpoint::connect(cfg, f.key.meta.spec.input, opts.batch).await?;
+        verify_endpoint(&ep, &f.key, adi, &f.decoys, None, opts).await
+    })
+}
+
+#[test]
+fn every_protocol_and_output_mode_accuses_the_marked_model_with_few_queries() {
+    let f = fixture();
+    let opts = RemoteVerifyOptions {
+        fpr: 1e-6,
+        seed: 7,
+        ..Default::default()
+    };
+    for protocol in Protocol::ALL {
+        for reveal in [Reveal::Label, Reveal::TopK(3), Reveal::Probabilities] {
+            let server = serve(&f.marked, protocol, reveal, |_| {});
+            // Protocol probed, as a user would run it.
+            let body = run(client_cfg(&server.url(), None), &opts).unwrap();
+            assert_eq!(body.suspect.protocol, Some(protocol));
+            let d = &body.decision;
+            println!(
+                "{protocol} {reveal:?}: WATERMARKED={} after {} of {} key items ({} requests), p <= {:.2e}",
+                d.watermarked,
+                d.key_answers,
+                d.key_planned,
+                body.queries.len(),
+                d.p_value
+            );
+            assert!(
+                d.watermarked && d.p_value <= 1e-6,
+                "{protocol} {reveal:?}: {d:?}"
+            );
+            assert!(
+                d.key_answers * 2 < d.key_planned,
+                "sequential stop used {} of {}",
+                d.key_answers,
+                d.key_planned
+            );
+            // Decoys were sent alongside and are not scored.
+            let decoys = body
+                .queries
+                .iter()
+                .flat_map(|q| &q.items)
+                .filter(|i| i.matched.is_none())
+                .count();
+            assert!(decoys > 0);
+            server.stop().unwrap();
+        }
+    }
+}
+
+#[test]
+fn an_independent_model_is_not_accused() {
+    let f = fixture();
+    for (protocol, sequential) in [
+        (Protocol::V2, true),
+        (Protocol::TfServing, false),
+        (Protocol::Labels, true),
+    ] {
+        let server = serve(&f.independent, protocol, Reveal::Label, |_| {});
+        let opts = RemoteVerifyOptions {
+            sequential,
+            decoy_ratio: 0.5,
+            batch: 16,
+            ..Default::default()
+        };
+        let body = run(client_cfg(&server.url(), Some(protocol)), &opts).unwrap();
+        let d = &body.decision;
+        println!(
+            "independent over {protocol}: {} of {} key items match, p = {:.3}",
+            body.sequential.matches, d.key_answers, d.p_value
+        );
+        assert!(!d.watermarked && d.p_value > 1e-6, "{protocol}: {d:?}");
+        if !sequential {
+            assert_eq!(
+                d.key_answers, 100,
+                "the whole key is queried without the sequential stop"
+            );
+            assert!(!body.verdict.watermarked);
+        }
+    }
+}
+
+/// Wraps the real service with a fault on its inference route.
+fn faulty(fault: fn(usize) -> Option<Response>) -> RunningServer {
+    let f = fixture();
+    let served = ServedModel::new(
+        Box::new(LocalOracle::new(f.marked.clone(), Reveal::Probabilities)),
+        "nnmark-burn",
+    );
+    let cfg = ServeConfig::new(
+        Protocol::V2,
+        "lenet",
+        Reveal::Label,
+        ClassNames::parse("fashion", 10).unwrap(),
+    );
+    let counter = std::sync::Arc::new(AtomicUsize::new(0));
+    let router =
+        nnmark_remote::server::router(served, cfg)
+            .unwrap()
+            .layer(axum::middleware::from_fn(
+                move |req: Request, next: Next| {
+                    let counter = counter.clone();
+                    async move {
+                        if req.uri().path().ends_with("/infer") {
+                            let n = counter.fetch_add(1, Ordering::SeqCst);
+                            if let Some(r) = fault(n) {
+                                return r;
+                            }
+                        }
+                        next.run(req).await
+                    }
+                },
+            ));
+    start_router(router)
+}
+
+fn start_router(router: axum::Router) -> RunningServer {
+    RunningServer::start_router(router, "127.0.0.1:0".parse().unwrap()).unwrap()
+}
+
+fn quick(retries: u32, timeout: f64) -> (RemoteVerifyOptions, impl Fn(&str) -> EndpointConfig) {
+    let opts = RemoteVerifyOptions {
+        sequential: false,
+        batch: 20,
+        concurrency: 2,
+        decoy_ratio: 0.0,
+        ..Default::default()
+    };
+    (opts, move |url: &str| {
+        let mut c = client_cfg(url, Some(Protocol::V2));
+        c.retries = retries;
+        c.timeout = Duration::from_secs_f64(timeout);
+        c.backoff = Duration::from_millis(10);
+        c
+    })
+}
+
+#[test]
+fn faults_are_retried_or_fail_cleanly_and_never_count_as_answers() {
+    fixture();
+    // A third of requests answer 500: retried, and the run completes with every answer real.
+    let server = faulty(|n| {
+        (n % 3 == 0)
+            .then(|| (axum::http::StatusCode::INTERNAL_SERVER_ERROR, "boom").into_response())
+    });
+    let (opts, cfg) = quick(4, 5.0);
+    let body = run(cfg(&server.url()), &opts).unwrap();
+    assert_eq!(body.decision.key_answers, 100);
+    assert!(body.queries.iter().map(|q| q.retries).sum::<u32>() >= 1);
+    assert!(
+        body.queries
+            .iter()
+            .all(|q| q.status == 200 && q.items.len() == 20)
+    );
+    assert!(body.decision.watermarked);
+
+    // 429 with Retry-After: 1 on every other request: honoured, then answered.
+    let server = faulty(|n| {
+        (n % 2 == 0).then(|| {
+            let mut r = (axum::http::StatusCode::TOO_MANY_REQUESTS, "slow down").into_response();
+            r.headers_mut()
+                .insert("retry-after", axum::http::HeaderValue::from_static("1"));
+            r
+        })
+    });
+    let started = Instant::now();
+    let body = run(cfg(&server.url()), &opts).unwrap();
+    assert!(
+        started.elapsed() >= Duration::from_millis(900),
+        "Retry-After was not honoured"
+    );
+    assert_eq!(body.decision.key_answers, 100);
+
+    // A server that hangs: every attempt times out; verify fails after its retries, in bounded time.
+    let hang = start_router(
+        axum::Router::new()
+            .route(
+                "/v2",
+                axum::routing::get(|| async { axum::Json(serde_json::json!({"name": "hang"})) }),
+            )
+            .route(
+                "/v2/models/lenet",
+                axum::routing::get(|| async { axum::Json(serde_json::json!({"name": "lenet"})) }),
+            )
+            .route(
+                "/v2/models/lenet/infer",
+                axum::routing::post(|| async {
+                    tokio::time::sleep(Duration::from_secs(3600)).await;
+                    "never"
+                }),
+            ),
+    );
+    let (opts1, cfg1) = quick(1, 0.5);
+    let started = Instant::now();
+    let e = run(cfg1(&hang.url()), &opts1).unwrap_err().to_string();
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "hung for {:?}",
+        started.elapsed()
+    );
+    assert!(
+        e.contains("no answer within") && e.contains("no answer was counted"),
+        "{e}"
+    );
+
+    // Malformed JSON, and well-formed answers of the wrong shape: refused, never scored.
+    for (name, fault) in [
+        (
+            "malformed",
+            (|_| Some((axum::http::StatusCode::OK, "{\"outputs\": [").into_response()))
+                as fn(usize) -> Option<Response>,
+        ),
+        ("wrong shape", |_| {
+            Some(axum::Json(serde_json::json!({"outputs": [{"name": "p", "datatype": "FP32", "shape": [20, 9], "data": vec![0.1f32; 180]}]})).into_response())
+        }),
+        ("too few answers", |_| {
+            Some(axum::Json(serde_json::json!({"outputs": [{"name": "label", "datatype": "INT64", "shape": [3], "data": [1, 2, 3]}]})).into_response())
+        }),
+    ] {
+        let server = faulty(fault);
+        let e = run(cfg1(&server.url()), &opts1).unwrap_err().to_string();
+        assert!(e.contains("unusable answer"), "{name}: {e}");
+    }
+
+    // A server that drops the connection on every inference.
+    let dropper = DroppingServer::start();
+    let e = run(cfg1(&dropper.url()), &opts1).unwrap_err().to_string();
+    assert!(
+        e.contains("request failed") || e.contains("broke off"),
+        "{e}"
+    );
+}
+
+/// Answers probes properly and closes the connection on every POST without a word.
+struct DroppingServer {
+    addr: SocketAddr,
+}
+
+impl DroppingServer {
+    fn start() -> Self {
+        use std::io::{Read, Write};
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        std::thread::spawn(move || {
+            for stream in listener.incoming() {
+                let Ok(mut s) = stream else { continue };
+                let mut buf = [0u8; 4096];
+                let n = s.read(&mut buf).unwrap_or(0);
+                if buf[..n].starts_with(b"GET") {
+                    let body = r#"{"name":"lenet","inputs":[{"name":"input","datatype":"FP32","shape":[-1,1,28,28]}]}"#;
+                    let _ = write!(
+                        s,
+                        "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+                        body.len()
+                    );
+                }
+                // POST: drop without answering.
+            }
+        });
+        Self { addr }
+    }
+
+    fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+}
+
+async fn post(url: &str, token: Option<&str>, body: Vec<u8>) -> reqwest::Response {
+    let mut r = reqwest::Client::new()
+        .post(url)
+        .header("content-type", "application/json")
+        .body(body);
+    if let Some(t) = token {
+        r = r.bearer_auth(t);
+    }
+    r.send().await.unwrap()
+}
+
+fn v2_body(values: &str) -> Vec<u8> {
+    format!(r#"{{"inputs":[{{"name":"input","shape":[1,1,28,28],"datatype":"FP32","data":[{values}]}}]}}"#).into_bytes()
+}
+
+fn zeros(n: usize) -> String {
+    vec!["0"; n].join(",")
+}
+
+#[test]
+fn abuse_gets_the_right_status_and_the_server_keeps_serving() {
+    let f = fixture();
+    let server = serve(&f.marked, Protocol::V2, Reveal::Probabilities, |c| {
+        c.token = Some("s3cret".into());
+        c.body_limit = 64 << 10;
+    });
+    let url = format!("{}/v2/models/lenet/infer", server.url());
+    rt().block_on(async {
+        let ok = || async {
+            post(&url, Some("s3cret"), v2_body(&zeros(784)))
+                .await
+                .status()
+        };
+        assert_eq!(ok().await, 200);
+        // Oversize body.
+        let big = post(&url, Some("s3cret"), vec![b' '; 200 << 10]).await;
+        assert_eq!(big.status(), 413);
+        assert_eq!(ok().await, 200);
+        // Missing and wrong tokens.
+        let none = post(&url, None, v2_body(&zeros(784))).await;
+        assert_eq!(none.status(), 401);
+        assert!(none.text().await.unwrap().contains("\"error\""));
+        assert_eq!(
+            post(&url, Some("guess"), v2_body(&zeros(784)))
+                .await
+                .status(),
+            401
+        );
+        assert_eq!(ok().await, 200);
+        // Health stays open.
+        let live = reqwest::get(format!("{}/v2/health/live", server.url()))
+            .await
+            .unwrap();
+        assert_eq!(live.status(), 200);
+        // NaN (as Python writes it), huge and negative values: 422 naming the value.
+        for bad in ["NaN", "1e300", "-5", "\"x\""] {
+            let values = format!("{bad},{}", zeros(783));
+            let r = post(&url, Some("s3cret"), v2_body(&values)).await;
+            assert_eq!(r.status(), 422, "{bad}");
+            let msg = r.text().await.unwrap();
+            assert!(msg.starts_with("{\"error\""), "{msg}");
+        }
+        // Wrong shape and unknown model.
+        assert_eq!(
+            post(&url, Some("s3cret"), v2_body(&zeros(783)))
+                .await
+                .status(),
+            422
+        );
+        let other = format!("{}/v2/models/nope/infer", server.url());
+        assert_eq!(
+            post(&other, Some("s3cret"), v2_body(&zeros(784)))
+                .await
+                .status(),
+            404
+        );
+        assert_eq!(ok().await, 200);
+    });
+    server.stop().unwrap();
+
+    // Flood: 5 per second with a burst of 5, 40 requests at once: some get 429 with Retry-After.
+    let server = serve(&f.marked, Protocol::V2, Reveal::Label, |c| {
+        c.rate_limit = Some(RateLimit {
+            per_second: 5,
+            burst: 5,
+        });
+    });
+    let url = format!("{}/v2/models/lenet/infer", server.url());
+    rt().block_on(async {
+        let answers =
+            futures::future::join_all((0..40).map(|_| post(&url, None, v2_body(&zeros(784)))))
+                .await;
+        let limited: Vec<_> = answers.iter().filter(|r| r.status() == 429).collect();
+        assert!(limited.len() >= 30, "only {} of 40 limited", limited.len());
+        assert!(
+            limited
+                .iter()
+                .all(|r| r.headers().get("retry-after").is_some())
+        );
+        tokio::time::sleep(Duration::from_millis(1100)).await;
+        assert_eq!(post(&url, None, v2_body(&zeros(784))).await.status(), 200);
+    });
+}
+
+#[test]
+fn tampered_evidence_fails_the_check() {
+    let f = fixture();
+    let dir = tempfile::tempdir().unwrap();
+    let adi = scheme::by_name("adi").unwrap();
+    let ep = OracleEndpoint::new(
+        Box::new(LocalOracle::new(f.marked.clone(), Reveal::Label)),
+        "model",
+        "marked.safetensors",
+        serde_json::json!({}),
+    );
+    assert_eq!(ep.max_batch(), 256);
+    let opts = RemoteVerifyOptions {
+        batch: 10,
+        concurrency: 1,
+        ..Default::default()
+    };
+    let body = rt()
+        .block_on(verify_endpoint(&ep, &f.key, adi, &f.decoys, None, &opts))
+        .unwrap();
+    let key_path = dir.path().join("owner");
+    evidence::generate_keypair(&key_path).unwrap();
+    assert!(
+        evidence::generate_keypair(&key_path).is_err(),
+        "never overwrites a signing key"
+    );
+    let sk = evidence::load_signing_key(&key_path).unwrap();
+    let pk = evidence::load_verifying_key(&dir.path().join("owner.pub")).unwrap();
+    let file = dir.path().join("evidence.json");
+    evidence::write(&file, &body, Some(&sk)).unwrap();
+    let ok = evidence::check(&file, Some(&pk), Some(&f.key), false).unwrap();
+    assert!(ok.signed && ok.key_checked && ok.watermarked);
+    let text = std::fs::read_to_string(&file).unwrap();
+
+    let check = |s: String| {
+        let p = dir.path().join("tampered.json");
+        std::fs::write(&p, s).unwrap();
+        evidence::check(&p, Some(&pk), Some(&f.key), false)
+    };
+    // One byte of a response hash.
+    let h = &body.queries[0].response_sha256;
+    let flipped: String = h
+        .chars()
+        .enumerate()
+        .map(|(i, c)| {
+            if i == 0 {
+                if c == 'a' { 'b' } else { 'a' }
+            } else {
+                c
+            }
+        })
+        .collect();
+    let e = check(text.replacen(h.as_str(), &flipped, 1))
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("signature does not match"), "{e}");
+    // The verdict.
+    let e = check(text.replace("\"watermarked\": true", "\"watermarked\": false"))
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("signature does not match"), "{e}");
+    // The signature.
+    let v: serde_json::Value = serde_json::from_str(&text).unwrap();
+    let sig = v["signature"]["signature"].as_str().unwrap();
+    let mut bytes = sig.as_bytes().to_vec();
+    bytes[5] = if bytes[5] == b'A' { b'B' } else { b'A' };
+    let e = check(text.replace(sig, std::str::from_utf8(&bytes).unwrap()))
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("signature"), "{e}");
+
+    // Re-signed by someone else: the signature holds, but not the owner's key.
+    let other = dir.path().join("other");
+    evidence::generate_keypair(&other).unwrap();
+    evidence::write(
+        &file,
+        &body,
+        Some(&evidence::load_signing_key(&other).unwrap()),
+    )
+    .unwrap();
+    assert!(
+        evidence::check(&file, Some(&pk), None, false)
+            .unwrap_err()
+            .to_string()
+            .contains("expected signer")
+    );
+    // A forged but consistently re-signed log (a non-match turned into a match) fails the key check.
+    let mut forged = body.clone();
+    let item = forged
+        .queries
+        .iter_mut()
+        .flat_map(|q| q.items.iter_mut())
+        .find(|i| i.matched.is_some())
+        .unwrap();
+    item.answer = (item.answer + 1) % 10;
+    evidence::write(&file, &forged, Some(&sk)).unwrap();
+    assert!(
+        evidence::check(&file, Some(&pk), Some(&f.key), false)
+            .unwrap_err()
+            .to_string()
+            .contains("key item")
+    );
+    // Unsigned files are refused unless allowed.
+    evidence::write(&file, &body, None).unwrap();
+    assert!(evidence::check(&file, None, None, false).is_err());
+    assert!(!evidence::check(&file, None, None, true).unwrap().signed);
+}
+
+#[test]
+fn onnx_export_answers_like_the_model_and_an_onnx_suspect_is_verified() {
+    let f = fixture();
+    let dir = tempfile::tempdir().unwrap();
+    let weights_path = dir.path().join("marked.safetensors");
+    let meta = nnmark::weights::WeightsMeta::new(f.marked.spec.clone(), "fashion", 1);
+    nnmark::weights::save(&f.marked, &meta, &weights_path).unwrap();
+    let onnx_path = dir.path().join("marked.onnx");
+    nnmark_remote::export::export(&weights_path, &onnx_path).unwrap();
+
+    // Same answers as the burn model on 500 test images.
+    let mut onnx =
+        nnmark_remote::onnx::OnnxOracle::load(&onnx_path, None, Reveal::Probabilities).unwrap();
+    let mut local = LocalOracle::new(f.marked.clone(), Reveal::Probabilities);
+    use nnmark::Oracle;
+    assert_eq!(onnx.input_shape(), f.marked.spec.input);
+    assert_eq!(onnx.num_classes(), 10);
+    let px = f.decoys.take(500).pixels().to_vec();
+    let (a, b) = (onnx.query(&px).unwrap(), local.query(&px).unwrap());
+    let same = a.iter().zip(&b).filter(|(x, y)| x.label == y.label).count();
+    let max_diff = a
+        .iter()
+        .zip(&b)
+        .flat_map(|(x, y)| {
+            x.scores
+                .iter()
+                .zip(&y.scores)
+                .map(|(s, t)| (s.1 - t.1).abs())
+        })
+        .fold(0f32, f32::max);
+    println!("ONNX vs burn: {same}/500 labels equal, largest top-score difference {max_diff:.2e}");
+    assert!(same >= 499, "{same}/500");
+    assert!(max_diff < 1e-3, "{max_diff}");
+
+    // The ONNX file as a suspect: no server needed, same verifier, same evidence.
+    let adi = scheme::by_name("adi").unwrap();
+    let oracle =
+        nnmark_remote::onnx::OnnxOracle::load(&onnx_path, Some(f.marked.spec.input), Reveal::Label)
+            .unwrap();
+    let ep = OracleEndpoint::new(
+        Box::new(oracle),
+        "onnx",
+        &onnx_path.display().to_string(),
+        serde_json::json!({}),
+    );
+    let body = rt()
+        .block_on(verify_endpoint(
+            &ep,
+            &f.key,
+            adi,
+            &f.decoys,
+            None,
+            &RemoteVerifyOptions::default(),
+        ))
+        .unwrap();
+    assert!(body.decision.watermarked && body.decision.key_answers < 50);
+
+    // And served over v2 from the ONNX file.
+    let (served, _) = nnmark_remote::server::load_model(
+        &onnx_path,
+        None,
+        None,
+        &nnmark::device::parse_device("cpu").unwrap(),
+    )
+    .unwrap();
+    assert_eq!(served.platform, "onnx-tract");
+    let cfg = ServeConfig::new(
+        Protocol::V2,
+        "lenet",
+        Reveal::TopK(1),
+        ClassNames::parse("fashion", 10).unwrap(),
+    );
+    let server = RunningServer::start(served, cfg, "127.0.0.1:0".parse().unwrap()).unwrap();
+    let body = run(
+        client_cfg(&server.url(), None),
+        &RemoteVerifyOptions::default(),
+    )
+    .unwrap();
+    assert!(body.decision.watermarked);
+    assert_eq!(body.suspect.metadata["model"]["platform"], "onnx-tract");
+}
