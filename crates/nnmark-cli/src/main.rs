@@ -221,8 +221,19 @@ fn run(cli: Cli) -> Result<()> {
             }
             let mut obs = observer(&a.output);
             let r = nnmark::demo::run(&cfg, &device, obs.as_mut())?;
+            // The remote half: serve the marked model on loopback and verify it through its API.
+            let remote = nnmark_remote::demo::run(
+                &r.marked_model_path,
+                &r.key_path,
+                &a.out_dir,
+                a.seed,
+                &device,
+            )?;
             if a.output.json {
-                println!("{}", json!({ "versions": versions(), "report": r }));
+                println!(
+                    "{}",
+                    json!({ "versions": versions(), "report": r, "remote": remote })
+                );
             } else {
                 println!(
                     "clean LeNet: test accuracy {:.2}% after {} epochs ({:.1} s); wrote {}",
@@ -252,6 +263,29 @@ fn run(cli: Cli) -> Result<()> {
                         }
                     );
                 }
+                let d = &remote.decision;
+                println!(
+                    "served the watermarked model at {} ({}, labels only) and verified it through the API: {} after {} of {} key items hidden among decoys ({} requests), p <= {:.2e}",
+                    remote.url,
+                    remote.protocol,
+                    if d.watermarked {
+                        "WATERMARKED"
+                    } else {
+                        "not watermarked"
+                    },
+                    d.key_answers,
+                    d.key_planned,
+                    remote.requests,
+                    d.p_value
+                );
+                println!(
+                    "signed evidence: {} (signer {}, key {}); check it with: nnmark evidence check {} --public-key {}.pub",
+                    remote.evidence_path.display(),
+                    &remote.signer[..16],
+                    remote.signing_key_path.display(),
+                    remote.evidence_path.display(),
+                    remote.signing_key_path.display()
+                );
             }
         }
     }

@@ -172,6 +172,146 @@ fn demo_trains_and_writes_the_model() {
             && dir.path().join("o/owner.nnkey").exists(),
         "{text}"
     );
+    // The remote half: served on loopback, verified through the API, evidence signed.
+    assert!(
+        text.contains("verified it through the API: WATERMARKED")
+            && text.contains("o/evidence.json"),
+        "{text}"
+    );
+    let check = ok_stdout(&nnmark(
+        &[
+            "evidence",
+            "check",
+            "o/evidence.json",
+            "--public-key",
+            "o/owner-signing.pem.pub",
+            "--key",
+            "o/owner.nnkey",
+        ],
+        dir.path(),
+    ));
+    assert!(
+        check.contains("signature valid") && check.contains("WATERMARKED"),
+        "{check}"
+    );
+    remote_commands(dir.path());
+}
+
+/// `serve` as a real process (token, TF Serving, top-k), `verify --endpoint` against it,
+/// a refused token, graceful SIGTERM, `export` to ONNX and the ONNX file as a suspect.
+fn remote_commands(d: &Path) {
+    use std::io::{BufRead, BufReader};
+    std::fs::write(d.join("token"), "t0ps3cret\n").unwrap();
+    let mut server = Command::new(env!("CARGO_BIN_EXE_nnmark"))
+        .args([
+            "serve",
+            "--model",
+            "o/lenet-mnist10k-marked.safetensors",
+            "--listen",
+            "127.0.0.1:0",
+            "--protocol",
+            "tf-serving",
+            "--reveal",
+            "top-k:2",
+            "--token-file",
+            "token",
+        ])
+        .current_dir(d)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    BufReader::new(server.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let url = line
+        .split_whitespace()
+        .find(|w| w.starts_with("http://"))
+        .unwrap_or_else(|| panic!("no address in {line:?}"))
+        .to_string();
+    let out = ok_stdout(&nnmark(
+        &[
+            "verify",
+            "--key",
+            "o/owner.nnkey",
+            "--endpoint",
+            &url,
+            "--token-file",
+            "token",
+            "--evidence",
+            "ev.json",
+            "--signing-key",
+            "o/owner-signing.pem",
+            "--json",
+        ],
+        d,
+    ));
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(v["decision"]["watermarked"], true, "{v}");
+    assert_eq!(v["suspect"]["protocol"], "tf-serving");
+    assert!(v["decision"]["key_answers"].as_u64().unwrap() < 50, "{v}");
+    // Without the token: a one-line error naming the status.
+    let denied = nnmark(
+        &[
+            "verify",
+            "--key",
+            "o/owner.nnkey",
+            "--endpoint",
+            &url,
+            "--protocol",
+            "tf-serving",
+        ],
+        d,
+    );
+    assert_clean_error(&denied, &["401"]);
+    // SIGTERM: the server finishes and exits cleanly.
+    Command::new("kill")
+        .args(["-TERM", &server.id().to_string()])
+        .status()
+        .unwrap();
+    let started = std::time::Instant::now();
+    let status = loop {
+        if let Some(s) = server.try_wait().unwrap() {
+            break s;
+        }
+        assert!(started.elapsed().as_secs() < 15, "server ignored SIGTERM");
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    };
+    assert!(status.success(), "{status:?}");
+    let mut log = String::new();
+    std::io::Read::read_to_string(&mut server.stderr.take().unwrap(), &mut log).unwrap();
+    assert!(
+        log.contains("/v1/models/model") && !log.contains("t0ps3cret"),
+        "{log}"
+    );
+    // ONNX: export the marked model and verify the file directly.
+    ok_stdout(&nnmark(
+        &[
+            "export",
+            "--model",
+            "o/lenet-mnist10k-marked.safetensors",
+            "--onnx",
+            "m.onnx",
+        ],
+        d,
+    ));
+    let out = ok_stdout(&nnmark(
+        &[
+            "verify",
+            "--key",
+            "o/owner.nnkey",
+            "--model",
+            "m.onnx",
+            "--evidence",
+            "onnx-ev.json",
+        ],
+        d,
+    ));
+    assert!(
+        out.contains("WATERMARKED") && out.contains("unsigned"),
+        "{out}"
+    );
 }
 
 fn ok_stdout(out: &Output) -> String {

@@ -7,6 +7,7 @@
 #![warn(missing_docs)]
 
 pub mod client;
+pub mod demo;
 pub mod evidence;
 pub mod export;
 pub mod onnx;
