@@ -55,31 +55,63 @@ fn main() {
     let mut server = Command::new(&exe)
         .args(["serve", "--model"])
         .arg(&model_path)
-        .args(["--listen", "127.0.0.1:0", "--protocol", "v2", "--reveal", "probabilities"])
+        .args([
+            "--listen",
+            "127.0.0.1:0",
+            "--protocol",
+            "v2",
+            "--reveal",
+            "probabilities",
+        ])
         .env("NNMARK_LOG", "warn")
         .stdout(Stdio::piped())
         .spawn()
-        .unwrap_or_else(|e| panic!("cannot start {} (build nnmark-cli --release first): {e}", exe.display()));
+        .unwrap_or_else(|e| {
+            panic!(
+                "cannot start {} (build nnmark-cli --release first): {e}",
+                exe.display()
+            )
+        });
     let mut line = String::new();
-    BufReader::new(server.stdout.take().unwrap()).read_line(&mut line).unwrap();
-    let url = line.split_whitespace().find(|w| w.starts_with("http://")).expect("address").to_string();
+    BufReader::new(server.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let url = line
+        .split_whitespace()
+        .find(|w| w.starts_with("http://"))
+        .expect("address")
+        .to_string();
     let pid = server.id();
     // One MNIST-sized image of mid-grey pixels, sent as a v2 FP32 tensor.
     let body = serde_json::to_vec(&serde_json::json!({"inputs": [{
         "name": "input", "shape": [1, 1, 28, 28], "datatype": "FP32", "data": vec![0.5f32; 784]}]}))
     .unwrap();
     let infer = format!("{url}/v2/models/model/infer");
-    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
     let rss_before = rss_kib(pid);
     let latencies = Arc::new(Mutex::new(Vec::with_capacity(requests)));
     let done = Arc::new(AtomicUsize::new(0));
     let mut rss_series = vec![(0usize, rss_before)];
     let started = Instant::now();
     rt.block_on(async {
-        let client = reqwest::Client::builder().pool_max_idle_per_host(concurrency).build().unwrap();
+        let client = reqwest::Client::builder()
+            .pool_max_idle_per_host(concurrency)
+            .build()
+            .unwrap();
         // Warm-up.
         for _ in 0..200 {
-            client.post(&infer).body(body.clone()).send().await.unwrap().bytes().await.unwrap();
+            client
+                .post(&infer)
+                .body(body.clone())
+                .send()
+                .await
+                .unwrap()
+                .bytes()
+                .await
+                .unwrap();
         }
         let mut stream = futures::stream::iter(0..requests)
             .map(|_| {
@@ -119,9 +151,15 @@ fn main() {
     );
     println!(
         "server RSS (KiB) by requests served: {}",
-        rss_series.iter().map(|(n, r)| format!("{n}: {r}")).collect::<Vec<_>>().join(", ")
+        rss_series
+            .iter()
+            .map(|(n, r)| format!("{n}: {r}"))
+            .collect::<Vec<_>>()
+            .join(", ")
     );
-    let _ = Command::new("kill").args(["-TERM", &pid.to_string()]).status();
+    let _ = Command::new("kill")
+        .args(["-TERM", &pid.to_string()])
+        .status();
     let _ = server.wait();
     let _ = std::fs::remove_dir_all(&dir);
 }

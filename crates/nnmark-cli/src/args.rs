@@ -145,6 +145,9 @@ pub struct EvidenceCheckArgs {
     /// The watermark key: also re-check every logged match against it.
     #[arg(long)]
     pub key: Option<PathBuf>,
+    /// The published verification key (Adi): the logged commitments must be its.
+    #[arg(long)]
+    pub vk: Option<PathBuf>,
     /// Accept an unsigned file (its statistics are still checked).
     #[arg(long)]
     pub allow_unsigned: bool,

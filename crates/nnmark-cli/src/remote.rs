@@ -282,7 +282,17 @@ pub fn evidence_check(a: EvidenceCheckArgs) -> Result<()> {
         .map(evidence::load_verifying_key)
         .transpose()?;
     let key = a.key.as_deref().map(KeyFile::load).transpose()?;
-    let report = evidence::check(&a.file, expected.as_ref(), key.as_ref(), a.allow_unsigned)?;
+    let vk =
+        a.vk.as_deref()
+            .map(nnmark::commit::VerificationKey::load)
+            .transpose()?;
+    let report = evidence::check_with(
+        &a.file,
+        expected.as_ref(),
+        key.as_ref(),
+        vk.as_ref(),
+        a.allow_unsigned,
+    )?;
     if a.json {
         println!(
             "{}",
@@ -297,10 +307,11 @@ pub fn evidence_check(a: EvidenceCheckArgs) -> Result<()> {
                 None => "UNSIGNED".into(),
             },
             report.requests,
-            if report.key_checked {
-                "; every logged match re-checked against the key"
-            } else {
-                ""
+            match (report.key_checked, report.commitments_checked) {
+                (true, true) => "; every logged match and commitment re-checked against the key",
+                (true, false) => "; every logged match re-checked against the key",
+                (false, true) => "; every logged commitment is the verification key's",
+                (false, false) => "",
             },
             if report.watermarked {
                 "WATERMARKED"

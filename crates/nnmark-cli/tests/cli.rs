@@ -194,6 +194,20 @@ fn demo_trains_and_writes_the_model() {
         check.contains("signature valid") && check.contains("WATERMARKED"),
         "{check}"
     );
+    let check = ok_stdout(&nnmark(
+        &[
+            "evidence",
+            "check",
+            "o/evidence.json",
+            "--vk",
+            "o/owner-vk.json",
+        ],
+        dir.path(),
+    ));
+    assert!(
+        check.contains("commitment is the verification key's"),
+        "{check}"
+    );
     remote_commands(dir.path());
 }
 

@@ -12,6 +12,7 @@ use base64::Engine;
 use ed25519_dalek::pkcs8::spki::der::pem::LineEnding;
 use ed25519_dalek::pkcs8::{DecodePrivateKey, DecodePublicKey, EncodePrivateKey, EncodePublicKey};
 use ed25519_dalek::{Signature, Signer, SigningKey, Verifier, VerifyingKey};
+use nnmark::commit::VerificationKey;
 use nnmark::keyfile::KeyFile;
 use nnmark::weights::write_atomic;
 use nnmark::{Error, Result};
@@ -115,6 +116,8 @@ pub struct CheckReport {
     pub statistics_match: bool,
     /// Logged matches re-checked against the key (when given).
     pub key_checked: bool,
+    /// Logged commitments matched against the verification key (given, or derived from the key).
+    pub commitments_checked: bool,
     /// The recorded decision.
     pub watermarked: bool,
     /// Recomputed p-value of the decision.
@@ -136,6 +139,18 @@ pub fn check(
     path: &Path,
     expected_signer: Option<&VerifyingKey>,
     key: Option<&KeyFile>,
+    allow_unsigned: bool,
+) -> Result<CheckReport> {
+    check_with(path, expected_signer, key, None, allow_unsigned)
+}
+
+/// [`check`], also matching the logged commitments against a published verification key
+/// (given, or derived from `key` when it has commitments).
+pub fn check_with(
+    path: &Path,
+    expected_signer: Option<&VerifyingKey>,
+    key: Option<&KeyFile>,
+    vk: Option<&VerificationKey>,
     allow_unsigned: bool,
 ) -> Result<CheckReport> {
     let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
@@ -229,6 +244,34 @@ pub fn check(
             body.decision.watermarked
         )));
     }
+    let owned_vk = match (vk, key) {
+        (None, Some(k)) if k.nonces.is_some() => Some(VerificationKey::from_key(k)?),
+        _ => None,
+    };
+    let mut commitments_checked = false;
+    if let Some(vk) = vk.or(owned_vk.as_ref()) {
+        let log = body.commitments.as_ref().ok_or_else(|| {
+            bad("the evidence logs no commitments to check against the verification key".into())
+        })?;
+        if log.merkle_root != vk.merkle_root {
+            return Err(bad(format!(
+                "commitments are under Merkle root {} but the verification key's is {}",
+                log.merkle_root, vk.merkle_root
+            )));
+        }
+        for q in &body.queries {
+            for it in q.items.iter().filter(|it| it.kind == ItemKind::Key) {
+                let logged = log.items.get(&it.item);
+                if logged.is_none() || logged != vk.commitments.get(it.item) {
+                    return Err(bad(format!(
+                        "key item {} of query {}: its logged commitment is not the verification key's",
+                        it.item, q.seq
+                    )));
+                }
+            }
+        }
+        commitments_checked = true;
+    }
     let mut key_checked = false;
     if let Some(key) = key {
         let fp = key.fingerprint()?;
@@ -276,6 +319,7 @@ pub fn check(
         signer,
         statistics_match: true,
         key_checked,
+        commitments_checked,
         watermarked: decision.watermarked,
         p_value: decision.p_value,
         key_answers: decision.key_answers,

@@ -149,16 +149,7 @@ pub fn to_onnx(path: &Path) -> Result<Vec<u8>> {
         )
     };
     match spec.architecture {
-        Architecture::Mlp => {
-            g.node("Flatten", &[], vec![int("axis", 1)]);
-            for (i, layer) in ["fc1", "fc2", "fc3"].iter().enumerate() {
-                add(&mut g, layer)?;
-                gemm(&mut g, layer);
-                if i < 2 {
-                    g.node("Relu", &[], vec![]);
-                }
-            }
-        }
+        Architecture::Mlp => {}
         Architecture::Lenet => {
             let pad = if s.height == 28 { 2 } else { 0 };
             for (layer, p) in [("conv1", pad), ("conv2", 0)] {
@@ -175,14 +166,6 @@ pub fn to_onnx(path: &Path) -> Result<Vec<u8>> {
                     vec![ints("kernel_shape", &[2, 2]), ints("strides", &[2, 2])],
                 );
             }
-            g.node("Flatten", &[], vec![int("axis", 1)]);
-            for (i, layer) in ["fc1", "fc2", "fc3"].iter().enumerate() {
-                add(&mut g, layer)?;
-                gemm(&mut g, layer);
-                if i < 2 {
-                    g.node("Relu", &[], vec![]);
-                }
-            }
         }
         other => {
             return Err(Error::Unsupported(format!(
@@ -190,6 +173,16 @@ pub fn to_onnx(path: &Path) -> Result<Vec<u8>> {
             )));
         }
     }
+    // Both end in the same three dense layers.
+    g.node("Flatten", &[], vec![int("axis", 1)]);
+    for (i, layer) in ["fc1", "fc2", "fc3"].iter().enumerate() {
+        add(&mut g, layer)?;
+        gemm(&mut g, layer);
+        if i < 2 {
+            g.node("Relu", &[], vec![]);
+        }
+    }
+
     // Name the output.
     let last = g.nodes.last_mut().expect("at least one node");
     last.output = vec!["logits".into()];

@@ -150,16 +150,7 @@ impl Oracle for OnnxOracle {
 
     fn query(&mut self, pixels: &[f32]) -> Result<Vec<Answer>> {
         let n = self.shape.numel();
-        if pixels.is_empty() || !pixels.len().is_multiple_of(n) {
-            return Err(Error::invalid(
-                "query batch",
-                pixels.len(),
-                format!(
-                    "must be a positive multiple of {n} values ({} images)",
-                    self.shape
-                ),
-            ));
-        }
+        nnmark::oracle::check_batch(pixels, self.shape)?;
         let mut out = Vec::with_capacity(pixels.len() / n);
         for image in pixels.chunks(n) {
             let p = Self::probabilities(self.run(image)?);

@@ -175,6 +175,20 @@ pub struct EvidenceBody {
     pub verdict: Verdict,
     /// The decision.
     pub decision: Decision,
+    /// For keys with commitments (Adi et al.): the published verification key's Merkle root
+    /// and the commitment of every key item queried, so a later reveal of those items (or the
+    /// verification key alone) ties this run to what the owner committed to before it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub commitments: Option<CommitmentLog>,
+}
+
+/// Commitments of the key items a run queried.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CommitmentLog {
+    /// Merkle root of the verification key (hex).
+    pub merkle_root: String,
+    /// Key item index → its commitment (hex), for the items queried.
+    pub items: std::collections::BTreeMap<usize, String>,
 }
 
 /// Evidence format tag.
@@ -416,6 +430,22 @@ pub async fn verify_endpoint<E: Endpoint>(
     }
     let (sequential, verdict, decision) =
         score(&queries, &null, opts.fpr, key_planned, opts.sequential)?;
+    let commitments = match key.nonces {
+        Some(_) => {
+            let vk = nnmark::commit::VerificationKey::from_key(key)?;
+            let items = queries
+                .iter()
+                .flat_map(|q| &q.items)
+                .filter(|it| it.kind == ItemKind::Key)
+                .map(|it| (it.item, vk.commitments[it.item].clone()))
+                .collect();
+            Some(CommitmentLog {
+                merkle_root: vk.merkle_root,
+                items,
+            })
+        }
+        None => None,
+    };
     Ok(EvidenceBody {
         format: EVIDENCE_FORMAT.into(),
         tool: ToolInfo {
@@ -438,5 +468,6 @@ pub async fn verify_endpoint<E: Endpoint>(
         sequential,
         verdict,
         decision,
+        commitments,
     })
 }

@@ -544,7 +544,11 @@ fn tampered_evidence_fails_the_check() {
     let file = dir.path().join("evidence.json");
     evidence::write(&file, &body, Some(&sk)).unwrap();
     let ok = evidence::check(&file, Some(&pk), Some(&f.key), false).unwrap();
-    assert!(ok.signed && ok.key_checked && ok.watermarked);
+    assert!(ok.signed && ok.key_checked && ok.commitments_checked && ok.watermarked);
+    let vk = nnmark::commit::VerificationKey::from_key(&f.key).unwrap();
+    let log = body.commitments.as_ref().expect("adi keys log commitments");
+    assert_eq!(log.merkle_root, vk.merkle_root);
+    assert_eq!(log.items.len() as u64, body.decision.key_answers);
     let text = std::fs::read_to_string(&file).unwrap();
 
     let check = |s: String| {
@@ -701,4 +705,32 @@ fn onnx_export_answers_like_the_model_and_an_onnx_suspect_is_verified() {
     .unwrap();
     assert!(body.decision.watermarked);
     assert_eq!(body.suspect.metadata["model"]["platform"], "onnx-tract");
+}
+
+#[test]
+fn a_remote_oracle_answers_like_the_local_model() {
+    // The blocking Oracle over HTTP (what the distillation attack or `verify` of any black-box
+    // scheme would query): same labels and probabilities as the model itself, in batches.
+    use nnmark::Oracle;
+    let f = fixture();
+    let server = serve(&f.marked, Protocol::V2, Reveal::Probabilities, |c| {
+        c.max_batch = 64
+    });
+    let mut remote = nnmark_remote::RemoteOracle::connect(
+        client_cfg(&server.url(), None),
+        f.marked.spec.input,
+        10,
+        64,
+    )
+    .unwrap();
+    let mut local = LocalOracle::new(f.marked.clone(), Reveal::Probabilities);
+    let px = f.decoys.take(150).pixels().to_vec();
+    let (a, b) = (remote.query(&px).unwrap(), local.query(&px).unwrap());
+    assert_eq!(a.len(), 150);
+    assert_eq!(remote.queries_made(), 150);
+    for (x, y) in a.iter().zip(&b) {
+        assert_eq!(x.label, y.label);
+        assert!((x.scores[0].1 - y.scores[0].1).abs() < 1e-6);
+    }
+    assert!(remote.describe().contains("v2"));
 }

@@ -44,6 +44,19 @@ pub trait Oracle {
     fn queries_made(&self) -> u64;
 }
 
+/// Checks that `pixels` holds whole images of `shape`; returns how many.
+pub fn check_batch(pixels: &[f32], shape: ImageShape) -> Result<usize> {
+    let n = shape.numel();
+    if pixels.is_empty() || !pixels.len().is_multiple_of(n) {
+        return Err(Error::invalid(
+            "query batch",
+            pixels.len(),
+            format!("must be a positive multiple of {n} values ({shape} images)"),
+        ));
+    }
+    Ok(pixels.len() / n)
+}
+
 /// A model held in memory, answering as a service configured with `reveal` would.
 pub struct LocalOracle {
     model: Model,
@@ -79,18 +92,8 @@ impl Oracle for LocalOracle {
     }
 
     fn query(&mut self, pixels: &[f32]) -> Result<Vec<Answer>> {
-        let n = self.model.spec.input.numel();
-        if pixels.is_empty() || !pixels.len().is_multiple_of(n) {
-            return Err(Error::invalid(
-                "query batch",
-                pixels.len(),
-                format!(
-                    "must be a positive multiple of {n} values ({} images)",
-                    self.model.spec.input
-                ),
-            ));
-        }
-        self.queries += (pixels.len() / n) as u64;
+        let n = check_batch(pixels, self.model.spec.input)?;
+        self.queries += n as u64;
         if self.reveal == Reveal::Label {
             return Ok(predict(&self.model, pixels, 256)
                 .into_iter()
