@@ -223,8 +223,22 @@ impl HttpEndpoint {
         })
     }
 
-    /// Refuses a service whose declared input shape is not the key's.
+    /// Refuses a service whose declared input type or shape is not the key's.
     fn check_shape(&self) -> Result<()> {
+        if let Some(dt) = self
+            .metadata
+            .pointer("/model/inputs/0/datatype")
+            .and_then(Value::as_str)
+            .filter(|dt| *dt != "FP32")
+        {
+            return Err(Error::remote(
+                &self.cfg.url,
+                format!(
+                    "model '{}' declares {dt} inputs; nnmark sends FP32 images in [0, 1]",
+                    self.cfg.model_name
+                ),
+            ));
+        }
         let declared = match self.protocol {
             Protocol::V2 => self.metadata.pointer("/model/inputs/0/shape").cloned(),
             Protocol::TfServing => self

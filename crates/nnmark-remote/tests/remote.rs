@@ -734,3 +734,45 @@ fn a_remote_oracle_answers_like_the_local_model() {
     }
     assert!(remote.describe().contains("v2"));
 }
+
+#[test]
+fn a_service_declaring_other_inputs_is_refused_before_any_key_item_is_sent() {
+    use axum::routing::{get, post};
+    let infer_calls = std::sync::Arc::new(AtomicUsize::new(0));
+    let calls = infer_calls.clone();
+    for (dt, shape, needle) in [
+        ("FP32", [-1, 3, 32, 32], "declares input shape"),
+        ("UINT8", [-1, 1, 28, 28], "declares UINT8 inputs"),
+    ] {
+        let calls = calls.clone();
+        let meta = serde_json::json!({"name": "lenet", "inputs": [{"name": "x", "datatype": dt, "shape": shape}]});
+        let router = axum::Router::new()
+            .route(
+                "/v2",
+                get(|| async { axum::Json(serde_json::json!({"name": "stub"})) }),
+            )
+            .route(
+                "/v2/models/lenet",
+                get(move || async move { axum::Json(meta) }),
+            )
+            .route(
+                "/v2/models/lenet/infer",
+                post(move || async move {
+                    calls.fetch_add(1, Ordering::SeqCst);
+                    "no"
+                }),
+            );
+        let server = start_router(router);
+        let e = rt()
+            .block_on(HttpEndpoint::connect(
+                client_cfg(&server.url(), Some(Protocol::V2)),
+                nnmark::data::ImageShape::MNIST,
+                8,
+            ))
+            .err()
+            .expect("refused")
+            .to_string();
+        assert!(e.contains(needle), "{e}");
+    }
+    assert_eq!(infer_calls.load(Ordering::SeqCst), 0);
+}
