@@ -128,7 +128,7 @@ fn main() {
         while let Some(ms) = stream.next().await {
             latencies.lock().unwrap().push(ms);
             let n = done.fetch_add(1, Ordering::Relaxed) + 1;
-            if n % 10_000 == 0 {
+            if n.is_multiple_of(10_000) {
                 rss_series.push((n, rss_kib(pid)));
             }
         }
