@@ -142,9 +142,12 @@ fn frontier_stitching_mlp_and_irnn() {
             EmbedMode::FineTune,
             clean.clone(),
             None,
+            // The embedding stops as soon as the key is learnt; the IRNN's budget is larger:
+            // on this machine it needed 11 epochs (99/100 after 10), where earlier CI runs
+            // needed at most 10 (float results differ between CPUs and thread schedules).
             TrainConfig {
                 grad_clip: (arch == Architecture::Irnn).then_some(1.0),
-                ..fine_tune(10, 0.01)
+                ..fine_tune(if arch == Architecture::Irnn { 20 } else { 10 }, 0.01)
             },
         );
         let (acc0, acc1) = (accuracy(&clean), accuracy(&e.model));
