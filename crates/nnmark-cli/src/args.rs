@@ -104,6 +104,9 @@ pub struct ServeArgs {
     /// Seconds an inference may take (503 beyond).
     #[arg(long, default_value_t = 30.0)]
     pub timeout: f64,
+    /// Seconds a whole request may take, upload included (408 beyond).
+    #[arg(long, default_value_t = 60.0)]
+    pub request_timeout: f64,
 }
 
 #[derive(Args)]

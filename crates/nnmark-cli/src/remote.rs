@@ -83,10 +83,16 @@ pub fn serve(a: ServeArgs, device: &Device) -> Result<()> {
     cfg.token = read_token(a.token_file.as_deref(), "NNMARK_SERVE_TOKEN")?;
     cfg.body_limit = a.body_limit;
     cfg.max_batch = a.max_batch;
-    if !(a.timeout.is_finite() && a.timeout > 0.0) {
-        bail!("invalid --timeout {}: must be positive seconds", a.timeout);
+    for (flag, v) in [
+        ("--timeout", a.timeout),
+        ("--request-timeout", a.request_timeout),
+    ] {
+        if !(v.is_finite() && v > 0.0) {
+            bail!("invalid {flag} {v}: must be positive seconds");
+        }
     }
     cfg.timeout = Duration::from_secs_f64(a.timeout);
+    cfg.request_timeout = Duration::from_secs_f64(a.request_timeout);
     if a.rate_limit > 0 {
         cfg.rate_limit = Some(RateLimit {
             per_second: a.rate_limit,

@@ -127,6 +127,9 @@ pub struct ServeConfig {
     pub rate_limit: Option<RateLimit>,
     /// Longest an inference may take (503 beyond).
     pub timeout: Duration,
+    /// Longest a whole request may take, upload included (408 beyond): a client that sends
+    /// its body slowly cannot hold a connection open.
+    pub request_timeout: Duration,
     /// Most images in one request (422 beyond).
     pub max_batch: usize,
 }
@@ -148,6 +151,7 @@ impl ServeConfig {
             body_limit: 8 << 20,
             rate_limit: None,
             timeout: Duration::from_secs(30),
+            request_timeout: Duration::from_secs(60),
             max_batch: 256,
         }
     }
@@ -466,6 +470,7 @@ pub fn router(model: ServedModel, cfg: ServeConfig) -> Result<Router> {
     };
     let protocol = cfg.protocol;
     let body_limit = cfg.body_limit;
+    let request_timeout = cfg.request_timeout;
     let state = Arc::new(AppState {
         model: Arc::new(model),
         cfg,
@@ -499,6 +504,10 @@ pub fn router(model: ServedModel, cfg: ServeConfig) -> Result<Router> {
     Ok(routes
         .fallback(not_found)
         .layer(axum::extract::DefaultBodyLimit::max(body_limit))
+        .layer(tower_http::timeout::TimeoutLayer::with_status_code(
+            StatusCode::REQUEST_TIMEOUT,
+            request_timeout,
+        ))
         .layer(middleware::from_fn_with_state(state.clone(), guard))
         .layer(
             TraceLayer::new_for_http()

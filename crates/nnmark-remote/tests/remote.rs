@@ -489,6 +489,31 @@ fn abuse_gets_the_right_status_and_the_server_keeps_serving() {
     });
     server.stop().unwrap();
 
+    // A client that sends half its body and stalls: 408 once the request timeout passes.
+    let server = serve(&f.marked, Protocol::V2, Reveal::Label, |c| {
+        c.request_timeout = Duration::from_millis(300);
+    });
+    {
+        use std::io::{Read, Write};
+        let mut s = std::net::TcpStream::connect(server.addr).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        write!(s, "POST /v2/models/lenet/infer HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\ncontent-length: 1000\r\n\r\n{{\"inputs\"").unwrap();
+        let started = Instant::now();
+        let mut answer = [0u8; 64];
+        let n = s.read(&mut answer).unwrap();
+        assert!(
+            String::from_utf8_lossy(&answer[..n]).starts_with("HTTP/1.1 408"),
+            "{}",
+            String::from_utf8_lossy(&answer[..n])
+        );
+        assert!(started.elapsed() < Duration::from_secs(3));
+    }
+    rt().block_on(async {
+        let url = format!("{}/v2/models/lenet/infer", server.url());
+        assert_eq!(post(&url, None, v2_body(&zeros(784))).await.status(), 200);
+    });
+    server.stop().unwrap();
+
     // Flood: 5 per second with a burst of 5, 40 requests at once: some get 429 with Retry-After.
     let server = serve(&f.marked, Protocol::V2, Reveal::Label, |c| {
         c.rate_limit = Some(RateLimit {
