@@ -265,7 +265,8 @@ fn uchida_on_resnet() {
         let t = std::time::Instant::now();
         let (base, teacher, cfg, baseline) = match mode {
             EmbedMode::FromScratch => (fresh(), None, recipe(5), ms[0].clone()),
-            EmbedMode::FineTune => (ms[0].clone(), None, fine_tune(5, 0.01), ms[0].clone()),
+            // 10 epochs: 5 left 1 of 144 bits wrong (measured 2026-11-22).
+            EmbedMode::FineTune => (ms[0].clone(), None, fine_tune(10, 0.01), ms[0].clone()),
             EmbedMode::Distillation => {
                 let data = mnist
                     .train

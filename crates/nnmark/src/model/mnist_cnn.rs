@@ -6,6 +6,8 @@ use burn::nn::pool::{MaxPool2d, MaxPool2dConfig};
 use burn::nn::{Dropout, DropoutConfig, Linear, LinearConfig, Relu};
 use burn::prelude::*;
 
+use crate::kernel::{conv2d_forward, max_pool2d_forward};
+
 use crate::data::ImageShape;
 use crate::error::{Error, Result};
 
@@ -53,9 +55,9 @@ impl MnistCnn {
 
     /// The last hidden layer's activations (the output layer's inputs).
     pub fn features(&self, x: Tensor<4>) -> Tensor<2> {
-        let x = self.act.forward(self.conv1.forward(x));
-        let x = self.act.forward(self.conv2.forward(x));
-        let x = self.drop1.forward(self.pool.forward(x));
+        let x = self.act.forward(conv2d_forward(&self.conv1, x));
+        let x = self.act.forward(conv2d_forward(&self.conv2, x));
+        let x = self.drop1.forward(max_pool2d_forward(&self.pool, x));
         let x: Tensor<2> = x.flatten(1, 3);
         self.drop2.forward(self.act.forward(self.fc1.forward(x)))
     }

@@ -8,6 +8,8 @@ use burn::nn::pool::{AdaptiveAvgPool2d, AdaptiveAvgPool2dConfig};
 use burn::nn::{BatchNorm, BatchNormConfig, Linear, LinearConfig, PaddingConfig2d, Relu};
 use burn::prelude::*;
 
+use crate::kernel::conv2d_forward;
+
 use crate::data::ImageShape;
 
 fn conv3x3(cin: usize, cout: usize, stride: usize, device: &Device) -> Conv2d {
@@ -57,11 +59,13 @@ impl BasicBlock {
 
     fn forward(&self, x: Tensor<4>) -> Tensor<4> {
         let identity = match &self.downsample {
-            Some(d) => d.bn.forward(d.conv.forward(x.clone())),
+            Some(d) => d.bn.forward(conv2d_forward(&d.conv, x.clone())),
             None => x.clone(),
         };
-        let out = self.act.forward(self.bn1.forward(self.conv1.forward(x)));
-        let out = self.bn2.forward(self.conv2.forward(out));
+        let out = self
+            .act
+            .forward(self.bn1.forward(conv2d_forward(&self.conv1, x)));
+        let out = self.bn2.forward(conv2d_forward(&self.conv2, out));
         self.act.forward(out + identity)
     }
 }
@@ -112,7 +116,9 @@ impl ResNet {
 
     /// The pooled channels of the last convolution block (the output layer's inputs).
     pub fn features(&self, x: Tensor<4>) -> Tensor<2> {
-        let mut x = self.act.forward(self.bn1.forward(self.conv1.forward(x)));
+        let mut x = self
+            .act
+            .forward(self.bn1.forward(conv2d_forward(&self.conv1, x)));
         for block in self
             .layer1
             .iter()
