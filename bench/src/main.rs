@@ -236,9 +236,20 @@ fn main() {
         .iter()
         .position(|a| a == "--keys-out")
         .map(|i| std::path::PathBuf::from(&args[i + 1]));
+    // `--train-only lenet|mlp`: just that model's training (and FGSM), for profilers.
+    let train_only = args
+        .iter()
+        .position(|a| a == "--train-only")
+        .map(|i| args[i + 1].clone());
     let mut clean = std::collections::BTreeMap::new();
     let mut results = serde_json::Map::new();
     for arch in [Architecture::Lenet, Architecture::Mlp] {
+        if train_only
+            .as_deref()
+            .is_some_and(|only| only != arch.name())
+        {
+            continue;
+        }
         let spec = ModelSpec {
             architecture: arch,
             input: split.train.shape,
@@ -273,6 +284,10 @@ fn main() {
         }
         results.insert(arch.name().to_string(), entry);
         clean.insert(arch.name(), model);
+    }
+    if train_only.is_some() {
+        println!("{}", serde_json::Value::Object(results));
+        return;
     }
     use nnmark::scheme::EmbedMode;
     let fine_tune = |epochs| TrainConfig { epochs, ..recipe() };

@@ -240,7 +240,7 @@ fn aime_on_fashion_mnist() {
 }
 
 #[test]
-#[ignore = "about 25 minutes: Uchida on the ResNet in three situations"]
+#[ignore = "about 26 minutes: Uchida on the ResNet in three situations"]
 fn uchida_on_resnet() {
     let mnist = data::embedded_mnist10k().unwrap();
     let arch = Architecture::Resnet;
