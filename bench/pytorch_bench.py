@@ -127,10 +127,11 @@ if len(sys.argv) > 2:
 
 
 
-def mixed_fine_tune(model, xkey, ykey, per_batch, epochs, keep=None, regularizer=None):
+def mixed_fine_tune(model, xkey, ykey, per_batch, epochs, keep=None, regularizer=None, soft=None):
     """nnmark's TriggerMix: per_batch key items appended to every batch of 64, reshuffled each
     pass over the key; the whole key is checked every 100 steps and after every epoch
-    (nnmark's stop_when)."""
+    (nnmark's stop_when). `soft`: probability rows for the (kept) data, the targets instead of
+    the labels (AIME's clean-model anchor); the key rows keep their one-hot labels."""
 
     def key_learnt():
         model.eval()
@@ -159,7 +160,11 @@ def mixed_fine_tune(model, xkey, ykey, per_batch, epochs, keep=None, regularizer
                 x, y = torch.cat([x, xkey[picks]]), torch.cat([y, ykey[picks]])
             opt.zero_grad()
             logits = model(x)
-            loss = F.cross_entropy(logits, y)
+            if soft is None:
+                loss = F.cross_entropy(logits, y)
+            else:
+                t = torch.cat([soft[idxs], F.one_hot(y[len(idxs):], 10).float()])
+                loss = -(t * F.log_softmax(logits, 1)).sum(1).mean()
             if regularizer is not None:
                 loss = loss + regularizer(model)
             loss.backward()
@@ -242,7 +247,8 @@ if len(sys.argv) > 3:
                 used.add(min(cand, key=lambda i: proba[i, d].item()))
         src = set(int(v) for v in k["extra"]["source_index"]["values"])
         keep = torch.tensor([i for i in range(len(xtr)) if i not in src], device=device)
-        return mixed_fine_tune(model, xkey, ykey, k["params"]["per_batch"], k["epochs"], keep=keep)
+        soft = F.softmax(predict(model, xtr[keep]), 1) if k["params"]["anchor"] == "clean-model" else None
+        return mixed_fine_tune(model, xkey, ykey, k["params"]["per_batch"], k["epochs"], keep=keep, soft=soft)
 
     def uchida():
         k, _, _ = load_key("uchida")

@@ -243,7 +243,7 @@ fn worst_class_drop(before: &Model, after: &Model) -> f64 {
 }
 
 /// AIME on LeNet and the MLP with 5- and 10-digit signatures: exact decoding, per-class
-/// accuracy within 2.5 pp, independent models neither decode the signature nor get accused under
+/// accuracy within 2 pp, independent models neither decode the signature nor get accused under
 /// AIME's fair-coin null; with the repetition code the signature survives 20% magnitude
 /// pruning. (Under the 1/10 chance null an independent LeNet matching 7 of the 15-item key was
 /// accused on the CI machine: natural mispredictions transfer, see `scheme/aime.rs`.)
@@ -263,12 +263,13 @@ fn aime_signatures_decode_and_survive_pruning() {
             assert_eq!(e.extraction.decoded.as_deref(), Some(digits), "{arch}");
             assert_eq!(e.extraction.queries as usize, digits.len() * repeat);
             // About 200 test images per class here, so one image is 0.5 pp, and the same run
-            // on another CPU ends a few images apart (the CI machine measured 1.0 pp where this
-            // one measured 0.5 pp): the bound leaves one image of slack over the 2 pp
-            // criterion, which the acceptance test checks on Fashion-MNIST's 1,000 per class.
+            // on another CPU ends a few images apart. With AIME's default anchored fine-tuning
+            // the worst class lost 0.5 pp (LeNet) and 1.5 pp (MLP) here, against 1.5 pp for
+            // both with plain fine-tuning; the acceptance test checks Fashion-MNIST's 1,000
+            // test images per class.
             let drop = worst_class_drop(&models[0], &e.model);
             assert!(
-                drop <= 0.025 + 1e-9,
+                drop <= 0.02 + 1e-9,
                 "{arch} {digits}: a class lost {:.2} pp",
                 drop * 100.0
             );

@@ -100,6 +100,108 @@ fn mnist_cnn_and_resnet_learn() {
     }
 }
 
+/// Soft targets with mixed-in triggers (AIME's anchored fine-tuning): the data rows follow the
+/// given probabilities, the trigger rows their own labels, so the triggers are learnt while the
+/// model keeps answering like the clean one elsewhere.
+#[test]
+fn soft_targets_anchor_the_data_while_triggers_are_learnt() {
+    let device = Device::flex();
+    let split = data::embedded_mnist10k().unwrap();
+    let spec = ModelSpec {
+        architecture: Architecture::Mlp,
+        input: split.train.shape,
+        num_classes: 10,
+        normalization: Normalization::from_dataset(&split.train),
+    };
+    device.seed(3);
+    let cfg = TrainConfig {
+        epochs: 3,
+        seed: 3,
+        ..TrainConfig::default()
+    };
+    let model = Model::new(spec, &device).unwrap();
+    let (clean, _) = train::train(model, &split.train, &cfg, &device, &mut Silent).unwrap();
+    // Five test images taught a wrong class: a watermark-like key the clean model disagrees with.
+    let shape = split.test.shape;
+    let pixels = split.test.pixels()[..5 * shape.numel()].to_vec();
+    let labels: Vec<u8> = split.test.labels()[..5]
+        .iter()
+        .map(|l| (l + 1) % 10)
+        .collect();
+    let key = data::Dataset::new("key", shape, 10, pixels, labels.clone()).unwrap();
+    let soft: Vec<f32> = train::predict_proba(&clean, split.train.pixels(), 256)
+        .into_iter()
+        .flatten()
+        .collect();
+    let extras = |q| train::TrainExtras {
+        trigger_mix: Some(train::TriggerMix {
+            triggers: &key,
+            per_batch: 1,
+        }),
+        soft_targets: Some(q),
+        ..Default::default()
+    };
+    let tune = TrainConfig {
+        epochs: 1,
+        ..cfg.clone()
+    };
+    let (marked, _) = train::train_with(
+        clean.clone(),
+        &split.train,
+        &tune,
+        &device,
+        &mut Silent,
+        extras(&soft),
+    )
+    .unwrap();
+    let key_answers = train::predict(&marked, key.pixels(), 256);
+    assert!(
+        key_answers
+            .iter()
+            .zip(&labels)
+            .all(|(&p, &l)| p == l as usize),
+        "key not learnt: {key_answers:?} vs {labels:?}"
+    );
+    // The same fine-tuning on the data's labels instead.
+    let (plain, _) = train::train_with(
+        clean.clone(),
+        &split.train,
+        &tune,
+        &device,
+        &mut Silent,
+        train::TrainExtras {
+            soft_targets: None,
+            ..extras(&soft)
+        },
+    )
+    .unwrap();
+    let before = train::predict(&clean, split.test.pixels(), 256);
+    let kept = |m: &Model| {
+        let after = train::predict(m, split.test.pixels(), 256);
+        before.iter().zip(&after).filter(|(a, b)| a == b).count()
+    };
+    let (anchored, unanchored) = (kept(&marked), kept(&plain));
+    eprintln!("test answers kept: anchored {anchored}, labels {unanchored} of 2000");
+    // Measured 39 against 110 changed answers.
+    assert!(
+        2000 - anchored <= (2000 - unanchored) / 2,
+        "answers changed: anchored {}, labels {}",
+        2000 - anchored,
+        2000 - unanchored
+    );
+    let err = train::train_with(
+        clean,
+        &split.train,
+        &tune,
+        &device,
+        &mut Silent,
+        extras(&soft[10..]),
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(err.contains("soft targets"), "{err}");
+}
+
 #[test]
 fn early_stopping_keeps_the_best_epoch() {
     let device = Device::flex();

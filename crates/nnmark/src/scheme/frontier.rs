@@ -222,10 +222,10 @@ impl Scheme for FrontierStitching {
             .expect("frontier-stitching keys hold triggers");
         let (model, report) = trigger::fine_tune_until_learnt(
             &ctx,
-            ctx.base.clone(),
             ctx.data,
             triggers,
             p.per_batch,
+            None,
             "frontier stitching",
             observer,
         )?;

@@ -97,15 +97,16 @@ pub(crate) fn embed_triggers(
     )
 }
 
-/// Fine-tunes `base` on `data` with `per_batch` key items in every batch until the whole key is
-/// classified as labelled (checked every few steps) or the epochs run out: how frontier
+/// Fine-tunes `ctx.base` on `data` with `per_batch` key items in every batch until the whole
+/// key is classified as labelled (checked every few steps) or the epochs run out: how frontier
 /// stitching and AIME embed. Training must start from the clean model (`FineTune`).
+/// `soft_targets` (one probability row per example of `data`) replace the data's labels.
 pub(crate) fn fine_tune_until_learnt(
     ctx: &EmbedContext<'_>,
-    base: Model,
     data: &crate::data::Dataset,
     triggers: &TriggerSet,
     per_batch: usize,
+    soft_targets: Option<&[f32]>,
     scheme: &str,
     observer: &mut dyn TrainObserver,
 ) -> Result<(Model, TrainReport)> {
@@ -124,7 +125,7 @@ pub(crate) fn fine_tune_until_learnt(
             .all(|(&p, &l)| p == l as usize)
     };
     train_with(
-        base,
+        ctx.base.clone(),
         data,
         ctx.train,
         ctx.device,
@@ -136,7 +137,7 @@ pub(crate) fn fine_tune_until_learnt(
             }),
             regularizer: None,
             stop_when: Some(&all_right),
-            ..Default::default()
+            soft_targets,
         },
     )
 }

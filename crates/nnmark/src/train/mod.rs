@@ -301,7 +301,9 @@ pub struct TrainExtras<'a> {
     pub stop_when: Option<&'a dyn Fn(&Model) -> bool>,
     /// Soft targets, one probability row of `num_classes` per training example (distillation
     /// from a model that reveals its probabilities): the loss is the cross-entropy against
-    /// them instead of the labels. Needs no early stopping and no trigger mixing.
+    /// them instead of the labels. Needs no early stopping; mixed-in trigger items keep their
+    /// one-hot labels (AIME's anchored fine-tuning: the data follow the clean model, the key
+    /// follows the signature).
     pub soft_targets: Option<&'a [f32]>,
 }
 
@@ -338,15 +340,13 @@ pub fn train_with(
         }
     }
     if let Some(q) = extras.soft_targets
-        && (q.len() != data.len() * data.num_classes
-            || extras.trigger_mix.is_some()
-            || cfg.early_stopping.is_some())
+        && (q.len() != data.len() * data.num_classes || cfg.early_stopping.is_some())
     {
         return Err(Error::invalid(
             "soft targets",
             q.len(),
             format!(
-                "need one row of {} probabilities per example ({} values), and neither trigger mixing nor early stopping",
+                "need one row of {} probabilities per example ({} values), and no early stopping",
                 data.num_classes,
                 data.len() * data.num_classes
             ),
@@ -398,13 +398,13 @@ pub fn train_with(
         observer.epoch_start(epoch, batches);
         let (mut loss_sum, mut correct, mut seen) = (0f64, 0usize, 0usize);
         for (b, chunk) in order.chunks(cfg.batch_size).enumerate() {
+            let mut picks = Vec::new();
             let (x, y) = match &extras.trigger_mix {
                 None => (
                     batch::gather_images(&train_set, chunk, shape, &ad),
                     batch::gather_labels(&train_set, chunk, &ad),
                 ),
                 Some(mix) => {
-                    let mut picks = Vec::with_capacity(mix.per_batch);
                     for _ in 0..mix.per_batch {
                         if trigger_cursor == trigger_order.len() {
                             // A fresh seeded shuffle each pass over the triggers.
@@ -427,11 +427,18 @@ pub fn train_with(
                 None => loss_fn.forward(logits, y),
                 Some(q) => {
                     let c = train_set.num_classes;
-                    let rows: Vec<f32> = chunk
+                    let mut rows: Vec<f32> = chunk
                         .iter()
                         .flat_map(|&i| q[i * c..(i + 1) * c].iter().copied())
                         .collect();
-                    let t = Tensor::<2>::from_data(TensorData::new(rows, [chunk.len(), c]), &ad);
+                    if let Some(mix) = &extras.trigger_mix {
+                        for &i in &picks {
+                            let mut one_hot = vec![0f32; c];
+                            one_hot[mix.triggers.labels()[i] as usize] = 1.0;
+                            rows.extend(one_hot);
+                        }
+                    }
+                    let t = Tensor::<2>::from_data(TensorData::new(rows, [batch_n, c]), &ad);
                     let log_p = burn::tensor::activation::log_softmax(logits, 1);
                     (t * log_p).sum_dim(1).mean().neg()
                 }
