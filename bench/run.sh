@@ -1,17 +1,21 @@
 #!/usr/bin/env bash
 # nnmark vs PyTorch on identical work, in one run; prints the ratios (nnmark time / PyTorch time).
-# Usage: bash bench/run.sh [cpu|cuda] [sweep]   (cuda: nnmark with the `tch` feature on a GPU machine)
+# Usage: bash bench/run.sh [cpu|tch-cpu|cuda] [sweep]
+#   cpu: nnmark's default flex backend; tch-cpu: nnmark with the `tch` feature on LibTorch's CPU
+#   kernels; cuda: the `tch` feature on a GPU machine. PyTorch runs on the same device each time.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 target=${1:-cpu}
 bash tools/setup-venv.sh >/dev/null
 py=tools/.venv/bin/python
-if [ "$target" = cuda ]; then
+if [ "$target" = cuda ] || [ "$target" = tch-cpu ]; then
   export LIBTORCH_USE_PYTORCH=1 LIBTORCH_BYPASS_VERSION_CHECK=1
   export LD_LIBRARY_PATH="$($py -c 'import torch, os; print(os.path.join(os.path.dirname(torch.__file__), "lib"))'):${LD_LIBRARY_PATH:-}"
   PATH="$(pwd)/tools/.venv/bin:$PATH" cargo build --release -q -p nnmark-bench --features tch
-  ours=$(./target/release/nnmark-bench --device cuda --triggers-out target/bench-triggers.bin --keys-out target/bench-keys)
-  theirs=$($py bench/pytorch_bench.py cuda target/bench-triggers.bin target/bench-keys)
+  torch_device=cpu
+  [ "$target" = cuda ] && torch_device=cuda
+  ours=$(./target/release/nnmark-bench --device "$target" --triggers-out target/bench-triggers.bin --keys-out target/bench-keys)
+  theirs=$($py bench/pytorch_bench.py "$torch_device" target/bench-triggers.bin target/bench-keys)
 else
   cargo build --release -q -p nnmark-bench
   ours=$(./target/release/nnmark-bench --device cpu --triggers-out target/bench-triggers.bin --keys-out target/bench-keys)

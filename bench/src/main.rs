@@ -159,12 +159,7 @@ fn frontier_sweep(split: &data::DataSplit, device: &nnmark::Device) -> serde_jso
                     aux: None,
                     train: TrainConfig {
                         epochs: 10,
-                        optimizer: OptimizerConfig::Sgd {
-                            lr: 0.01,
-                            momentum: 0.9,
-                            nesterov: false,
-                            weight_decay: 0.0,
-                        },
+                        optimizer: OptimizerConfig::sgd_momentum(0.01),
                         schedule: LrSchedule::Constant,
                         ..cfg.clone()
                     },
@@ -197,12 +192,7 @@ fn recipe() -> TrainConfig {
     TrainConfig {
         epochs: EPOCHS,
         batch_size: 64,
-        optimizer: OptimizerConfig::Sgd {
-            lr: 0.01,
-            momentum: 0.9,
-            nesterov: false,
-            weight_decay: 0.0,
-        },
+        optimizer: OptimizerConfig::sgd_momentum(0.01),
         schedule: LrSchedule::Constant,
         early_stopping: None,
         seed: 0,

@@ -75,12 +75,7 @@ fn fixture() -> &'static Fixture {
                 aux: None,
                 train: TrainConfig {
                     epochs: 3,
-                    optimizer: OptimizerConfig::Sgd {
-                        lr: 0.02,
-                        momentum: 0.9,
-                        nesterov: false,
-                        weight_decay: 0.0,
-                    },
+                    optimizer: OptimizerConfig::sgd_momentum(0.02),
                     ..tc.clone()
                 },
                 dataset_name: "fashion".into(),

@@ -58,12 +58,7 @@ fn main() {
             for (anchor, per_batch, lr) in &variants {
                 let cfg = TrainConfig {
                     epochs: 5,
-                    optimizer: OptimizerConfig::Sgd {
-                        lr: *lr,
-                        momentum: 0.9,
-                        nesterov: false,
-                        weight_decay: 0.0,
-                    },
+                    optimizer: OptimizerConfig::sgd_momentum(*lr),
                     schedule: LrSchedule::Constant,
                     ..recipe.clone()
                 };

@@ -27,12 +27,7 @@ fn main() {
     for (epochs, lambda) in [(5, 0.01), (10, 0.01), (5, 0.05)] {
         let cfg = TrainConfig {
             epochs,
-            optimizer: OptimizerConfig::Sgd {
-                lr: 0.01,
-                momentum: 0.9,
-                nesterov: false,
-                weight_decay: 0.0,
-            },
+            optimizer: OptimizerConfig::sgd_momentum(0.01),
             schedule: LrSchedule::Constant,
             ..base.clone()
         };

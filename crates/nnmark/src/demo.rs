@@ -90,12 +90,7 @@ pub fn run(
     let adi = scheme::by_name("adi")?;
     let fine_tune = TrainConfig {
         epochs: 3,
-        optimizer: crate::train::OptimizerConfig::Sgd {
-            lr: 0.02,
-            momentum: 0.9,
-            nesterov: false,
-            weight_decay: 0.0,
-        },
+        optimizer: crate::train::OptimizerConfig::sgd_momentum(0.02),
         ..tc.clone()
     };
     let e = watermark::embed(

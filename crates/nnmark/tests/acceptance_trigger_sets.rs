@@ -19,12 +19,7 @@ use nnmark::watermark::{self, EmbedRequest};
 fn fine_tune_config(seed: u64) -> TrainConfig {
     TrainConfig {
         epochs: 3,
-        optimizer: OptimizerConfig::Sgd {
-            lr: 0.01,
-            momentum: 0.9,
-            nesterov: false,
-            weight_decay: 0.0,
-        },
+        optimizer: OptimizerConfig::sgd_momentum(0.01),
         schedule: LrSchedule::Cosine,
         seed,
         ..TrainConfig::default()

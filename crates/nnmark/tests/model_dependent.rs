@@ -37,12 +37,7 @@ fn recipe(epochs: usize, seed: u64) -> TrainConfig {
 fn fine_tune(epochs: usize, lr: f64) -> TrainConfig {
     TrainConfig {
         epochs,
-        optimizer: OptimizerConfig::Sgd {
-            lr,
-            momentum: 0.9,
-            nesterov: false,
-            weight_decay: 0.0,
-        },
+        optimizer: OptimizerConfig::sgd_momentum(lr),
         schedule: LrSchedule::Constant,
         ..recipe(epochs, 1)
     }

@@ -101,12 +101,7 @@ fn embed(name: &str, mode: EmbedMode) -> watermark::Embedded {
             clean().0.clone(),
             TrainConfig {
                 epochs: 3,
-                optimizer: OptimizerConfig::Sgd {
-                    lr: 0.02,
-                    momentum: 0.9,
-                    nesterov: false,
-                    weight_decay: 0.0,
-                },
+                optimizer: OptimizerConfig::sgd_momentum(0.02),
                 schedule: LrSchedule::Cosine,
                 ..full(1)
             },

@@ -204,12 +204,7 @@ pub fn owner_attacker_split(train: &Dataset) -> Result<(Dataset, Dataset)> {
 pub(crate) fn attacker_recipe(epochs: usize, lr: f64, seed: u64) -> TrainConfig {
     TrainConfig {
         epochs,
-        optimizer: OptimizerConfig::Sgd {
-            lr,
-            momentum: 0.9,
-            nesterov: false,
-            weight_decay: 0.0,
-        },
+        optimizer: OptimizerConfig::sgd_momentum(lr),
         schedule: LrSchedule::Constant,
         seed,
         ..TrainConfig::default()

@@ -9,6 +9,8 @@
 
 pub mod conv2d;
 pub mod max_pool;
+#[cfg(feature = "tch")]
+mod tch_relu;
 
 use std::sync::Arc;
 
@@ -131,6 +133,18 @@ fn conv_geometry(conv: &Conv2d, dims: [usize; 4]) -> Option<ConvGeometry> {
     };
     (conv.groups == 1 && conv.dilation == [1, 1] && per_group == channels_in && g.is_valid())
         .then_some(g)
+}
+
+/// `relu(x)`. On tracked LibTorch tensors its backward is LibTorch's one `threshold_backward`
+/// kernel instead of burn's comparison plus `masked_fill` (`tch_relu`); flex's own ReLU
+/// backward is already one pass.
+pub fn relu<const D: usize>(x: Tensor<D>) -> Tensor<D> {
+    #[cfg(feature = "tch")]
+    let x = match tch_relu::try_relu(x) {
+        Ok(y) => return y,
+        Err(x) => *x,
+    };
+    burn::tensor::activation::relu(x)
 }
 
 /// `conv.forward(x)`, through [`conv2d`]'s kernels on flex f32 tensors.

@@ -4,9 +4,11 @@
 //! layouts follow PyTorch's `nn.RNN(nonlinearity="relu", batch_first=True)` named `rnn`.
 
 use burn::module::Param;
-use burn::nn::{Linear, LinearConfig, Relu};
+use burn::nn::{Linear, LinearConfig};
 use burn::prelude::*;
 use burn::tensor::Distribution;
+
+use crate::kernel::relu;
 
 use crate::data::ImageShape;
 
@@ -27,7 +29,6 @@ pub struct ReluRnn {
 pub struct Irnn {
     rnn: ReluRnn,
     fc: Linear,
-    act: Relu,
 }
 
 impl Irnn {
@@ -50,7 +51,6 @@ impl Irnn {
                 bias_hh_l0: Param::from_tensor(Tensor::zeros([h], device)),
             },
             fc: LinearConfig::new(h, classes).init(device),
-            act: Relu::new(),
         }
     }
 
@@ -76,7 +76,7 @@ impl Irnn {
                 .clone()
                 .slice([0..n, t..t + 1, 0..h])
                 .reshape([n, h]);
-            state = self.act.forward(step + state.matmul(w_hh.clone()));
+            state = relu(step + state.matmul(w_hh.clone()));
         }
         state
     }

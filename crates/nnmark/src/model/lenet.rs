@@ -3,10 +3,10 @@
 
 use burn::nn::conv::{Conv2d, Conv2dConfig};
 use burn::nn::pool::{MaxPool2d, MaxPool2dConfig};
-use burn::nn::{Linear, LinearConfig, PaddingConfig2d, Relu};
+use burn::nn::{Linear, LinearConfig, PaddingConfig2d};
 use burn::prelude::*;
 
-use crate::kernel::{conv2d_forward, max_pool2d_forward};
+use crate::kernel::{conv2d_forward, max_pool2d_forward, relu};
 
 use crate::data::ImageShape;
 use crate::error::{Error, Result};
@@ -20,7 +20,6 @@ pub struct LeNet {
     fc2: Linear,
     fc3: Linear,
     pool: MaxPool2d,
-    act: Relu,
 }
 
 impl LeNet {
@@ -46,7 +45,6 @@ impl LeNet {
             fc2: LinearConfig::new(120, 84).init(device),
             fc3: LinearConfig::new(84, classes).init(device),
             pool: MaxPool2dConfig::new([2, 2]).with_strides([2, 2]).init(),
-            act: Relu::new(),
         })
     }
 
@@ -57,11 +55,11 @@ impl LeNet {
 
     /// The last hidden layer's activations (the output layer's inputs).
     pub fn features(&self, x: Tensor<4>) -> Tensor<2> {
-        let x = max_pool2d_forward(&self.pool, self.act.forward(conv2d_forward(&self.conv1, x)));
-        let x = max_pool2d_forward(&self.pool, self.act.forward(conv2d_forward(&self.conv2, x)));
+        let x = max_pool2d_forward(&self.pool, relu(conv2d_forward(&self.conv1, x)));
+        let x = max_pool2d_forward(&self.pool, relu(conv2d_forward(&self.conv2, x)));
         let x: Tensor<2> = x.flatten(1, 3);
-        let x = self.act.forward(self.fc1.forward(x));
-        self.act.forward(self.fc2.forward(x))
+        let x = relu(self.fc1.forward(x));
+        relu(self.fc2.forward(x))
     }
 
     /// The output layer.

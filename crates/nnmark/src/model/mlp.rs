@@ -1,7 +1,9 @@
 //! MLP 784-128-64-10 with ReLU: AIME's "Sequential" model (input size follows the image shape).
 
-use burn::nn::{Linear, LinearConfig, Relu};
+use burn::nn::{Linear, LinearConfig};
 use burn::prelude::*;
+
+use crate::kernel::relu;
 
 /// Fully connected classifier: input → 128 → 64 → classes.
 #[derive(Module, Debug)]
@@ -9,7 +11,6 @@ pub struct Mlp {
     fc1: Linear,
     fc2: Linear,
     fc3: Linear,
-    act: Relu,
 }
 
 impl Mlp {
@@ -19,7 +20,6 @@ impl Mlp {
             fc1: LinearConfig::new(inputs, 128).init(device),
             fc2: LinearConfig::new(128, 64).init(device),
             fc3: LinearConfig::new(64, classes).init(device),
-            act: Relu::new(),
         }
     }
 
@@ -31,8 +31,8 @@ impl Mlp {
     /// The last hidden layer's activations (the output layer's inputs).
     pub fn features(&self, x: Tensor<4>) -> Tensor<2> {
         let x: Tensor<2> = x.flatten(1, 3);
-        let x = self.act.forward(self.fc1.forward(x));
-        self.act.forward(self.fc2.forward(x))
+        let x = relu(self.fc1.forward(x));
+        relu(self.fc2.forward(x))
     }
 
     /// The output layer, the one fine-tuning attacks retrain.

@@ -3,10 +3,10 @@
 
 use burn::nn::conv::{Conv2d, Conv2dConfig};
 use burn::nn::pool::{MaxPool2d, MaxPool2dConfig};
-use burn::nn::{Dropout, DropoutConfig, Linear, LinearConfig, Relu};
+use burn::nn::{Dropout, DropoutConfig, Linear, LinearConfig};
 use burn::prelude::*;
 
-use crate::kernel::{conv2d_forward, max_pool2d_forward};
+use crate::kernel::{conv2d_forward, max_pool2d_forward, relu};
 
 use crate::data::ImageShape;
 use crate::error::{Error, Result};
@@ -21,7 +21,6 @@ pub struct MnistCnn {
     pool: MaxPool2d,
     drop1: Dropout,
     drop2: Dropout,
-    act: Relu,
 }
 
 impl MnistCnn {
@@ -44,7 +43,6 @@ impl MnistCnn {
             pool: MaxPool2dConfig::new([2, 2]).with_strides([2, 2]).init(),
             drop1: DropoutConfig::new(0.25).init(),
             drop2: DropoutConfig::new(0.5).init(),
-            act: Relu::new(),
         })
     }
 
@@ -55,11 +53,11 @@ impl MnistCnn {
 
     /// The last hidden layer's activations (the output layer's inputs).
     pub fn features(&self, x: Tensor<4>) -> Tensor<2> {
-        let x = self.act.forward(conv2d_forward(&self.conv1, x));
-        let x = self.act.forward(conv2d_forward(&self.conv2, x));
+        let x = relu(conv2d_forward(&self.conv1, x));
+        let x = relu(conv2d_forward(&self.conv2, x));
         let x = self.drop1.forward(max_pool2d_forward(&self.pool, x));
         let x: Tensor<2> = x.flatten(1, 3);
-        self.drop2.forward(self.act.forward(self.fc1.forward(x)))
+        self.drop2.forward(relu(self.fc1.forward(x)))
     }
 
     /// The output layer.

@@ -5,10 +5,10 @@
 
 use burn::nn::conv::{Conv2d, Conv2dConfig};
 use burn::nn::pool::{AdaptiveAvgPool2d, AdaptiveAvgPool2dConfig};
-use burn::nn::{BatchNorm, BatchNormConfig, Linear, LinearConfig, PaddingConfig2d, Relu};
+use burn::nn::{BatchNorm, BatchNormConfig, Linear, LinearConfig, PaddingConfig2d};
 use burn::prelude::*;
 
-use crate::kernel::conv2d_forward;
+use crate::kernel::{conv2d_forward, relu};
 
 use crate::data::ImageShape;
 
@@ -35,7 +35,6 @@ pub struct BasicBlock {
     conv2: Conv2d,
     bn2: BatchNorm,
     downsample: Option<Downsample>,
-    act: Relu,
 }
 
 impl BasicBlock {
@@ -53,7 +52,6 @@ impl BasicBlock {
             conv2: conv3x3(cout, cout, 1, device),
             bn2: BatchNormConfig::new(cout).init(device),
             downsample,
-            act: Relu::new(),
         }
     }
 
@@ -62,11 +60,9 @@ impl BasicBlock {
             Some(d) => d.bn.forward(conv2d_forward(&d.conv, x.clone())),
             None => x.clone(),
         };
-        let out = self
-            .act
-            .forward(self.bn1.forward(conv2d_forward(&self.conv1, x)));
+        let out = relu(self.bn1.forward(conv2d_forward(&self.conv1, x)));
         let out = self.bn2.forward(conv2d_forward(&self.conv2, out));
-        self.act.forward(out + identity)
+        relu(out + identity)
     }
 }
 
@@ -81,7 +77,6 @@ pub struct ResNet {
     layer4: Vec<BasicBlock>,
     pool: AdaptiveAvgPool2d,
     fc: Linear,
-    act: Relu,
 }
 
 /// Default base width: 16 (ResNet-18 uses 64), about 0.7 M parameters.
@@ -105,7 +100,6 @@ impl ResNet {
             layer4: stage(4 * width, 8 * width, 2),
             pool: AdaptiveAvgPool2dConfig::new([1, 1]).init(),
             fc: LinearConfig::new(8 * width, classes).init(device),
-            act: Relu::new(),
         }
     }
 
@@ -116,9 +110,7 @@ impl ResNet {
 
     /// The pooled channels of the last convolution block (the output layer's inputs).
     pub fn features(&self, x: Tensor<4>) -> Tensor<2> {
-        let mut x = self
-            .act
-            .forward(self.bn1.forward(conv2d_forward(&self.conv1, x)));
+        let mut x = relu(self.bn1.forward(conv2d_forward(&self.conv1, x)));
         for block in self
             .layer1
             .iter()

@@ -47,6 +47,17 @@ pub enum OptimizerConfig {
 }
 
 impl OptimizerConfig {
+    /// SGD with momentum 0.9, without Nesterov or weight decay: PyTorch's usual
+    /// `SGD(lr, momentum=0.9)`, the optimiser of the papers' fine-tuning.
+    pub fn sgd_momentum(lr: f64) -> Self {
+        OptimizerConfig::Sgd {
+            lr,
+            momentum: 0.9,
+            nesterov: false,
+            weight_decay: 0.0,
+        }
+    }
+
     /// The base learning rate.
     pub fn lr(&self) -> f64 {
         match self {
