@@ -9,15 +9,20 @@ use nnmark::model::{Architecture, Model, ModelSpec, Normalization};
 use nnmark::train::{self, EarlyStopping, Silent, TrainConfig};
 use nnmark::weights::{self, WeightsMeta};
 
-fn train_mnist(arch: Architecture, cfg: &TrainConfig) -> (f64, String) {
-    let device = Device::flex();
-    let split = data::embedded_mnist10k().unwrap();
-    let spec = ModelSpec {
+/// A 10-class model of `arch` for `split`'s images, normalised with its training statistics.
+fn spec_for(arch: Architecture, split: &data::DataSplit) -> ModelSpec {
+    ModelSpec {
         architecture: arch,
         input: split.train.shape,
         num_classes: 10,
         normalization: Normalization::from_dataset(&split.train),
-    };
+    }
+}
+
+fn train_mnist(arch: Architecture, cfg: &TrainConfig) -> (f64, String) {
+    let device = Device::flex();
+    let split = data::embedded_mnist10k().unwrap();
+    let spec = spec_for(arch, &split);
     device.seed(cfg.seed);
     let model = Model::new(spec.clone(), &device).unwrap();
     let (model, _) = train::train(model, &split.train, cfg, &device, &mut Silent).unwrap();
@@ -77,12 +82,7 @@ fn mnist_cnn_and_resnet_learn() {
     let split = data::embedded_mnist10k().unwrap();
     let train_set = split.train.take(2000);
     for arch in [Architecture::MnistCnn, Architecture::Resnet] {
-        let spec = ModelSpec {
-            architecture: arch,
-            input: split.train.shape,
-            num_classes: 10,
-            normalization: Normalization::from_dataset(&split.train),
-        };
+        let spec = spec_for(arch, &split);
         device.seed(5);
         let model = Model::new(spec, &device).unwrap();
         let cfg = TrainConfig {
@@ -107,12 +107,7 @@ fn mnist_cnn_and_resnet_learn() {
 fn soft_targets_anchor_the_data_while_triggers_are_learnt() {
     let device = Device::flex();
     let split = data::embedded_mnist10k().unwrap();
-    let spec = ModelSpec {
-        architecture: Architecture::Mlp,
-        input: split.train.shape,
-        num_classes: 10,
-        normalization: Normalization::from_dataset(&split.train),
-    };
+    let spec = spec_for(Architecture::Mlp, &split);
     device.seed(3);
     let cfg = TrainConfig {
         epochs: 3,
@@ -243,12 +238,7 @@ fn early_stopping_keeps_the_best_epoch() {
 fn evaluation_and_input_gradients_are_consistent() {
     let device = Device::flex();
     let split = data::embedded_mnist10k().unwrap();
-    let spec = ModelSpec {
-        architecture: Architecture::Lenet,
-        input: split.train.shape,
-        num_classes: 10,
-        normalization: Normalization::from_dataset(&split.train),
-    };
+    let spec = spec_for(Architecture::Lenet, &split);
     device.seed(9);
     let model = Model::new(spec, &device).unwrap();
     let (model, _) = train::train(
@@ -300,12 +290,7 @@ fn lenet_reaches_89_percent_on_fashion_mnist() {
     let shared = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../../shared/data");
     let split = data::load(&DataSource::Named("fashion".into()), Some(&shared)).unwrap();
     let device = Device::flex();
-    let spec = ModelSpec {
-        architecture: Architecture::Lenet,
-        input: split.train.shape,
-        num_classes: 10,
-        normalization: Normalization::from_dataset(&split.train),
-    };
+    let spec = spec_for(Architecture::Lenet, &split);
     device.seed(1);
     let model = Model::new(spec, &device).unwrap();
     let (model, _) = train::train(
