@@ -1,6 +1,8 @@
 //! Faster CPU kernels for the layers where burn's flex backend spends most of a LeNet step,
 //! plugged in as custom autodiff operations on `Autodiff<Flex>` through burn's public
 //! primitive API (`Tensor::try_into_primitive` / `from_primitive`, `burn_autodiff::Backward`).
+//! With the `tch` feature, the ReLU gets the same treatment on `Autodiff<LibTorch>`
+//! (`tch_relu`: LibTorch's one-kernel backward instead of burn's two).
 //!
 //! Every entry point falls back to burn's own module when the tensors are not f32 flex tensors
 //! (the `tch` backend, half precision, gradient checkpointing) or the layer has options the
@@ -367,6 +369,22 @@ mod tests {
         );
     }
 
+    /// Checks that two outputs agree and back-propagates the same random upstream gradient
+    /// through each: the gradients of the kernel's graph and of burn's.
+    fn backward_both(
+        ours: Tensor<4>,
+        theirs: Tensor<4>,
+        what: &str,
+    ) -> (burn::tensor::Gradients, burn::tensor::Gradients) {
+        close(ours.clone(), theirs.clone(), what);
+        let upstream: Tensor<4> =
+            Tensor::random(ours.dims(), Distribution::Default, &ours.device());
+        (
+            (ours * upstream.clone()).sum().backward(),
+            (theirs * upstream).sum().backward(),
+        )
+    }
+
     /// The custom op gives burn's outputs and gradients (input, weight, bias) on the layers
     /// nnmark's models use, with and without bias, strided and padded.
     #[test]
@@ -401,12 +419,11 @@ mod tests {
                 "{dims:?} takes the fast path"
             );
             let x: Tensor<4> = Tensor::random(dims, Distribution::Default, &ad).require_grad();
-            let ours = conv2d_forward(&conv, x.clone());
-            let theirs = conv.forward(x.clone());
-            close(ours.clone(), theirs.clone(), "forward");
-            let upstream: Tensor<4> = Tensor::random(ours.dims(), Distribution::Default, &ad);
-            let g_ours = (ours * upstream.clone()).sum().backward();
-            let g_theirs = (theirs * upstream).sum().backward();
+            let (g_ours, g_theirs) = backward_both(
+                conv2d_forward(&conv, x.clone()),
+                conv.forward(x.clone()),
+                "forward",
+            );
             close(
                 x.grad(&g_ours).unwrap(),
                 x.grad(&g_theirs).unwrap(),
@@ -439,12 +456,11 @@ mod tests {
         ] {
             let pool = MaxPool2dConfig::new([k, k]).with_strides([s, s]).init();
             let x: Tensor<4> = Tensor::random(dims, Distribution::Default, &ad).require_grad();
-            let ours = max_pool2d_forward(&pool, x.clone());
-            let theirs = pool.forward(x.clone());
-            close(ours.clone(), theirs.clone(), "pool forward");
-            let upstream: Tensor<4> = Tensor::random(ours.dims(), Distribution::Default, &ad);
-            let g_ours = (ours * upstream.clone()).sum().backward();
-            let g_theirs = (theirs * upstream).sum().backward();
+            let (g_ours, g_theirs) = backward_both(
+                max_pool2d_forward(&pool, x.clone()),
+                pool.forward(x.clone()),
+                "pool forward",
+            );
             close(
                 x.grad(&g_ours).unwrap(),
                 x.grad(&g_theirs).unwrap(),
