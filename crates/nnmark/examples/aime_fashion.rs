@@ -7,6 +7,10 @@
 //! Prints, per configuration and variant: whether the signature decodes, the per-class accuracy
 //! drops on the 10,000 test images, the key items read after 20% layer-wise magnitude pruning,
 //! and how many key items two independent models (seeds 2, 3) answer with the signature.
+//!
+//! With `--attack=SPEC` (e.g. `--attack=ftal:epochs=1,lr=0.005`) the models are trained and
+//! marked on the owner's two thirds of the training data, the attack runs on the attacker's
+//! third (nnmark's fixed split), and the key items the attacked model still answers are printed.
 use burn::prelude::*;
 use nnmark::attack::{PruneScope, prune_magnitude};
 use nnmark::data::{self, DataSource};
@@ -16,8 +20,12 @@ use nnmark::train::{self, LrSchedule, OptimizerConfig, Silent, TrainConfig};
 use nnmark::watermark::{self, EmbedRequest};
 
 fn main() {
+    let attack = std::env::args()
+        .find_map(|a| a.strip_prefix("--attack=").map(str::to_string))
+        .map(|spec| nnmark::attack::parse(&spec).unwrap());
     let variants: Vec<(String, usize, f64)> = std::env::args()
         .skip(1)
+        .filter(|a| !a.starts_with("--attack="))
         .map(|a| {
             let f: Vec<&str> = a.split(':').collect();
             assert_eq!(f.len(), 3, "variant {a:?}: expected ANCHOR:PER_BATCH:LR");
@@ -33,7 +41,11 @@ fn main() {
         "give at least one ANCHOR:PER_BATCH:LR"
     );
     let shared = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../../shared/data");
-    let fashion = data::load(&DataSource::Named("fashion".into()), Some(&shared)).unwrap();
+    let mut fashion = data::load(&DataSource::Named("fashion".into()), Some(&shared)).unwrap();
+    let (owner, thief) = nnmark::attack::owner_attacker_split(&fashion.train).unwrap();
+    if attack.is_some() {
+        fashion.train = owner;
+    }
     for (arch, epochs) in [(Architecture::Mlp, 10), (Architecture::Lenet, 5)] {
         let spec = ModelSpec {
             architecture: arch,
@@ -99,8 +111,28 @@ fn main() {
                             .matches
                     })
                     .collect();
+                let attacked = attack.as_ref().map(|a| {
+                    let ctx = nnmark::attack::AttackContext {
+                        data: Some(&thief),
+                        device: &Device::flex(),
+                        seed: 1,
+                        key_items: None,
+                        scheme: None,
+                    };
+                    let m = a.remove(e.model.clone(), &ctx).unwrap();
+                    let x = aime.extract(&e.key, &mut Suspect::Model(&m)).unwrap();
+                    let acc = train::evaluate(&m, &fashion.test, 256).unwrap().accuracy;
+                    format!(
+                        ", after {}: {}/{} {:?} at {:.2}%",
+                        a.describe(),
+                        x.matches,
+                        x.queries,
+                        x.decoded,
+                        acc * 100.0
+                    )
+                });
                 println!(
-                    "{arch} {digits}x{repeat} {anchor} per_batch {per_batch} lr {lr}: decoded {:?}, {} steps, acc {:.2}->{:.2}, drops {drops:?}, pruned 20% {}/{} {:?}, independents {others:?}",
+                    "{arch} {digits}x{repeat} {anchor} per_batch {per_batch} lr {lr}: decoded {:?}, {} steps, acc {:.2}->{:.2}, drops {drops:?}, pruned 20% {}/{} {:?}, independents {others:?}{}",
                     e.extraction.decoded,
                     e.report.steps,
                     before.accuracy * 100.0,
@@ -108,6 +140,7 @@ fn main() {
                     xp.matches,
                     xp.queries,
                     xp.decoded,
+                    attacked.unwrap_or_default(),
                 );
             }
         }
