@@ -177,9 +177,9 @@ fn aime_on_fashion_mnist() {
                 ms[0].clone(),
                 None,
                 &fashion,
-                // AIME's defaults (the clean model's probabilities as the data's targets, one key
-                // item per batch); with plain labels and 4 items per batch at 0.0005, a class
-                // lost up to 4.3 pp (BENCHMARKS.md).
+                // AIME's defaults (the clean model's probabilities as the data's targets, 4 key
+                // items per batch); with plain labels at 0.0005, a class lost up to 4.3 pp
+                // (BENCHMARKS.md).
                 fine_tune(5, 0.002),
                 "fashion",
             );

@@ -259,9 +259,9 @@ fn aime_signatures_decode_and_survive_pruning() {
             assert_eq!(e.extraction.queries as usize, digits.len() * repeat);
             // About 200 test images per class here, so one image is 0.5 pp, and the same run
             // on another CPU ends a few images apart. With AIME's default anchored fine-tuning
-            // the worst class lost 0.5 pp (LeNet) and 1.5 pp (MLP) here, against 1.5 pp for
-            // both with plain fine-tuning; the acceptance test checks Fashion-MNIST's 1,000
-            // test images per class.
+            // the worst class lost 0.5-1.0 pp (LeNet) and 1.5 pp (MLP) here, against 1.0-1.5
+            // pp with plain fine-tuning; the acceptance test checks Fashion-MNIST's 1,000 test
+            // images per class.
             let drop = worst_class_drop(&models[0], &e.model);
             assert!(
                 drop <= 0.02 + 1e-9,
