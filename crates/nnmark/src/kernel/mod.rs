@@ -1,8 +1,9 @@
 //! Faster CPU kernels for the layers where burn's flex backend spends most of a LeNet step,
 //! plugged in as custom autodiff operations on `Autodiff<Flex>` through burn's public
 //! primitive API (`Tensor::try_into_primitive` / `from_primitive`, `burn_autodiff::Backward`).
-//! With the `tch` feature, the ReLU gets the same treatment on `Autodiff<LibTorch>`
-//! (`tch_relu`: LibTorch's one-kernel backward instead of burn's two).
+//! With the `tch` feature, the ReLU, the cross-entropy loss and the linear layer get the same
+//! treatment on `Autodiff<LibTorch>` (`tch`: LibTorch's own fused kernels, as PyTorch calls
+//! them, instead of burn's generic operations).
 //!
 //! Every entry point falls back to burn's own module when the tensors are not f32 flex tensors
 //! (the `tch` backend, half precision, gradient checkpointing) or the layer has options the
@@ -12,7 +13,7 @@
 pub mod conv2d;
 pub mod max_pool;
 #[cfg(feature = "tch")]
-mod tch_relu;
+mod tch;
 
 use std::sync::Arc;
 
@@ -27,9 +28,9 @@ use burn::backend::{
     BackendTensor, DispatchAutodiffContext, DispatchTensor, DispatchTensorKind,
     GradientCheckpointingStrategy, TensorMetadata,
 };
-use burn::nn::PaddingConfig2d;
 use burn::nn::conv::Conv2d;
 use burn::nn::pool::MaxPool2d;
+use burn::nn::{Linear, PaddingConfig2d};
 use burn::prelude::*;
 use burn::tensor::{Bytes, DType};
 
@@ -138,15 +139,39 @@ fn conv_geometry(conv: &Conv2d, dims: [usize; 4]) -> Option<ConvGeometry> {
 }
 
 /// `relu(x)`. On tracked LibTorch tensors its backward is LibTorch's one `threshold_backward`
-/// kernel instead of burn's comparison plus `masked_fill` (`tch_relu`); flex's own ReLU
+/// kernel instead of burn's comparison plus `masked_fill` (`tch::relu`); flex's own ReLU
 /// backward is already one pass.
 pub fn relu<const D: usize>(x: Tensor<D>) -> Tensor<D> {
     #[cfg(feature = "tch")]
-    let x = match tch_relu::try_relu(x) {
+    let x = match tch::try_relu(x) {
         Ok(y) => return y,
         Err(x) => *x,
     };
     burn::tensor::activation::relu(x)
+}
+
+/// Mean cross-entropy of `logits` (`[batch, classes]`) against class indices, shape `[1]`:
+/// burn's `CrossEntropyLoss`, or on tracked LibTorch tensors LibTorch's `log_softmax` +
+/// `nll_loss` pair and their two backward kernels (`tch::loss`), as PyTorch's `cross_entropy`.
+pub fn cross_entropy(logits: Tensor<2>, targets: Tensor<1, Int>) -> Tensor<1> {
+    #[cfg(feature = "tch")]
+    if let Some(loss) = tch::try_cross_entropy(&logits, &targets) {
+        return loss;
+    }
+    burn::nn::loss::CrossEntropyLossConfig::new()
+        .init(&logits.device())
+        .forward(logits, targets)
+}
+
+/// `linear.forward(x)`; on tracked LibTorch tensors one `addmm` forward and one product per
+/// gradient backward (`tch::linear`), as PyTorch's `nn.Linear`.
+pub fn linear(linear: &Linear, x: Tensor<2>) -> Tensor<2> {
+    #[cfg(feature = "tch")]
+    let x = match tch::try_linear(linear, x) {
+        Ok(y) => return y,
+        Err(x) => *x,
+    };
+    linear.forward(x)
 }
 
 /// `conv.forward(x)`, through [`conv2d`]'s kernels on flex f32 tensors.

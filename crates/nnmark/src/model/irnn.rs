@@ -8,7 +8,7 @@ use burn::nn::{Linear, LinearConfig};
 use burn::prelude::*;
 use burn::tensor::Distribution;
 
-use crate::kernel::relu;
+use crate::kernel::{linear, relu};
 
 use crate::data::ImageShape;
 
@@ -56,7 +56,7 @@ impl Irnn {
 
     /// Logits for a (N, C, H, W) batch: one step per image row.
     pub fn forward(&self, x: Tensor<4>) -> Tensor<2> {
-        self.fc.forward(self.features(x))
+        linear(&self.fc, self.features(x))
     }
 
     /// The final hidden state (the output layer's inputs).

@@ -6,7 +6,7 @@ use burn::nn::pool::{MaxPool2d, MaxPool2dConfig};
 use burn::nn::{Linear, LinearConfig, PaddingConfig2d};
 use burn::prelude::*;
 
-use crate::kernel::{conv2d_forward, max_pool2d_forward, relu};
+use crate::kernel::{conv2d_forward, linear, max_pool2d_forward, relu};
 
 use crate::data::ImageShape;
 use crate::error::{Error, Result};
@@ -50,7 +50,7 @@ impl LeNet {
 
     /// Logits for a (N, C, H, W) batch.
     pub fn forward(&self, x: Tensor<4>) -> Tensor<2> {
-        self.fc3.forward(self.features(x))
+        linear(&self.fc3, self.features(x))
     }
 
     /// The last hidden layer's activations (the output layer's inputs).
@@ -58,8 +58,8 @@ impl LeNet {
         let x = max_pool2d_forward(&self.pool, relu(conv2d_forward(&self.conv1, x)));
         let x = max_pool2d_forward(&self.pool, relu(conv2d_forward(&self.conv2, x)));
         let x: Tensor<2> = x.flatten(1, 3);
-        let x = relu(self.fc1.forward(x));
-        relu(self.fc2.forward(x))
+        let x = relu(linear(&self.fc1, x));
+        relu(linear(&self.fc2, x))
     }
 
     /// The output layer.

@@ -3,7 +3,7 @@
 use burn::nn::{Linear, LinearConfig};
 use burn::prelude::*;
 
-use crate::kernel::relu;
+use crate::kernel::{linear, relu};
 
 /// Fully connected classifier: input → 128 → 64 → classes.
 #[derive(Module, Debug)]
@@ -25,14 +25,14 @@ impl Mlp {
 
     /// Logits for a (N, C, H, W) batch.
     pub fn forward(&self, x: Tensor<4>) -> Tensor<2> {
-        self.fc3.forward(self.features(x))
+        linear(&self.fc3, self.features(x))
     }
 
     /// The last hidden layer's activations (the output layer's inputs).
     pub fn features(&self, x: Tensor<4>) -> Tensor<2> {
         let x: Tensor<2> = x.flatten(1, 3);
-        let x = relu(self.fc1.forward(x));
-        relu(self.fc2.forward(x))
+        let x = relu(linear(&self.fc1, x));
+        relu(linear(&self.fc2, x))
     }
 
     /// The output layer, the one fine-tuning attacks retrain.

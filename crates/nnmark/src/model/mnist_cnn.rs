@@ -6,7 +6,7 @@ use burn::nn::pool::{MaxPool2d, MaxPool2dConfig};
 use burn::nn::{Dropout, DropoutConfig, Linear, LinearConfig};
 use burn::prelude::*;
 
-use crate::kernel::{conv2d_forward, max_pool2d_forward, relu};
+use crate::kernel::{conv2d_forward, linear, max_pool2d_forward, relu};
 
 use crate::data::ImageShape;
 use crate::error::{Error, Result};
@@ -48,7 +48,7 @@ impl MnistCnn {
 
     /// Logits for a (N, C, H, W) batch.
     pub fn forward(&self, x: Tensor<4>) -> Tensor<2> {
-        self.fc2.forward(self.features(x))
+        linear(&self.fc2, self.features(x))
     }
 
     /// The last hidden layer's activations (the output layer's inputs).
@@ -57,7 +57,7 @@ impl MnistCnn {
         let x = relu(conv2d_forward(&self.conv2, x));
         let x = self.drop1.forward(max_pool2d_forward(&self.pool, x));
         let x: Tensor<2> = x.flatten(1, 3);
-        self.drop2.forward(relu(self.fc1.forward(x)))
+        self.drop2.forward(relu(linear(&self.fc1, x)))
     }
 
     /// The output layer.

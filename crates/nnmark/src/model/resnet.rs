@@ -8,7 +8,7 @@ use burn::nn::pool::{AdaptiveAvgPool2d, AdaptiveAvgPool2dConfig};
 use burn::nn::{BatchNorm, BatchNormConfig, Linear, LinearConfig, PaddingConfig2d};
 use burn::prelude::*;
 
-use crate::kernel::{conv2d_forward, relu};
+use crate::kernel::{conv2d_forward, linear, relu};
 
 use crate::data::ImageShape;
 
@@ -105,7 +105,7 @@ impl ResNet {
 
     /// Logits for a (N, C, H, W) batch.
     pub fn forward(&self, x: Tensor<4>) -> Tensor<2> {
-        self.fc.forward(self.features(x))
+        linear(&self.fc, self.features(x))
     }
 
     /// The pooled channels of the last convolution block (the output layer's inputs).

@@ -1,6 +1,5 @@
 //! Gradients of the loss with respect to the input pixels (for FGSM and friends).
 
-use burn::nn::loss::CrossEntropyLossConfig;
 use burn::prelude::*;
 
 use super::batch::{images_tensor, labels_tensor};
@@ -35,13 +34,13 @@ pub fn input_gradients(
         spec: model.spec.clone(),
         net: model.net.clone().to_device(&ad).no_grad(),
     };
-    let loss_fn = CrossEntropyLossConfig::new().init(&ad);
     let mut out = Vec::with_capacity(pixels.len());
     let bs = batch_size.max(1);
     for (chunk, lab) in pixels.chunks(bs * n).zip(labels.chunks(bs)) {
         let x = images_tensor(chunk.to_vec(), model.spec.input, &ad).require_grad();
         let y = labels_tensor(lab, &ad);
-        let loss = loss_fn.forward(model_ad.forward(x.clone()), y) * (lab.len() as f32);
+        let loss =
+            crate::kernel::cross_entropy(model_ad.forward(x.clone()), y) * (lab.len() as f32);
         let grads = loss.backward();
         let g = x.grad(&grads).expect("the input requires a gradient");
         out.extend(

@@ -4,12 +4,11 @@
 mod batch;
 mod eval;
 mod grad;
+mod sgd;
 
 use burn::grad_clipping::GradientClippingConfig;
-use burn::nn::loss::CrossEntropyLossConfig;
 use burn::optim::decay::WeightDecayConfig;
-use burn::optim::momentum::MomentumConfig;
-use burn::optim::{AdamConfig, GradientsParams, SgdConfig};
+use burn::optim::{AdamConfig, GradientsParams};
 use burn::prelude::*;
 use serde::{Deserialize, Serialize};
 
@@ -73,19 +72,17 @@ impl OptimizerConfig {
                 nesterov,
                 weight_decay,
                 ..
-            } => SgdConfig::new()
-                .with_momentum((momentum > 0.0).then(|| {
-                    // burn's dampening defaults to 0.1; PyTorch's (and the papers') is 0.
-                    MomentumConfig::new()
-                        .with_momentum(momentum)
-                        .with_dampening(0.0)
-                        .with_nesterov(nesterov)
-                }))
-                .with_weight_decay(
-                    (weight_decay > 0.0).then(|| WeightDecayConfig::new(weight_decay as f32)),
-                )
-                .with_gradient_clipping(clip.clone())
-                .init(),
+            } => {
+                let optim = burn::optim::ModuleOptimizer::from(sgd::Sgd::new(
+                    momentum,
+                    nesterov,
+                    weight_decay,
+                ));
+                match clip {
+                    Some(c) => optim.with_grad_clipping(c.init()),
+                    None => optim,
+                }
+            }
             OptimizerConfig::Adam { weight_decay, .. } => AdamConfig::new()
                 .with_epsilon(1e-8)
                 .with_weight_decay(
@@ -385,7 +382,6 @@ pub fn train_with(
     let mut model = model.to_device(&ad);
     model.net = model.net.train();
     let mut optim = cfg.optimizer.build(cfg.grad_clip);
-    let loss_fn = CrossEntropyLossConfig::new().init(&ad);
     let mut report = TrainReport {
         epochs: Vec::new(),
         kept_epoch: 0,
@@ -435,7 +431,7 @@ pub fn train_with(
             let logits = model.forward(x);
             let hits = batch::count_correct(&logits, &y);
             let mut loss = match extras.soft_targets {
-                None => loss_fn.forward(logits, y),
+                None => crate::kernel::cross_entropy(logits, y),
                 Some(q) => {
                     let c = train_set.num_classes;
                     let mut rows: Vec<f32> = chunk

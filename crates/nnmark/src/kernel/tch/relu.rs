@@ -6,44 +6,20 @@
 //! LeNet training step on 2 CPU cores (perf, BENCHMARKS.md). This op keeps the forward as is
 //! and calls `threshold_backward` directly.
 
-// burn marks its LibTorch backend deprecated; it is still the only CUDA path that builds here.
-#![allow(deprecated)]
-
-use burn::backend::autodiff::Autodiff;
 use burn::backend::autodiff::checkpoint::base::Checkpointer;
 use burn::backend::autodiff::checkpoint::strategy::NoCheckpointing;
 use burn::backend::autodiff::grads::Gradients;
 use burn::backend::autodiff::ops::{Backward, Ops, OpsKind};
 use burn::backend::libtorch::{LibTorch, TchTensor};
-use burn::backend::{
-    BackendTensor, DispatchAutodiffContext, DispatchTensor, DispatchTensorKind,
-    GradientCheckpointingStrategy,
-};
 use burn::prelude::*;
 
-use super::AutodiffTensor;
+use super::{autodiff_libtorch, tracked};
 
 /// `relu(x)` with the fused backward when `x` is a tracked LibTorch tensor; `x` back otherwise.
-pub(super) fn try_relu<const D: usize>(
+pub(in crate::kernel) fn try_relu<const D: usize>(
     x: Tensor<D>,
 ) -> std::result::Result<Tensor<D>, Box<Tensor<D>>> {
-    let d = x.into_dispatch();
-    let (kind, ctx) = (d.kind, d.autodiff);
-    let rebuild =
-        |kind, autodiff| Box::new(Tensor::from_dispatch(DispatchTensor { kind, autodiff }));
-    let inner = match (kind, ctx) {
-        (
-            DispatchTensorKind::Autodiff(inner),
-            DispatchAutodiffContext::Enabled(GradientCheckpointingStrategy::Disabled),
-        ) => *inner,
-        (kind, ctx) => return Err(rebuild(kind, ctx)),
-    };
-    let x: AutodiffTensor<LibTorch> = match inner {
-        DispatchTensorKind::LibTorch(BackendTensor::Autodiff(t)) => t,
-        kind => {
-            return Err(rebuild(DispatchTensorKind::Autodiff(Box::new(kind)), ctx));
-        }
-    };
+    let x = autodiff_libtorch(x)?;
     let y = TchTensor::new(x.primitive().tensor.relu());
     let out = match ReluBackward
         .prepare::<NoCheckpointing>([x.node()])
@@ -57,7 +33,7 @@ pub(super) fn try_relu<const D: usize>(
         }
         OpsKind::UnTracked(prep) => prep.finish(y),
     };
-    Ok(Tensor::from_primitive::<Autodiff<LibTorch>>(out))
+    Ok(tracked(out))
 }
 
 #[derive(Debug)]
