@@ -5,10 +5,10 @@
 //! treatment on `Autodiff<LibTorch>` (`tch`: LibTorch's own fused kernels, as PyTorch calls
 //! them, instead of burn's generic operations).
 //!
-//! Every entry point falls back to burn's own module when the tensors are not f32 flex tensors
-//! (the `tch` backend, half precision, gradient checkpointing) or the layer has options the
-//! kernel does not cover (dilation, groups, asymmetric or `Same` padding), so models call it
-//! unconditionally and stay device-agnostic.
+//! Every entry point falls back to burn's own module when its kernel does not apply: not f32
+//! tensors of the kernel's backend (flex, or LibTorch for `tch`), half precision, gradient
+//! checkpointing, or layer options the kernel does not cover (dilation, groups, asymmetric or
+//! `Same` padding). So models call them unconditionally and stay device-agnostic.
 
 pub mod conv2d;
 pub mod max_pool;
