@@ -261,6 +261,11 @@ fn evaluation_and_input_gradients_are_consistent() {
     assert!((eval.accuracy - diag as f64 / 300.0).abs() < 1e-12);
     // FGSM with the input gradient must lower accuracy: the gradient points uphill in loss.
     let grads = train::input_gradients(&model, test.pixels(), test.labels(), 64).unwrap();
+    let mut bad = test.labels()[..2].to_vec();
+    bad[1] = 10;
+    let err = train::input_gradients(&model, &test.pixels()[..2 * 784], &bad, 64).unwrap_err();
+    assert!(err.to_string().contains("label"), "{err}");
+    assert!(err.to_string().contains("10"), "{err}");
     let adv: Vec<f32> = test
         .pixels()
         .iter()

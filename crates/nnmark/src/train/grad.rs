@@ -27,6 +27,21 @@ pub fn input_gradients(
             ),
         ));
     }
+    // A label the model has no class for would abort inside the loss kernel (LibTorch's
+    // `nll_loss` on the `tch` backend): say which one instead.
+    if let Some(l) = labels
+        .iter()
+        .find(|&&l| l as usize >= model.spec.num_classes)
+    {
+        return Err(Error::invalid(
+            "label",
+            l,
+            format!(
+                "out of range for a model with {} classes",
+                model.spec.num_classes
+            ),
+        ));
+    }
     let device = model_device(model);
     let ad = device.clone().autodiff();
     // Weights are constants here: only the input is a leaf that requires a gradient.
