@@ -340,7 +340,8 @@ impl HttpEndpoint {
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.trim().parse::<f64>().ok())
             .filter(|s| s.is_finite() && *s >= 0.0)
-            .map(Duration::from_secs_f64);
+            // A wait too long for a Duration is longer than any cap: it fails the query.
+            .map(|s| Duration::try_from_secs_f64(s).unwrap_or(Duration::MAX));
         let bytes = resp.bytes().await.map_err(|e| Failure {
             message: format!("answer broke off: {}", error_chain(&e)),
             retryable: true,

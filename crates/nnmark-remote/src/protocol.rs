@@ -247,6 +247,16 @@ fn flatten(v: &Value, field: &str, out: &mut Vec<f32>) -> std::result::Result<()
     }
 }
 
+/// Rejects a declared batch size over the limit before anything is allocated for it.
+fn check_batch(count: usize, max_batch: usize) -> std::result::Result<(), Rejection> {
+    if count > max_batch {
+        return Err(Rejection::unprocessable(format!(
+            "batch of {count} images exceeds this server's limit of {max_batch}"
+        )));
+    }
+    Ok(())
+}
+
 fn check_count(
     pixels: Vec<f32>,
     count: usize,
@@ -308,12 +318,15 @@ pub fn parse_v2_request(
         .ok_or_else(|| {
             Rejection::malformed("inputs[0].shape must be an array of non-negative integers")
         })?;
-    let count = *dims
-        .first()
-        .ok_or_else(|| Rejection::unprocessable("inputs[0].shape is empty"))?
-        as usize;
-    let per_image: u64 = dims[1..].iter().product();
-    if dims.len() < 2 || per_image != shape.numel() as u64 {
+    let count = usize::try_from(
+        *dims
+            .first()
+            .ok_or_else(|| Rejection::unprocessable("inputs[0].shape is empty"))?,
+    )
+    .unwrap_or(usize::MAX);
+    // Checked: a peer's dimensions can multiply past any integer.
+    let per_image = dims[1..].iter().try_fold(1u64, |a, &d| a.checked_mul(d));
+    if dims.len() < 2 || per_image != Some(shape.numel() as u64) {
         return Err(Rejection::unprocessable(format!(
             "inputs[0].shape {dims:?} does not fit this model's input [-1, {}, {}, {}]",
             shape.channels, shape.height, shape.width
@@ -322,6 +335,7 @@ pub fn parse_v2_request(
     let data = t
         .get("data")
         .ok_or_else(|| Rejection::malformed("inputs[0].data is missing"))?;
+    check_batch(count, max_batch)?;
     let mut pixels = Vec::with_capacity(count * shape.numel());
     flatten(data, "inputs[0].data", &mut pixels)?;
     let classification = v
@@ -348,6 +362,7 @@ pub fn parse_tf_request(
         .ok_or_else(|| {
             Rejection::malformed("field 'instances' (one entry per image) is missing")
         })?;
+    check_batch(list.len(), max_batch)?;
     let mut pixels = Vec::with_capacity(list.len() * shape.numel());
     for (i, inst) in list.iter().enumerate() {
         let before = pixels.len();
@@ -375,6 +390,7 @@ pub fn parse_labels_request(
         let list = v.get("inputs").and_then(Value::as_array).ok_or_else(|| {
             Rejection::malformed("field 'inputs' (one entry per image) is missing")
         })?;
+        check_batch(list.len(), max_batch)?;
         let mut pixels = Vec::new();
         for (i, inst) in list.iter().enumerate() {
             flatten(inst, &format!("inputs[{i}]"), &mut pixels)?;
@@ -934,6 +950,49 @@ mod tests {
                 scores: vec![(0, 0.5), (1, 0.3), (2, 0.2)],
             },
         ]
+    }
+
+    /// A few hundred bytes that declare billions of images or an overflowing shape are refused
+    /// before anything is allocated for them (one such request used to abort the server).
+    #[test]
+    fn declared_sizes_are_checked_before_allocation() {
+        let mnist = ImageShape::MNIST;
+        for (body, needle) in [
+            (
+                r#"{"inputs":[{"name":"input","shape":[1000000000,1,28,28],"datatype":"FP32","data":[0]}]}"#,
+                "exceeds this server's limit of 256",
+            ),
+            (
+                r#"{"inputs":[{"name":"input","shape":[1,4294967296,4294967296,784],"datatype":"FP32","data":[0]}]}"#,
+                "does not fit this model's input",
+            ),
+            (
+                r#"{"inputs":[{"name":"input","shape":[18446744073709551615,784],"datatype":"FP32","data":[0]}]}"#,
+                "exceeds this server's limit",
+            ),
+        ] {
+            let e = parse_v2_request(body.as_bytes(), mnist, 256).unwrap_err();
+            assert!(e.message.contains(needle), "{}", e.message);
+        }
+        let many = format!(r#"{{"instances":[{}]}}"#, vec!["[0]"; 300].join(","));
+        let e = parse_tf_request(many.as_bytes(), mnist, 256).unwrap_err();
+        assert!(
+            e.message.contains("exceeds this server's limit"),
+            "{}",
+            e.message
+        );
+        let e = parse_labels_request(
+            format!(r#"{{"inputs":[{}]}}"#, vec!["[0]"; 300].join(",")).as_bytes(),
+            "application/json",
+            mnist,
+            256,
+        )
+        .unwrap_err();
+        assert!(
+            e.message.contains("exceeds this server's limit"),
+            "{}",
+            e.message
+        );
     }
 
     #[test]
