@@ -39,6 +39,9 @@ pub enum Command {
     /// Export public verification keys.
     #[command(subcommand)]
     Vk(VkCommand),
+    /// RFC 3161 trusted timestamps of key commitments.
+    #[command(subcommand)]
+    Timestamp(TimestampCommand),
     /// The main demo on the embedded MNIST sample: train, watermark, verify.
     Demo(DemoArgs),
     /// Run a removal attack on a model (fine-tuning, pruning, quantisation, distillation, ...)
@@ -151,9 +154,14 @@ pub struct EvidenceCheckArgs {
     /// The published verification key (Adi): the logged commitments must be its.
     #[arg(long)]
     pub vk: Option<PathBuf>,
-    /// Accept an unsigned file (its statistics are still checked).
+    /// Read an unsigned file (its statistics are still checked, and the report printed, but
+    /// the exit status is a failure: unsigned evidence proves nothing about who wrote it).
     #[arg(long)]
     pub allow_unsigned: bool,
+    /// Certificates (PEM) of time-stamping authorities, or their CAs, to re-verify the logged
+    /// key commitment's timestamps.
+    #[arg(long = "tsa-cert")]
+    pub tsa_certs: Vec<PathBuf>,
     /// Machine-readable JSON on stdout.
     #[arg(long)]
     pub json: bool,
@@ -193,9 +201,13 @@ pub struct RemoteArgs {
     /// Most images to send in all (key and decoys).
     #[arg(long)]
     pub budget: Option<u64>,
-    /// Query the whole key instead of stopping once the sequential test is decisive.
+    /// Query the whole key, even once its decision is settled.
+    #[arg(long, conflicts_with = "sequential")]
+    pub whole_key: bool,
+    /// Decide with the always-valid sequential test instead, stopping as soon as it is
+    /// decisive: fewer queries, but it can reach another decision than the whole key would.
     #[arg(long)]
-    pub no_sequential: bool,
+    pub sequential: bool,
     /// Seconds per attempt before it counts as failed.
     #[arg(long, default_value_t = 10.0)]
     pub timeout: f64,
@@ -467,8 +479,17 @@ pub struct EmbedArgs {
     /// Key file to write (mode 0600; keep it secret).
     #[arg(long)]
     pub key: PathBuf,
+    /// Public commitment of the key to write (default: beside the key, `NAME.commitment.json`).
+    /// Publish and timestamp it (`nnmark timestamp request`) before the model ships.
+    #[arg(long)]
+    pub commitment: Option<PathBuf>,
     #[command(flatten)]
     pub output: OutputArgs,
+}
+
+/// Where a key's commitment lives unless the user says: beside the key.
+pub fn default_commitment_path(key: &std::path::Path) -> PathBuf {
+    key.with_extension("commitment.json")
 }
 
 #[derive(Args)]
@@ -476,8 +497,9 @@ pub struct VerifyArgs {
     /// The owner's key (private verification, or the source of a --reveal).
     #[arg(long, required_unless_present = "public", conflicts_with = "public")]
     pub key: Option<PathBuf>,
-    /// Verify a revealed-subset bundle publicly (no marking key needed; give --vk).
-    #[arg(long, value_name = "BUNDLE")]
+    /// Verify a revealed-subset bundle publicly (no marking key needed; give --vk and the
+    /// --challenge you issued).
+    #[arg(long, value_name = "BUNDLE", requires_all = ["vk", "challenge"])]
     pub public: Option<PathBuf>,
     /// The public verification key (with --public).
     #[arg(long, requires = "public")]
@@ -521,9 +543,20 @@ pub struct VerifyArgs {
     /// and mark them spent in the key.
     #[arg(long, requires = "key")]
     pub reveal: Option<usize>,
-    /// Challenge string that selects the revealed items (give the judge's; default: random).
+    /// Challenge string that selects the revealed items: the one the judge issued. Required
+    /// with --public (a bundle answering another challenge is refused); with --reveal,
+    /// default random.
     #[arg(long)]
     pub challenge: Option<String>,
+    /// The key's public commitment (default with --key: `NAME.commitment.json` beside the key,
+    /// when it exists). The key (or with --public the verification key) must match it; its
+    /// timestamps say when the key was committed.
+    #[arg(long)]
+    pub commitment: Option<PathBuf>,
+    /// Certificates (PEM) of time-stamping authorities, or of the CAs that issued them, whose
+    /// timestamps on the commitment you trust.
+    #[arg(long = "tsa-cert")]
+    pub tsa_certs: Vec<PathBuf>,
     /// Where the reveal bundle is written.
     #[arg(long, default_value = "reveal.json")]
     pub bundle: PathBuf,
@@ -537,6 +570,72 @@ pub struct VerifyArgs {
 pub enum KeyCommand {
     /// Describe a key file (trigger contents only with --export-triggers).
     Inspect(KeyInspectArgs),
+    /// Write a key's public commitment (adds a commitment salt to keys that have none).
+    Commit(KeyCommitArgs),
+}
+
+#[derive(Args)]
+pub struct KeyCommitArgs {
+    /// The key file.
+    #[arg(long)]
+    pub key: PathBuf,
+    /// Output JSON file (default: `NAME.commitment.json` beside the key).
+    #[arg(long)]
+    pub out: Option<PathBuf>,
+}
+
+#[derive(Subcommand)]
+pub enum TimestampCommand {
+    /// Write an RFC 3161 time-stamp request (DER) for a key commitment; send it to any
+    /// time-stamping authority (e.g. `curl -H 'Content-Type: application/timestamp-query'
+    /// --data-binary @req.tsq URL > resp.tsr`).
+    Request(TimestampRequestArgs),
+    /// Check an authority's response against its certificate and attach the token to the
+    /// commitment file.
+    Attach(TimestampAttachArgs),
+    /// Verify the tokens attached to a commitment offline.
+    Verify(TimestampVerifyArgs),
+}
+
+#[derive(Args)]
+pub struct TimestampRequestArgs {
+    /// The key commitment (JSON).
+    #[arg(long)]
+    pub commitment: PathBuf,
+    /// Request file to write.
+    #[arg(long, default_value = "commitment.tsq")]
+    pub out: PathBuf,
+}
+
+#[derive(Args)]
+pub struct TimestampAttachArgs {
+    /// The key commitment (JSON); the token is added to it.
+    #[arg(long)]
+    pub commitment: PathBuf,
+    /// The authority's response (DER TimeStampResp).
+    #[arg(long)]
+    pub response: PathBuf,
+    /// The authority's certificate, or its CA's (PEM or DER).
+    #[arg(long = "tsa-cert", required = true)]
+    pub tsa_certs: Vec<PathBuf>,
+}
+
+#[derive(Args)]
+pub struct TimestampVerifyArgs {
+    /// The key commitment (JSON).
+    #[arg(long)]
+    pub commitment: PathBuf,
+    /// Trusted authority or CA certificates (PEM or DER).
+    #[arg(long = "tsa-cert", required = true)]
+    pub tsa_certs: Vec<PathBuf>,
+    /// Also check that this key is the committed one.
+    #[arg(long)]
+    pub key: Option<PathBuf>,
+    /// Also check that this verification key is the committed one.
+    #[arg(long)]
+    pub vk: Option<PathBuf>,
+    #[command(flatten)]
+    pub output: OutputArgs,
 }
 
 #[derive(Args)]

@@ -6,6 +6,7 @@ mod evaluate;
 mod marks;
 mod progress;
 mod remote;
+mod timestamp;
 
 use std::process::ExitCode;
 
@@ -19,7 +20,7 @@ use serde_json::json;
 
 use args::{
     Cli, Command, DataArgs, DataCommand, EvidenceCommand, KeyCommand, KeysCommand, OutputArgs,
-    VkCommand,
+    TimestampCommand, VkCommand,
 };
 
 fn main() -> ExitCode {
@@ -198,6 +199,10 @@ fn run(cli: Cli) -> Result<()> {
         Command::Attack(a) => attack::run(a, &device)?,
         Command::Verify(a) => marks::verify(a, &device)?,
         Command::Key(KeyCommand::Inspect(a)) => marks::key_inspect(a)?,
+        Command::Key(KeyCommand::Commit(a)) => timestamp::key_commit(a)?,
+        Command::Timestamp(TimestampCommand::Request(a)) => timestamp::request(a)?,
+        Command::Timestamp(TimestampCommand::Attach(a)) => timestamp::attach(a)?,
+        Command::Timestamp(TimestampCommand::Verify(a)) => timestamp::verify(a)?,
         Command::Serve(a) => remote::serve(a, &device)?,
         Command::Export(a) => {
             let sha = nnmark_remote::export::export(&a.model, &a.onnx)?;
@@ -243,11 +248,12 @@ fn run(cli: Cli) -> Result<()> {
                     r.model_path.display()
                 );
                 println!(
-                    "watermarked (adi, fine-tuned): test accuracy {:.2}%; wrote {}, key {} (secret), verification key {}",
+                    "watermarked (adi, fine-tuned): test accuracy {:.2}%; wrote {}, key {} (secret), verification key {}, key commitment {} (publish and timestamp it)",
                     r.marked_test_accuracy * 100.0,
                     r.marked_model_path.display(),
                     r.key_path.display(),
-                    r.vk_path.display()
+                    r.vk_path.display(),
+                    r.commitment_path.display()
                 );
                 for v in [&r.marked, &r.independent] {
                     println!(

@@ -3,17 +3,20 @@
 
 use anyhow::{Context, Result, bail};
 use nnmark::Device;
-use nnmark::commit::{RevealBundle, VerificationKey};
+use std::path::{Path, PathBuf};
+
+use nnmark::commit::{CommitmentReport, KeyCommitment, RevealBundle, VerificationKey};
 use nnmark::data;
 use nnmark::keyfile::KeyFile;
 use nnmark::model::{Model, ModelSpec, Normalization};
+use nnmark::public::{PublicRequest, PublicVerification};
 use nnmark::scheme::{self, EmbedMode, Suspect};
 use nnmark::verdict::{NullModel, Verdict};
 use nnmark::watermark::{self, EmbedRequest};
 use nnmark::weights;
 use serde_json::json;
 
-use crate::args::{EmbedArgs, KeyInspectArgs, VerifyArgs, VkExportArgs};
+use crate::args::{EmbedArgs, KeyInspectArgs, VerifyArgs, VkExportArgs, default_commitment_path};
 use crate::{load_data, observer, versions};
 
 /// `--param name=value` pairs as a JSON object (values parsed as JSON, else taken as strings).
@@ -106,6 +109,11 @@ pub fn embed(a: EmbedArgs, device: &Device) -> Result<()> {
     // only a wasted file.
     e.key.save(&a.key)?;
     weights::write_atomic(&a.out, &e.model_bytes, None)?;
+    let commitment_path = a
+        .commitment
+        .clone()
+        .unwrap_or_else(|| default_commitment_path(&a.key));
+    e.commitment.save(&commitment_path)?;
     let fingerprint = e.key.fingerprint()?;
     if a.output.json {
         println!(
@@ -118,6 +126,7 @@ pub fn embed(a: EmbedArgs, device: &Device) -> Result<()> {
                 "clean_key_match_rate": e.clean_extraction.as_ref().map(|c| c.match_rate()),
                 "out": a.out, "model_sha256": e.key.meta.model_sha256,
                 "key": a.key, "key_fingerprint": fingerprint,
+                "commitment": commitment_path, "commitment_value": e.commitment.commitment,
             })
         );
     } else {
@@ -145,6 +154,12 @@ pub fn embed(a: EmbedArgs, device: &Device) -> Result<()> {
         println!(
             "wrote key {} (mode 0600, fingerprint {fingerprint}); keep it secret",
             a.key.display()
+        );
+        println!(
+            "wrote key commitment {} ({}); publish it and timestamp it before the model ships: nnmark timestamp request --commitment {}",
+            commitment_path.display(),
+            e.commitment.commitment,
+            commitment_path.display()
         );
     }
     Ok(())
@@ -190,6 +205,19 @@ pub(crate) fn print_verdict(v: &Verdict, suspect: &str) {
         v.match_rate_ci95.0 * 100.0,
         v.match_rate_ci95.1 * 100.0
     );
+    if let Some(r) = &v.reveal {
+        println!(
+            "counted as {} trials: {} revealed + {} skipped as spent (misses); {} items spent by {} earlier reveals, cap {} of {}; tail x{} for the reveal length the owner chose",
+            r.counted,
+            r.revealed,
+            r.skipped_spent,
+            r.spent,
+            r.earlier_reveals,
+            r.reveal_cap,
+            r.key_items,
+            r.multiplicity
+        );
+    }
     println!(
         "null match rate {:.4} ({null}); p-value {:.3e}; threshold at fpr {:e}: {} matches",
         v.null_rate, v.p_value, v.fpr, v.threshold
@@ -204,6 +232,50 @@ pub(crate) fn print_verdict(v: &Verdict, suspect: &str) {
     );
 }
 
+pub(crate) fn load_tsa_certs(paths: &[PathBuf]) -> Result<Vec<nnmark_tsp::Certificate>> {
+    let mut certs = Vec::new();
+    for p in paths {
+        let bytes = std::fs::read(p).with_context(|| format!("reading {}", p.display()))?;
+        certs.extend(
+            nnmark_tsp::load_certificates(&bytes).with_context(|| format!("{}", p.display()))?,
+        );
+    }
+    Ok(certs)
+}
+
+/// The key's public commitment, checked against what the verifier holds: the one named, else
+/// the one beside the key when it exists.
+pub(crate) fn check_commitment(
+    explicit: Option<&Path>,
+    beside_key: Option<&Path>,
+    key: Option<&KeyFile>,
+    vk: Option<&VerificationKey>,
+    tsa_certs: &[PathBuf],
+) -> Result<Option<(KeyCommitment, CommitmentReport)>> {
+    let path = match (explicit, beside_key) {
+        (Some(p), _) => p.to_path_buf(),
+        (None, Some(k)) if default_commitment_path(k).exists() => default_commitment_path(k),
+        _ if !tsa_certs.is_empty() => {
+            bail!("--tsa-cert checks a key commitment: give --commitment")
+        }
+        _ => return Ok(None),
+    };
+    let c = KeyCommitment::load(&path)?;
+    let report = c
+        .check(key, vk, &load_tsa_certs(tsa_certs)?)
+        .with_context(|| format!("checking key commitment {}", path.display()))?;
+    Ok(Some((c, report)))
+}
+
+pub(crate) fn print_commitment(c: Option<&(KeyCommitment, CommitmentReport)>) {
+    match c {
+        Some((_, r)) => println!("key commitment: {}", r.summary()),
+        None => println!(
+            "key commitment: none checked (give --commitment; `nnmark key commit` writes one): nothing shows when this key was made"
+        ),
+    }
+}
+
 pub fn verify(a: VerifyArgs, device: &Device) -> Result<()> {
     if let Some(bundle_path) = &a.public {
         return verify_public(&a, bundle_path, device);
@@ -214,6 +286,13 @@ pub fn verify(a: VerifyArgs, device: &Device) -> Result<()> {
         .expect("clap requires --key without --public");
     let mut key = KeyFile::load(key_path)?;
     let scheme = watermark::scheme_for_key(&key, a.scheme.as_deref())?;
+    let commitment = check_commitment(
+        a.commitment.as_deref(),
+        Some(key_path),
+        Some(&key),
+        None,
+        &a.tsa_certs,
+    )?;
     let mut reference_rates = Vec::new();
     if a.null != "calibrated" && (!a.reference.is_empty() || !a.reference_seeds.is_empty()) {
         bail!("--reference and --reference-seeds calibrate the null: add --null calibrated");
@@ -281,7 +360,14 @@ pub fn verify(a: VerifyArgs, device: &Device) -> Result<()> {
         .as_deref()
         .is_some_and(nnmark_remote::protocol::is_onnx);
     if a.remote.endpoint.is_some() || onnx {
-        return crate::remote::verify(&a, &key, scheme, null, &reference_rates);
+        return crate::remote::verify(
+            &a,
+            &key,
+            scheme,
+            null,
+            &reference_rates,
+            commitment.as_ref(),
+        );
     }
     let model_path = a
         .model
@@ -298,17 +384,21 @@ pub fn verify(a: VerifyArgs, device: &Device) -> Result<()> {
         // Spend first: if publishing fails afterwards the items are wasted, never reused.
         key.save(key_path)?;
         bundle.save(&a.bundle)?;
-        let opened = bundle.open(&VerificationKey::from_key(&key)?, &a.bundle)?;
-        let v = public_verdict(&opened, &suspect, &a, &key_null_for_public(&null, &opened))?;
-        report(
-            &a,
-            &v,
+        let vk = VerificationKey::from_key(&key)?;
+        let public = nnmark::public::verify_public(
+            &PublicRequest {
+                bundle: &bundle,
+                bundle_path: &a.bundle,
+                vk: &vk,
+                challenge: &challenge,
+                fpr: a.fpr,
+                confidence: a.confidence,
+            },
             &suspect_name,
-            &key.fingerprint()?,
-            &reference_rates,
-            Some(&bundle),
-            None,
+            &mut Suspect::Model(&suspect),
+            std::iter::empty(),
         )?;
+        report_public(&a, &public, &suspect_name, commitment.as_ref());
         if !a.output.json {
             println!(
                 "revealed {count} items (challenge '{challenge}') into {}; they are now spent in {}",
@@ -355,53 +445,21 @@ pub fn verify(a: VerifyArgs, device: &Device) -> Result<()> {
         &v.suspect,
         &v.key_fingerprint,
         &reference_rates,
-        None,
         v.message.as_ref(),
+        commitment.as_ref(),
     )
 }
 
-/// The null for a public check: chance over the classes, unless the owner calibrated.
-fn key_null_for_public(null: &NullModel, opened: &nnmark::TriggerSet) -> NullModel {
-    match null {
-        NullModel::Calibrated { .. } => null.clone(),
-        _ => NullModel::Chance {
-            classes: opened.num_classes,
-        },
-    }
-}
-
-fn public_verdict(
-    opened: &nnmark::TriggerSet,
-    suspect: &Model,
-    a: &VerifyArgs,
-    null: &NullModel,
-) -> Result<Verdict> {
-    let n = opened.len();
-    let answers = nnmark::train::predict(
-        suspect,
-        &opened.query_pixels(&(0..n).collect::<Vec<_>>()),
-        256,
-    );
-    let matches = answers
-        .iter()
-        .zip(&opened.labels)
-        .filter(|&(&a, &l)| a == l as usize)
-        .count();
-    Ok(Verdict::decide(
-        matches as u64,
-        n as u64,
-        null.clone(),
-        a.fpr,
-    )?)
-}
-
-fn verify_public(a: &VerifyArgs, bundle_path: &std::path::Path, device: &Device) -> Result<()> {
-    let Some(vk_path) = &a.vk else {
-        bail!("--public needs --vk: the verification key the owner published before the dispute");
+fn verify_public(a: &VerifyArgs, bundle_path: &Path, device: &Device) -> Result<()> {
+    let (Some(vk_path), Some(challenge)) = (&a.vk, &a.challenge) else {
+        bail!(
+            "--public needs --vk (the verification key the owner published before the dispute) and --challenge (the one you issued)"
+        );
     };
     let vk = VerificationKey::load(vk_path)?;
     let bundle = RevealBundle::load(bundle_path)?;
-    let opened = bundle.open(&vk, bundle_path)?;
+    let commitment =
+        check_commitment(a.commitment.as_deref(), None, None, Some(&vk), &a.tsa_certs)?;
     let spec = ModelSpec {
         architecture: nnmark::model::Architecture::Lenet,
         input: vk.input,
@@ -412,41 +470,76 @@ fn verify_public(a: &VerifyArgs, bundle_path: &std::path::Path, device: &Device)
         bail!("--public needs --model: the suspect's weights");
     };
     let suspect = load_suspect(model_path, a.arch.as_deref(), &spec, device)?;
-    if suspect.spec.input != vk.input || suspect.spec.num_classes != vk.num_classes {
-        bail!(
-            "suspect {} takes {} inputs with {} classes; the verification key is for {} inputs with {} classes",
-            model_path.display(),
-            suspect.spec.input,
-            suspect.spec.num_classes,
-            vk.input,
-            vk.num_classes
-        );
-    }
-    let null = match a.null.as_str() {
-        "chance" | "analytic" => NullModel::Chance {
-            classes: vk.num_classes,
-        },
+    let references = match a.null.as_str() {
+        "chance" | "analytic" if a.reference.is_empty() => Vec::new(),
+        "calibrated" if !a.reference.is_empty() => {
+            watermark::load_references(&a.reference, device)?
+        }
+        "calibrated" => bail!("--null calibrated for --public needs --reference: models you chose"),
         other => bail!(
-            "invalid --null '{other}' for --public: a public check uses the chance null over the revealed items"
+            "invalid --null '{other}' with --reference for --public: use --null calibrated --reference MODELS"
         ),
     };
-    let v = public_verdict(&opened, &suspect, a, &null)?;
+    let suspect_name = model_path.display().to_string();
+    let public = nnmark::public::verify_public(
+        &PublicRequest {
+            bundle: &bundle,
+            bundle_path,
+            vk: &vk,
+            challenge,
+            fpr: a.fpr,
+            confidence: a.confidence,
+        },
+        &suspect_name,
+        &mut Suspect::Model(&suspect),
+        references
+            .iter()
+            .map(|(n, m)| (n.clone(), Suspect::Model(m))),
+    )?;
+    report_public(a, &public, &suspect_name, commitment.as_ref());
+    Ok(())
+}
+
+fn report_public(
+    a: &VerifyArgs,
+    p: &PublicVerification,
+    suspect: &str,
+    commitment: Option<&(KeyCommitment, CommitmentReport)>,
+) {
     if a.output.json {
         println!(
             "{}",
-            json!({"versions": versions(), "public": true, "bundle": bundle_path, "vk_root": vk.merkle_root,
-                   "challenge": bundle.challenge, "openings_verified": opened.len(), "suspect": model_path, "verdict": v})
+            json!({"versions": versions(), "public": true, "bundle": a.public.as_ref().unwrap_or(&a.bundle),
+                   "suspect": suspect, "vk_root": p.vk_root, "vk_digest": p.vk_digest,
+                   "challenge": p.challenge, "earlier_challenges": p.earlier_challenges,
+                   "openings_verified": p.opened.len(), "references": p.references,
+                   "key_commitment": commitment.map(|(_, r)| r), "verdict": p.verdict})
         );
-    } else {
-        println!(
-            "{} openings match the commitments of verification key {} (challenge '{}' selects exactly these items)",
-            opened.len(),
-            vk.merkle_root,
-            bundle.challenge
-        );
-        print_verdict(&v, &model_path.display().to_string());
+        return;
     }
-    Ok(())
+    println!(
+        "{} openings match the commitments of verification key {} (challenge '{}' selects exactly these items{})",
+        p.opened.len(),
+        p.vk_root,
+        p.challenge,
+        if p.earlier_challenges.is_empty() {
+            String::new()
+        } else {
+            format!(
+                ", skipping the items of {} earlier reveals the bundle proves: {:?}",
+                p.earlier_challenges.len(),
+                p.earlier_challenges
+            )
+        }
+    );
+    for r in &p.references {
+        println!(
+            "reference {}: {}/{} opened items match",
+            r.name, r.matches, r.queries
+        );
+    }
+    print_commitment(commitment);
+    print_verdict(&p.verdict, suspect);
 }
 
 fn report(
@@ -455,15 +548,15 @@ fn report(
     suspect: &str,
     key_fingerprint: &str,
     reference_rates: &[serde_json::Value],
-    bundle: Option<&RevealBundle>,
     message: Option<&nnmark::watermark::MessageCheck>,
+    commitment: Option<&(KeyCommitment, CommitmentReport)>,
 ) -> Result<()> {
     if a.output.json {
         println!(
             "{}",
             json!({"versions": versions(), "suspect": suspect, "key_fingerprint": key_fingerprint,
-                   "references": reference_rates, "revealed": bundle.map(|b| b.items.len()),
-                   "bundle": bundle.map(|_| &a.bundle), "verdict": v, "message": message})
+                   "references": reference_rates, "key_commitment": commitment.map(|(_, r)| r),
+                   "verdict": v, "message": message})
         );
     } else {
         if let Some(m) = message {
@@ -483,6 +576,7 @@ fn report(
                 r["queries"]
             );
         }
+        print_commitment(commitment);
         print_verdict(v, suspect);
     }
     Ok(())
@@ -504,7 +598,8 @@ pub fn key_inspect(a: KeyInspectArgs) -> Result<()> {
                    "classes": m.spec.num_classes, "model_sha256": m.model_sha256,
                    "dataset": m.dataset, "embed_mode": m.embed_mode, "seed": m.seed,
                    "nnmark_version": m.nnmark_version, "created": m.created,
-                   "trigger_items": items, "spent": m.spent.len(),
+                   "trigger_items": items, "spent": m.spent.len(), "reveals": m.reveals,
+                   "commitment": KeyCommitment::for_key(&key).ok().map(|c| c.commitment),
                    "commitments": key.nonces.is_some(), "notes": m.notes})
         );
     } else {
@@ -523,12 +618,20 @@ pub fn key_inspect(a: KeyInspectArgs) -> Result<()> {
             m.embed_mode, m.dataset, m.seed, m.nnmark_version, m.created
         );
         println!(
-            "  trigger items {items} ({} spent){}",
+            "  trigger items {items} ({} spent in {} public reveals){}",
             m.spent.len(),
+            m.reveals.len(),
             if key.nonces.is_some() {
                 ", with commitments"
             } else {
                 ""
+            }
+        );
+        println!(
+            "  commitment    {}",
+            match KeyCommitment::for_key(&key) {
+                Ok(c) => c.commitment,
+                Err(_) => "none yet (`nnmark key commit` adds one)".into(),
             }
         );
         for (k, v) in &m.notes {
@@ -549,10 +652,12 @@ pub fn vk_export(a: VkExportArgs) -> Result<()> {
     let vk = VerificationKey::from_key(&key)?;
     vk.save(&a.out)?;
     println!(
-        "wrote verification key {} ({} commitments, Merkle root {})",
+        "wrote verification key {} ({} commitments, Merkle root {}, at most {} may ever be revealed; digest {})",
         a.out.display(),
         vk.commitments.len(),
-        vk.merkle_root
+        vk.merkle_root,
+        vk.cap(),
+        vk.digest()
     );
     Ok(())
 }

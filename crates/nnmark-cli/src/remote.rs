@@ -4,6 +4,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
+use nnmark::commit::{CommitmentReport, KeyCommitment};
 use nnmark::data::{self, Dataset, ImageShape};
 use nnmark::model::{ModelSpec, Normalization};
 use nnmark::oracle::Reveal;
@@ -12,7 +13,9 @@ use nnmark::{Device, KeyFile, Scheme};
 use nnmark_remote::evidence;
 use nnmark_remote::protocol::{Protocol, class_names_for};
 use nnmark_remote::server::{self, RateLimit, ServeConfig};
-use nnmark_remote::verify::{EvidenceBody, RemoteVerifyOptions, verify_endpoint};
+use nnmark_remote::verify::{
+    EvidenceBody, EvidenceCommitment, RemoteVerifyOptions, verify_endpoint,
+};
 use nnmark_remote::{EndpointConfig, HttpEndpoint, OracleEndpoint};
 use serde_json::json;
 
@@ -51,6 +54,15 @@ fn read_token(file: Option<&Path>, env: &str) -> Result<Option<String>> {
     }
 }
 
+/// A duration flag: positive seconds, at most a day (longer is a typo, and would not fit).
+fn seconds(flag: &str, v: f64) -> Result<Duration> {
+    const DAY: f64 = 86_400.0;
+    if !(v.is_finite() && v > 0.0 && v <= DAY) {
+        bail!("invalid {flag} {v}: must be positive seconds, at most {DAY}");
+    }
+    Ok(Duration::from_secs_f64(v))
+}
+
 fn runtime() -> Result<tokio::runtime::Runtime> {
     Ok(tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -83,16 +95,8 @@ pub fn serve(a: ServeArgs, device: &Device) -> Result<()> {
     cfg.token = read_token(a.token_file.as_deref(), "NNMARK_SERVE_TOKEN")?;
     cfg.body_limit = a.body_limit;
     cfg.max_batch = a.max_batch;
-    for (flag, v) in [
-        ("--timeout", a.timeout),
-        ("--request-timeout", a.request_timeout),
-    ] {
-        if !(v.is_finite() && v > 0.0) {
-            bail!("invalid {flag} {v}: must be positive seconds");
-        }
-    }
-    cfg.timeout = Duration::from_secs_f64(a.timeout);
-    cfg.request_timeout = Duration::from_secs_f64(a.request_timeout);
+    cfg.timeout = seconds("--timeout", a.timeout)?;
+    cfg.request_timeout = seconds("--request-timeout", a.request_timeout)?;
     if a.rate_limit > 0 {
         cfg.rate_limit = Some(RateLimit {
             per_second: a.rate_limit,
@@ -155,19 +159,19 @@ pub fn verify(
     scheme: &dyn Scheme,
     null: NullModel,
     reference_rates: &[serde_json::Value],
+    commitment: Option<&(KeyCommitment, CommitmentReport)>,
 ) -> Result<()> {
     let r = &a.remote;
     let spec = &key.meta.spec;
-    if !(r.timeout.is_finite() && r.timeout > 0.0) {
-        bail!("invalid --timeout {}: must be positive seconds", r.timeout);
-    }
+    let timeout = seconds("--timeout", r.timeout)?;
     let opts = RemoteVerifyOptions {
         fpr: a.fpr,
         batch: r.batch,
         concurrency: r.concurrency,
         decoy_ratio: r.decoys,
         budget: r.budget,
-        sequential: !r.no_sequential,
+        sequential: r.sequential,
+        stop_when_settled: !r.whole_key,
         seed: r.seed,
     };
     // Load the signing key first: a typo should not cost a whole run of queries.
@@ -177,7 +181,7 @@ pub fn verify(
         .map(evidence::load_signing_key)
         .transpose()?;
     let decoys = decoys(a, key)?;
-    let body: EvidenceBody = runtime()?.block_on(async {
+    let mut body: EvidenceBody = runtime()?.block_on(async {
         if let Some(url) = &r.endpoint {
             let mut cfg = EndpointConfig::new(url, spec.num_classes);
             cfg.protocol = match r.protocol.as_str() {
@@ -186,7 +190,7 @@ pub fn verify(
             };
             cfg.model_name = r.model_name.clone();
             cfg.token = read_token(r.token_file.as_deref(), "NNMARK_TOKEN")?;
-            cfg.timeout = Duration::from_secs_f64(r.timeout);
+            cfg.timeout = timeout;
             cfg.retries = r.retries;
             cfg.class_names =
                 class_names_for(r.labels.as_deref(), &key.meta.dataset, spec.num_classes)?;
@@ -208,6 +212,10 @@ pub fn verify(
             Ok(verify_endpoint(&ep, key, scheme, &decoys, Some(null), &opts).await?)
         }
     })?;
+    body.key_commitment = commitment.map(|(c, r)| EvidenceCommitment {
+        commitment: c.clone(),
+        check: r.clone(),
+    });
     evidence::write(&r.evidence, &body, signing.as_ref())?;
     let d = &body.decision;
     let decoy_answers: usize =
@@ -219,6 +227,7 @@ pub fn verify(
                    "references": reference_rates, "decision": d, "verdict": body.verdict,
                    "requests": body.queries.len(), "decoy_answers": decoy_answers,
                    "abandoned_requests": body.abandoned_requests,
+                   "key_commitment": commitment.map(|(_, r)| r),
                    "evidence": r.evidence, "signed": signing.is_some(), "seed": r.seed})
         );
         return Ok(());
@@ -235,6 +244,7 @@ pub fn verify(
         d.key_answers,
         body.sequential.matches
     );
+    crate::marks::print_commitment(commitment);
     if d.method == "sequential-mixture" {
         println!(
             "sequential test (always-valid mixture likelihood ratio, null rate {:.4}, fpr {:e}): {} after {} of {} key items; p <= {:.3e}",
@@ -258,6 +268,19 @@ pub fn verify(
             }
         );
     } else {
+        if d.stopped_early {
+            println!(
+                "stopped after {} of {} key items: the whole key's binomial decision was settled ({}; p <= {:.3e} over the whole key)",
+                d.key_answers,
+                d.key_planned,
+                if d.watermarked {
+                    "the matches reached its threshold"
+                } else {
+                    "its threshold was out of reach"
+                },
+                d.p_value
+            );
+        }
         crate::marks::print_verdict(&body.verdict, &s.location);
     }
     println!(
@@ -297,20 +320,25 @@ pub fn evidence_check(a: EvidenceCheckArgs) -> Result<()> {
         expected.as_ref(),
         key.as_ref(),
         vk.as_ref(),
+        &crate::marks::load_tsa_certs(&a.tsa_certs)?,
         a.allow_unsigned,
     )?;
     if a.json {
         println!(
             "{}",
-            json!({"versions": versions(), "file": a.file, "check": report})
+            json!({"versions": versions(), "file": a.file, "check": report,
+                   "signer_pinned": report.signed && expected.is_some()})
         );
     } else {
         println!(
-            "{}: {}; statistics recomputed from {} logged requests match{}; decision: {} (p = {:.3e}, {} key items)",
+            "{}: {}; statistics recomputed from {} logged requests match{}{}; decision: {} (p = {:.3e}, {} key items)",
             a.file.display(),
-            match &report.signer {
-                Some(s) => format!("signature valid (signer {s})"),
-                None => "UNSIGNED".into(),
+            match (&report.signer, &expected) {
+                (Some(s), Some(_)) => format!("signature valid, signer {s} is the expected one"),
+                (Some(s), None) => format!(
+                    "signature valid by {s}, but that signer is NOT pinned (anyone can re-sign a file; give --public-key)"
+                ),
+                (None, _) => "UNSIGNED (nothing shows who wrote it)".into(),
             },
             report.requests,
             match (report.key_checked, report.commitments_checked) {
@@ -319,6 +347,11 @@ pub fn evidence_check(a: EvidenceCheckArgs) -> Result<()> {
                 (false, true) => "; every logged commitment is the verification key's",
                 (false, false) => "",
             },
+            if report.null_checked {
+                "; null rate checked against the key's"
+            } else {
+                "; null rate taken from the file (give --key or --vk to check it)"
+            },
             if report.watermarked {
                 "WATERMARKED"
             } else {
@@ -326,6 +359,15 @@ pub fn evidence_check(a: EvidenceCheckArgs) -> Result<()> {
             },
             report.p_value,
             report.key_answers
+        );
+        if let Some(c) = &report.key_commitment {
+            println!("key commitment: {}", c.summary());
+        }
+    }
+    if !report.signed {
+        bail!(
+            "{}: unsigned evidence is not accepted as proof (read with --allow-unsigned, but it never passes)",
+            a.file.display()
         );
     }
     Ok(())

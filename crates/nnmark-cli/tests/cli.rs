@@ -337,6 +337,119 @@ fn ok_stdout(out: &Output) -> String {
     String::from_utf8_lossy(&out.stdout).to_string()
 }
 
+/// The commitment `embed` wrote beside the key, timestamped at a local RFC 3161 authority
+/// (`openssl ts`): `verify` says when the key was committed, refuses a foreign authority's
+/// token, and refuses a commitment the key does not match.
+fn key_commitment_and_timestamps(d: &Path) {
+    use nnmark_tsp::local_authority::{KeyKind, LocalAuthority};
+    let tsa = LocalAuthority::new(d, "tsa", KeyKind::Rsa, 10).unwrap();
+    LocalAuthority::new(d, "foreign", KeyKind::EcP256, 10).unwrap();
+    ok_stdout(&nnmark(
+        &[
+            "timestamp",
+            "request",
+            "--commitment",
+            "owner.commitment.json",
+            "--out",
+            "c.tsq",
+        ],
+        d,
+    ));
+    let response = tsa.reply(&std::fs::read(d.join("c.tsq")).unwrap()).unwrap();
+    std::fs::write(d.join("c.tsr"), response).unwrap();
+    assert_clean_error(
+        &nnmark(
+            &[
+                "timestamp",
+                "attach",
+                "--commitment",
+                "owner.commitment.json",
+                "--response",
+                "c.tsr",
+                "--tsa-cert",
+                "foreign/ca.crt",
+            ],
+            d,
+        ),
+        &["does not chain to a trusted certificate"],
+    );
+    let text = ok_stdout(&nnmark(
+        &[
+            "timestamp",
+            "attach",
+            "--commitment",
+            "owner.commitment.json",
+            "--response",
+            "c.tsr",
+            "--tsa-cert",
+            "tsa/ca.crt",
+        ],
+        d,
+    ));
+    assert!(text.contains("committed no later than 20"), "{text}");
+    let verify = |cert: &str| {
+        ok_stdout(&nnmark(
+            &[
+                "verify",
+                "--key",
+                "owner.nnkey",
+                "--model",
+                "marked.safetensors",
+                "--tsa-cert",
+                cert,
+            ],
+            d,
+        ))
+    };
+    let text = verify("tsa/ca.crt");
+    assert!(
+        text.contains("the key matches its commitment")
+            && text.contains("committed no later than 20")
+            && text.contains("RFC 3161 timestamp by CN=tsa TSA"),
+        "{text}"
+    );
+    let text = verify("foreign/ca.crt");
+    assert!(
+        text.contains("no verified timestamp") && text.contains("1 token(s) refused"),
+        "{text}"
+    );
+    assert_clean_error(
+        &nnmark(
+            &[
+                "timestamp",
+                "verify",
+                "--commitment",
+                "owner.commitment.json",
+                "--tsa-cert",
+                "foreign/ca.crt",
+            ],
+            d,
+        ),
+        &["no timestamp verified"],
+    );
+    // A commitment that is not this key's.
+    let mut other: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(d.join("owner.commitment.json")).unwrap())
+            .unwrap();
+    other["commitment"] = hex::encode([7u8; 32]).into();
+    std::fs::write(d.join("other.commitment.json"), other.to_string()).unwrap();
+    assert_clean_error(
+        &nnmark(
+            &[
+                "verify",
+                "--key",
+                "owner.nnkey",
+                "--model",
+                "marked.safetensors",
+                "--commitment",
+                "other.commitment.json",
+            ],
+            d,
+        ),
+        &["does not match the key"],
+    );
+}
+
 #[test]
 fn embed_verify_reveal_and_public_check_end_to_end() {
     let dir = tempfile::tempdir().unwrap();
@@ -402,7 +515,13 @@ fn embed_verify_reveal_and_public_check_end_to_end() {
         ],
         d,
     ));
-    assert!(text.contains("verdict: WATERMARKED"), "{text}");
+    assert!(
+        text.contains("verdict: WATERMARKED")
+            && text.contains("the key matches its commitment")
+            && text.contains("no verified timestamp"),
+        "{text}"
+    );
+    key_commitment_and_timestamps(d);
     let text = ok_stdout(&nnmark(
         &[
             "verify",
@@ -525,7 +644,42 @@ fn embed_verify_reveal_and_public_check_end_to_end() {
         d,
     ));
     assert!(text.contains("revealed 30 items"), "{text}");
-    let text = ok_stdout(&nnmark(
+    let public = |bundle: &str, challenge: &str, model: &str| {
+        nnmark(
+            &[
+                "verify",
+                "--public",
+                bundle,
+                "--vk",
+                "vk.json",
+                "--challenge",
+                challenge,
+                "--model",
+                model,
+                "--commitment",
+                "owner.commitment.json",
+            ],
+            d,
+        )
+    };
+    let text = ok_stdout(&public("reveal.json", "judge-42", "marked.safetensors"));
+    assert!(
+        text.contains("30 openings match")
+            && text.contains("the verification key matches its commitment")
+            && text.contains("verdict: WATERMARKED"),
+        "{text}"
+    );
+    let text = ok_stdout(&public("reveal.json", "judge-42", "clean.safetensors"));
+    assert!(text.contains("not shown to carry the watermark"), "{text}");
+    // The bundle must answer the challenge the judge issued.
+    assert_clean_error(
+        &public("reveal.json", "judge-99", "marked.safetensors"),
+        &[
+            "reveal.json",
+            "answers challenge 'judge-42', not the one the judge issued ('judge-99')",
+        ],
+    );
+    let missing = nnmark(
         &[
             "verify",
             "--public",
@@ -536,14 +690,50 @@ fn embed_verify_reveal_and_public_check_end_to_end() {
             "marked.safetensors",
         ],
         d,
-    ));
+    );
+    let err = String::from_utf8_lossy(&missing.stderr);
     assert!(
-        text.contains("30 openings match") && text.contains("verdict: WATERMARKED"),
+        !missing.status.success() && err.contains("--challenge <CHALLENGE>"),
+        "{err}"
+    );
+    // A second reveal carries the first as proof of the items it skips.
+    ok_stdout(&nnmark(
+        &[
+            "verify",
+            "--key",
+            "owner.nnkey",
+            "--model",
+            "marked.safetensors",
+            "--reveal",
+            "30",
+            "--challenge",
+            "judge-43",
+            "--bundle",
+            "reveal2.json",
+        ],
+        d,
+    ));
+    let text = ok_stdout(&public("reveal2.json", "judge-43", "marked.safetensors"));
+    assert!(
+        text.contains("skipping the items of 1 earlier reveals")
+            && text.contains("30 items spent by 1 earlier reveals, cap 70 of 100")
+            && text.contains("verdict: WATERMARKED"),
         "{text}"
+    );
+    let mut unproved: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(d.join("reveal2.json")).unwrap()).unwrap();
+    unproved["prior"] = serde_json::json!([]);
+    std::fs::write(d.join("unproved.json"), unproved.to_string()).unwrap();
+    assert_clean_error(
+        &public("unproved.json", "judge-43", "marked.safetensors"),
+        &[
+            "unproved.json",
+            "no earlier reveal carried in the bundle opened it",
+        ],
     );
     let inspect = ok_stdout(&nnmark(&["key", "inspect", "owner.nnkey"], d));
     assert!(
-        inspect.contains("scheme        adi") && inspect.contains("(30 spent)"),
+        inspect.contains("scheme        adi") && inspect.contains("(60 spent in 2 public reveals)"),
         "{inspect}"
     );
     for n in key.nonces.as_ref().unwrap() {
@@ -563,6 +753,8 @@ fn embed_verify_reveal_and_public_check_end_to_end() {
                 "forged.json",
                 "--vk",
                 "vk.json",
+                "--challenge",
+                "judge-42",
                 "--model",
                 "marked.safetensors",
             ],

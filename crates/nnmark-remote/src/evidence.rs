@@ -114,8 +114,13 @@ pub struct CheckReport {
     pub signer: Option<String>,
     /// Statistics recomputed from the logged answers equal the recorded ones.
     pub statistics_match: bool,
+    /// The null rate was checked against the key's (or verification key's) analytic null.
+    pub null_checked: bool,
     /// Logged matches re-checked against the key (when given).
     pub key_checked: bool,
+    /// The logged key commitment, re-checked against the key or verification key given, its
+    /// timestamps re-verified against the certificates given.
+    pub key_commitment: Option<nnmark::commit::CommitmentReport>,
     /// Logged commitments matched against the verification key (given, or derived from the key).
     pub commitments_checked: bool,
     /// The recorded decision.
@@ -141,16 +146,24 @@ pub fn check(
     key: Option<&KeyFile>,
     allow_unsigned: bool,
 ) -> Result<CheckReport> {
-    check_with(path, expected_signer, key, None, allow_unsigned)
+    check_with(path, expected_signer, key, None, &[], allow_unsigned)
 }
 
 /// [`check`], also matching the logged commitments against a published verification key
-/// (given, or derived from `key` when it has commitments).
+/// (given, or derived from `key` when it has commitments), and the logged key commitment's
+/// timestamps against `tsa_certs` (when given).
+///
+/// The file's writer controls everything in it, so nothing in it is taken on trust where the
+/// verifier can check it: the statistics are recomputed; the null rate is checked against the
+/// key's analytic null (or the verification key's chance rate), since a smaller one counts
+/// matches too easily; the key commitment is re-checked against the key or verification key,
+/// and its timestamp re-verified.
 pub fn check_with(
     path: &Path,
     expected_signer: Option<&VerifyingKey>,
     key: Option<&KeyFile>,
     vk: Option<&VerificationKey>,
+    tsa_certs: &[nnmark_tsp::Certificate],
     allow_unsigned: bool,
 ) -> Result<CheckReport> {
     let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
@@ -244,6 +257,23 @@ pub fn check_with(
             body.decision.watermarked
         )));
     }
+    let p0 = body.null.rate().map_err(|e| bad(format!("null: {e}")))?;
+    let floor = match (key, vk) {
+        (Some(k), _) => Some(
+            nnmark::watermark::scheme_for_key(k, None)?
+                .analytic_null(k)
+                .rate()?,
+        ),
+        (None, Some(v)) => Some(1.0 / v.num_classes as f64),
+        (None, None) => None,
+    };
+    if let Some(f) = floor
+        && p0 < f * (1.0 - 1e-12)
+    {
+        return Err(bad(format!(
+            "the decision was taken against null match rate {p0} but the key's analytic null is {f}: a smaller null rate counts matches too easily"
+        )));
+    }
     let owned_vk = match (vk, key) {
         (None, Some(k)) if k.nonces.is_some() => Some(VerificationKey::from_key(k)?),
         _ => None,
@@ -314,12 +344,25 @@ pub fn check_with(
         }
         key_checked = true;
     }
+    let mut key_commitment = None;
+    if let Some(ec) = &body.key_commitment {
+        let holder_vk = vk.or(owned_vk.as_ref());
+        let report = ec
+            .commitment
+            .check(key, holder_vk, tsa_certs)
+            .map_err(|e| bad(e.to_string()))?;
+        if key.is_some() || holder_vk.is_some() || !tsa_certs.is_empty() {
+            key_commitment = Some(report);
+        }
+    }
     Ok(CheckReport {
         signed: signer.is_some(),
         signer,
         statistics_match: true,
+        null_checked: floor.is_some(),
         key_checked,
         commitments_checked,
+        key_commitment,
         watermarked: decision.watermarked,
         p_value: decision.p_value,
         key_answers: decision.key_answers,

@@ -5,7 +5,13 @@
 //! neither the order nor the batch composition nor the timing singles out the key. Decoy answers
 //! are logged, never scored.
 //!
-//! Sequential decision: [`nnmark::sequential::SequentialTest`], an always-valid mixture
+//! Decision, by default: the exact binomial test over the whole key, the test local
+//! verification uses, so the same answers give the same decision whether a model is checked
+//! from its weights, as ONNX or over HTTP. The run stops as soon as that decision is settled
+//! (the threshold is reached, or can no longer be), which saves queries without ever changing
+//! the decision.
+//!
+//! Optional sequential decision (`sequential`): [`nnmark::sequential::SequentialTest`], an always-valid mixture
 //! likelihood-ratio test. Under the null each key item matches with probability at most p0
 //! whatever came before, the ratio is a nonnegative supermartingale, and Ville's inequality
 //! bounds the chance that it *ever* crosses 1/fpr by fpr. So checking after every answered
@@ -39,8 +45,18 @@ pub struct RemoteVerifyOptions {
     pub decoy_ratio: f64,
     /// Most images to send in all, key and decoys (None: the whole key and its decoys).
     pub budget: Option<u64>,
-    /// Stop as soon as the sequential test is decisive.
+    /// Decide with the always-valid sequential test and stop as soon as it is decisive. Off
+    /// by default: it may stop at a decision the whole key would not give (it needs stronger
+    /// evidence early and gives up when that looks out of reach), so the same model could get
+    /// two verdicts, locally and remotely.
     pub sequential: bool,
+    /// Without the sequential test: stop querying once the whole key's binomial decision is
+    /// settled, that is once the matches reach its threshold, or once even matching every
+    /// remaining item could not reach it. The decision is then exactly the one the whole key
+    /// (and local verification of the same answers) gives. Evidence written before this option
+    /// existed reads as false (the whole key was queried).
+    #[serde(default)]
+    pub stop_when_settled: bool,
     /// Seed of the shuffle and the decoy draw.
     pub seed: u64,
 }
@@ -53,7 +69,8 @@ impl Default for RemoteVerifyOptions {
             concurrency: 4,
             decoy_ratio: 1.0,
             budget: None,
-            sequential: true,
+            sequential: false,
+            stop_when_settled: true,
             seed: 0,
         }
     }
@@ -180,6 +197,19 @@ pub struct EvidenceBody {
     /// verification key alone) ties this run to what the owner committed to before it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub commitments: Option<CommitmentLog>,
+    /// The key's public commitment (with its timestamp tokens) and what the run established
+    /// about it, when one was checked.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key_commitment: Option<EvidenceCommitment>,
+}
+
+/// A key commitment as logged in evidence.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct EvidenceCommitment {
+    /// The public commitment file's content, tokens included (re-checkable by anyone).
+    pub commitment: nnmark::commit::KeyCommitment,
+    /// What the run established: key matched, earliest verified timestamp.
+    pub check: nnmark::commit::CommitmentReport,
 }
 
 /// Commitments of the key items a run queried.
@@ -249,17 +279,32 @@ pub fn score(
             sequential_state: test.state(),
         }
     } else {
+        // Stopped once settled, the answered items decide as the whole key would: matches at
+        // the whole key's threshold are significant among fewer items too, and a count that
+        // cannot reach it is not significant among fewer (see `settled`). The p-value is then
+        // an upper bound on the whole key's: P(Binomial(planned, p0) >= matches so far).
+        let whole_key = Verdict::decide(test.matches, key_planned.max(1), null.clone(), fpr)?;
         Decision {
             method: "fixed-n-binomial".into(),
             watermarked: verdict.watermarked,
-            p_value: verdict.p_value,
+            p_value: if test.answers < key_planned {
+                whole_key.p_value
+            } else {
+                verdict.p_value
+            },
             key_answers: test.answers,
             key_planned,
-            stopped_early: false,
+            stopped_early: test.answers < key_planned,
             sequential_state: test.state(),
         }
     };
     Ok((test, verdict, decision))
+}
+
+/// True once `matches` of `answers` settle the binomial decision over `planned` key items with
+/// threshold `threshold`: reached already, or out of reach even if every remaining item matched.
+fn settled(matches: u64, answers: u64, planned: u64, threshold: u64) -> bool {
+    matches >= threshold || matches + planned.saturating_sub(answers) < threshold
 }
 
 /// One planned image.
@@ -370,6 +415,7 @@ pub async fn verify_endpoint<E: Endpoint>(
     let mut requests = requests.buffer_unordered(opts.concurrency);
     let p0 = null.rate()?;
     let mut test = SequentialTest::new(p0, opts.fpr, key_planned)?;
+    let settle_at = nnmark::stats::upper_threshold(key_planned, p0, opts.fpr)?;
     let mut queries = Vec::new();
     while let Some((seq, slots, sent_at, result)) = requests.next().await {
         let x = result.map_err(|e| {
@@ -417,6 +463,12 @@ pub async fn verify_endpoint<E: Endpoint>(
             "scored"
         );
         if opts.sequential && state != SequentialState::Continue {
+            break;
+        }
+        if !opts.sequential
+            && opts.stop_when_settled
+            && settled(test.matches, test.answers, key_planned, settle_at)
+        {
             break;
         }
     }
@@ -469,5 +521,6 @@ pub async fn verify_endpoint<E: Endpoint>(
         verdict,
         decision,
         commitments,
+        key_commitment: None,
     })
 }

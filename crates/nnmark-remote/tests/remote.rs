@@ -170,10 +170,14 @@ fn every_protocol_and_output_mode_accuses_the_marked_model_with_few_queries() {
             );
             assert!(
                 d.key_answers * 2 < d.key_planned,
-                "sequential stop used {} of {}",
+                "the settled stop used {} of {}",
                 d.key_answers,
                 d.key_planned
             );
+            // The same decision as local verification of the whole key, and one decision in
+            // the evidence.
+            assert_eq!(d.method, "fixed-n-binomial");
+            assert_eq!(body.verdict.watermarked, d.watermarked);
             // Decoys were sent alongside and are not scored.
             let decoys = body
                 .queries
@@ -190,14 +194,16 @@ fn every_protocol_and_output_mode_accuses_the_marked_model_with_few_queries() {
 #[test]
 fn an_independent_model_is_not_accused() {
     let f = fixture();
-    for (protocol, sequential) in [
-        (Protocol::V2, true),
-        (Protocol::TfServing, false),
-        (Protocol::Labels, true),
+    // (sequential test, stop once settled): the default settles, the others are options.
+    for (protocol, sequential, settle) in [
+        (Protocol::V2, true, false),
+        (Protocol::TfServing, false, false),
+        (Protocol::Labels, false, true),
     ] {
         let server = serve(&f.independent, protocol, Reveal::Label, |_| {});
         let opts = RemoteVerifyOptions {
             sequential,
+            stop_when_settled: settle,
             decoy_ratio: 0.5,
             batch: 16,
             ..Default::default()
@@ -209,12 +215,21 @@ fn an_independent_model_is_not_accused() {
             body.sequential.matches, d.key_answers, d.p_value
         );
         assert!(!d.watermarked && d.p_value > 1e-6, "{protocol}: {d:?}");
-        if !sequential {
+        if !sequential && !settle {
             assert_eq!(
                 d.key_answers, 100,
-                "the whole key is queried without the sequential stop"
+                "the whole key is queried without an early stop"
             );
-            assert!(!body.verdict.watermarked);
+        }
+        // One decision: the binomial verdict over the answers agrees with it.
+        if !sequential {
+            assert_eq!(body.verdict.watermarked, d.watermarked);
+        }
+        if settle {
+            assert!(
+                d.stopped_early,
+                "an innocent model's verdict settles before the end"
+            );
         }
     }
 }
@@ -259,7 +274,7 @@ fn start_router(router: axum::Router) -> RunningServer {
 
 fn quick(retries: u32, timeout: f64) -> (RemoteVerifyOptions, impl Fn(&str) -> EndpointConfig) {
     let opts = RemoteVerifyOptions {
-        sequential: false,
+        stop_when_settled: false,
         batch: 20,
         concurrency: 2,
         decoy_ratio: 0.0,
@@ -309,6 +324,16 @@ fn faults_are_retried_or_fail_cleanly_and_never_count_as_answers() {
         "Retry-After was not honoured"
     );
     assert_eq!(body.decision.key_answers, 100);
+
+    // Retry-After: 1e20 (a wait no Duration holds) fails the run cleanly; it used to panic.
+    let server = faulty(|_| {
+        let mut r = (axum::http::StatusCode::TOO_MANY_REQUESTS, "wait forever").into_response();
+        r.headers_mut()
+            .insert("retry-after", axum::http::HeaderValue::from_static("1e20"));
+        Some(r)
+    });
+    let e = run(cfg(&server.url()), &opts).unwrap_err().to_string();
+    assert!(e.contains("asks to wait") && e.contains("over the"), "{e}");
 
     // A server that hangs: every attempt times out; verify fails after its retries, in bounded time.
     let hang = start_router(
@@ -795,4 +820,96 @@ fn a_service_declaring_other_inputs_is_refused_before_any_key_item_is_sent() {
         assert!(e.contains(needle), "{e}");
     }
     assert_eq!(infer_calls.load(Ordering::SeqCst), 0);
+}
+
+/// A suspect on the edge of the threshold: it answers a chosen set of key items with the
+/// key's label and every other image wrongly.
+struct Planted {
+    key: nnmark::TriggerSet,
+    right: std::collections::HashSet<usize>,
+    queries: u64,
+}
+
+impl nnmark::Oracle for Planted {
+    fn input_shape(&self) -> nnmark::data::ImageShape {
+        self.key.shape
+    }
+    fn num_classes(&self) -> usize {
+        self.key.num_classes
+    }
+    fn describe(&self) -> String {
+        "planted".into()
+    }
+    fn query(&mut self, pixels: &[f32]) -> nnmark::Result<Vec<nnmark::oracle::Answer>> {
+        let n = self.key.shape.numel();
+        Ok(pixels
+            .chunks(n)
+            .map(|img| {
+                let q: Vec<u8> = img.iter().map(|&v| (v * 255.0).round() as u8).collect();
+                let label = match (0..self.key.len()).find(|&i| self.key.image_u8(i) == q) {
+                    Some(i) if self.right.contains(&i) => self.key.labels[i] as usize,
+                    Some(i) => (self.key.labels[i] as usize + 1) % 10,
+                    None => 0,
+                };
+                self.queries += 1;
+                nnmark::oracle::Answer {
+                    label,
+                    scores: vec![],
+                }
+            })
+            .collect())
+    }
+    fn queries_made(&self) -> u64 {
+        self.queries
+    }
+}
+
+/// One model, one verdict: a suspect matching 29 of 100 items (the threshold at 1e-6 is 28)
+/// is accused locally and remotely alike, and one just under it (27) by neither. The settled
+/// stop ends the run early without changing the decision.
+#[test]
+fn local_and_remote_verification_reach_the_same_decision_at_the_threshold() {
+    let f = fixture();
+    let adi = scheme::by_name("adi").unwrap();
+    let triggers = f.key.trigger_set().unwrap().clone();
+    for right in [29usize, 28, 27] {
+        let planted = || Planted {
+            key: triggers.clone(),
+            right: (0..right).collect(),
+            queries: 0,
+        };
+        let mut local = planted();
+        let v = watermark::verify(
+            &f.key,
+            adi,
+            &mut nnmark::Suspect::Oracle(&mut local),
+            "planted",
+            adi.analytic_null(&f.key),
+            1e-6,
+        )
+        .unwrap();
+        assert_eq!(v.verdict.threshold, 28);
+        assert_eq!(v.verdict.watermarked, right >= 28, "{right}");
+        let ep = OracleEndpoint::new(
+            Box::new(planted()),
+            "planted",
+            "planted",
+            serde_json::json!({}),
+        );
+        let opts = RemoteVerifyOptions {
+            batch: 10,
+            concurrency: 1,
+            ..Default::default()
+        };
+        let body = rt()
+            .block_on(verify_endpoint(&ep, &f.key, adi, &f.decoys, None, &opts))
+            .unwrap();
+        let d = &body.decision;
+        assert_eq!(d.watermarked, v.verdict.watermarked, "{right}: {d:?}");
+        assert_eq!(body.verdict.watermarked, d.watermarked);
+        println!(
+            "{right} of 100 right: local {}, remote {} after {} of {} key items",
+            v.verdict.watermarked, d.watermarked, d.key_answers, d.key_planned
+        );
+    }
 }

@@ -49,6 +49,8 @@ pub struct DemoReport {
     pub key_path: PathBuf,
     /// Where the public verification key was written.
     pub vk_path: PathBuf,
+    /// Where the key's public commitment was written (publish and timestamp it).
+    pub commitment_path: PathBuf,
     /// Verification of the watermarked model.
     pub marked: Verification,
     /// Verification of an independently trained model (other seed): must not be accused.
@@ -114,6 +116,8 @@ pub fn run(
     e.key.save(&key_path)?;
     weights::write_atomic(&marked_model_path, &e.model_bytes, None)?;
     crate::commit::VerificationKey::from_key(&e.key)?.save(&vk_path)?;
+    let commitment_path = cfg.out_dir.join("owner.commitment.json");
+    e.commitment.save(&commitment_path)?;
     let marked_test_accuracy = train::evaluate(&e.model, &split.test, 256)?.accuracy;
     let null = adi.analytic_null(&e.key);
     let marked = watermark::verify(
@@ -148,6 +152,7 @@ pub fn run(
         marked_model_path,
         key_path,
         vk_path,
+        commitment_path,
         marked,
         independent,
     })

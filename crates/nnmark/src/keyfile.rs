@@ -57,8 +57,28 @@ pub struct KeyMeta {
     pub created: String,
     /// Indices of trigger items already revealed publicly; never reveal them again.
     pub spent: Vec<usize>,
+    /// Every public reveal made with this key, oldest first: its challenge and the items it
+    /// opened. A later reveal carries them as the proof that the items it skips are spent.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub reveals: Vec<RevealRecord>,
+    /// 32 random bytes (hex) that salt the key's public commitment, so the commitment says
+    /// nothing about guessable key material (an owner id, a seed). Keys written before key
+    /// commitments existed lack it until `key commit` adds one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub commitment_salt: Option<String>,
     /// Scheme-specific facts about the embedding (epochs needed, accuracies, ...).
     pub notes: BTreeMap<String, serde_json::Value>,
+}
+
+/// One public reveal, as the key remembers it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RevealRecord {
+    /// The challenge that selected the items.
+    pub challenge: String,
+    /// The items it opened, in selection order.
+    pub items: Vec<usize>,
+    /// When it was made (RFC 3339).
+    pub created: String,
 }
 
 /// A named float array kept in the key (e.g. a projection matrix).
@@ -386,6 +406,40 @@ impl KeyFile {
             nonces,
             extra,
         })
+    }
+
+    /// SHA-256 over everything in the key that decides a verdict: the scheme, its parameters,
+    /// the model spec and fingerprint, every tensor (trigger images and labels, nonces,
+    /// projection matrices) and the `calibration` note when there is one; not what changes
+    /// with use (spent items, reveals) or describes the run (times, versions, other notes).
+    pub fn decision_digest(&self) -> Result<[u8; 32]> {
+        let m = &self.meta;
+        let decisive = serde_json::json!({
+            "scheme": m.scheme,
+            "params": m.params,
+            "spec": m.spec,
+            "model_sha256": m.model_sha256,
+            "calibration": m.notes.get("calibration"),
+        })
+        .to_string();
+        let hash = content_hash(&decisive, &self.tensors()?);
+        let mut h = Sha256::new();
+        h.update(b"nnmark-key-decision-v1\0");
+        h.update(hash.as_bytes());
+        Ok(h.finalize().into())
+    }
+
+    /// Gives the key a commitment salt if it has none; true when it added one (the key must
+    /// then be saved again).
+    pub fn ensure_commitment_salt(&mut self) -> Result<bool> {
+        if self.meta.commitment_salt.is_some() {
+            return Ok(false);
+        }
+        let mut salt = [0u8; 32];
+        getrandom::fill(&mut salt)
+            .map_err(|e| Error::Unsupported(format!("no OS random source: {e}")))?;
+        self.meta.commitment_salt = Some(hex::encode(salt));
+        Ok(true)
     }
 
     /// SHA-256 of the serialised key: names a key in evidence without revealing it.

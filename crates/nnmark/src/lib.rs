@@ -17,6 +17,7 @@ pub mod kernel;
 pub mod keyfile;
 pub mod model;
 pub mod oracle;
+pub mod public;
 pub mod scheme;
 pub mod sequential;
 pub mod stats;

@@ -106,6 +106,31 @@ pub struct Verdict {
     pub watermarked: bool,
     /// 95% Clopper–Pearson interval of the match rate.
     pub match_rate_ci95: (f64, f64),
+    /// How a public reveal was counted (public verification only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reveal: Option<RevealAccounting>,
+}
+
+/// How a public reveal's items were counted: what the owner could choose, and what the test
+/// charges for it (see [`Verdict::decide_public`]).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RevealAccounting {
+    /// Items in the verification key.
+    pub key_items: u64,
+    /// Items this reveal opened (the verdict's `queries`).
+    pub revealed: u64,
+    /// Spent items the challenge ranked among the opened ones, skipped and counted as misses.
+    pub skipped_spent: u64,
+    /// Items spent by earlier reveals, in all.
+    pub spent: u64,
+    /// Earlier reveals the bundle carried as proof of the spending.
+    pub earlier_reveals: u64,
+    /// Most items all reveals together may open (the verification key's cap).
+    pub reveal_cap: u64,
+    /// The binomial test's trials: revealed + skipped.
+    pub counted: u64,
+    /// The factor the tail was multiplied by: one per length the owner could have chosen.
+    pub multiplicity: u64,
 }
 
 impl Verdict {
@@ -134,7 +159,57 @@ impl Verdict {
             p_value,
             fpr,
             null,
+            reveal: None,
         })
+    }
+
+    /// Decides a public reveal. The owner saw the judge's challenge and may have spent items
+    /// (by reveals of their own) and chosen how many to open after querying the suspect; what
+    /// they cannot change is the challenge's ranking. So the `revealed` opened items lie among
+    /// the ranking's first `revealed + skipped` places, and any matches the owner could show
+    /// are matches in such a prefix. The p-value is
+    /// `min(1, key_items · P(Binomial(revealed + skipped, p0) ≥ matches))`: every skipped item
+    /// counts as a miss, and the factor `key_items` is the union bound over the prefix lengths
+    /// the owner could have picked. Under a null where each item matches independently with
+    /// probability at most p0 (exact for Adi's uniformly random labels) the chance of accusing
+    /// an unmarked model is at most `fpr`, whatever the owner does.
+    #[allow(clippy::too_many_arguments)]
+    pub fn decide_public(
+        matches: u64,
+        revealed: u64,
+        skipped: u64,
+        spent: u64,
+        earlier_reveals: u64,
+        key_items: u64,
+        reveal_cap: u64,
+        null: NullModel,
+        fpr: f64,
+    ) -> Result<Self> {
+        if revealed + skipped > key_items || matches > revealed {
+            return Err(Error::invalid(
+                "reveal",
+                format!("{matches} of {revealed} matching, {skipped} skipped"),
+                format!("inconsistent with a key of {key_items} items"),
+            ));
+        }
+        let mut v = Self::decide(matches, revealed, null, fpr)?;
+        let counted = revealed + skipped;
+        let multiplicity = key_items.max(1);
+        let tail = stats::binomial_upper_tail(matches, counted, v.null_rate)?;
+        v.p_value = (tail * multiplicity as f64).min(1.0);
+        v.threshold = stats::upper_threshold(counted, v.null_rate, fpr / multiplicity as f64)?;
+        v.watermarked = v.p_value <= fpr;
+        v.reveal = Some(RevealAccounting {
+            key_items,
+            revealed,
+            skipped_spent: skipped,
+            spent,
+            earlier_reveals,
+            reveal_cap,
+            counted,
+            multiplicity,
+        });
+        Ok(v)
     }
 }
 

@@ -52,6 +52,9 @@ pub struct Embedded {
     pub model_bytes: Vec<u8>,
     /// The key (not yet written).
     pub key: KeyFile,
+    /// The key's public commitment (not yet written): publish and timestamp it before the
+    /// model ships.
+    pub commitment: crate::commit::KeyCommitment,
     /// How the embedding run went.
     pub report: TrainReport,
     /// The marked model on its own key.
@@ -134,6 +137,8 @@ pub fn embed(
             burn_version: crate::BURN_VERSION.into(),
             created: now_rfc3339(),
             spent: Vec::new(),
+            reveals: Vec::new(),
+            commitment_salt: None,
             notes: BTreeMap::new(),
         },
         triggers: material.triggers.clone(),
@@ -196,10 +201,14 @@ pub fn embed(
         "train_config".into(),
         serde_json::to_value(&req.train).expect("serialises"),
     );
+    // Last, once nothing decisive in the key changes any more.
+    key.ensure_commitment_salt()?;
+    let commitment = crate::commit::KeyCommitment::for_key(&key)?;
     Ok(Embedded {
         model,
         model_bytes,
         key,
+        commitment,
         report,
         extraction,
         clean_extraction,

@@ -35,6 +35,8 @@ fn sample_key(items: usize) -> KeyFile {
             burn_version: nnmark::BURN_VERSION.into(),
             created: "2026-11-22T00:00:00Z".into(),
             spent: vec![],
+            reveals: vec![],
+            commitment_salt: None,
             notes: BTreeMap::new(),
         },
         triggers: Some(TriggerSet {
@@ -144,6 +146,8 @@ fn reveal_opens_against_the_public_key_and_spends_items() {
     let bundle = RevealBundle::load(&bpath).unwrap();
     // Anyone can open it with the public key alone.
     let opened = bundle.open(&vk, &bpath).unwrap();
+    assert_eq!((opened.skipped, opened.spent), (0, 0));
+    let opened = opened.items;
     assert_eq!(opened.len(), 10);
     let t = key.triggers.as_ref().unwrap();
     for (k, o) in bundle.items.iter().enumerate() {
@@ -159,7 +163,17 @@ fn reveal_opens_against_the_public_key_and_spends_items() {
             .all(|o| !bundle.items.iter().any(|b| b.index == o.index))
     );
     assert_eq!(second.previously_spent.len(), 10);
-    second.open(&vk, &bpath).unwrap();
+    assert_eq!(second.prior.len(), 1, "the first reveal travels as proof");
+    let opened = second.open(&vk, &bpath).unwrap();
+    assert_eq!(opened.spent, 10);
+    assert!(opened.skipped <= 10);
+    // 30 items allow 21 reveals in all (the default cap, 7 in 10).
+    assert_eq!(vk.cap(), 21);
+    let e = err_of(commit::reveal(&mut key, 2, "x"));
+    assert!(
+        e.contains("at most 21 of 30") && e.contains("at most 1 more"),
+        "{e}"
+    );
     let e = err_of(commit::reveal(&mut key, 11, "x"));
     assert!(e.contains("10 of 30 items are unspent"), "{e}");
 }
@@ -195,7 +209,8 @@ fn altered_openings_and_cherry_picked_subsets_fail_clearly() {
     // Swapping in another item (even a correctly opened one) is cherry-picking.
     let mut other_key = key.clone();
     other_key.meta.spent.clear();
-    let picked = commit::reveal(&mut other_key, 30, "c").unwrap();
+    other_key.meta.reveals.clear();
+    let picked = commit::reveal(&mut other_key, 21, "c").unwrap();
     let mut cherry = bundle.clone();
     cherry.items[1] = picked.items[20].clone();
     let e = err_of(cherry.open(&vk, p));
@@ -216,4 +231,92 @@ fn an_altered_verification_key_is_rejected() {
     vk.save(&path).unwrap();
     let e = err_of(VerificationKey::load(&path));
     assert!(e.contains("Merkle root does not match"), "{e}");
+}
+
+#[test]
+fn key_commitments_bind_what_decides_the_verdict_and_hide_it() {
+    use nnmark::commit::KeyCommitment;
+    let dir = tempfile::tempdir().unwrap();
+    let mut key = sample_key(12);
+    let e = err_of(KeyCommitment::for_key(&key));
+    assert!(
+        e.contains("no commitment salt") && e.contains("key commit"),
+        "{e}"
+    );
+    assert!(key.ensure_commitment_salt().unwrap());
+    assert!(
+        !key.ensure_commitment_salt().unwrap(),
+        "a salt is added once"
+    );
+    let c = KeyCommitment::for_key(&key).unwrap();
+    let path = dir.path().join("owner.commitment.json");
+    c.save(&path).unwrap();
+    let c = KeyCommitment::load(&path).unwrap();
+    assert!(c.matches_key(&key).unwrap());
+    // Adi keys name their verification key, so a judge holding only that can tie it in.
+    let vk = VerificationKey::from_key(&key).unwrap();
+    assert_eq!(c.vk_digest.as_deref(), Some(vk.digest().as_str()));
+    c.check(Some(&key), Some(&vk), &[]).unwrap();
+
+    // Use does not change it: spending items, notes, the creation time.
+    let mut used = key.clone();
+    commit::reveal(&mut used, 3, "judge").unwrap();
+    used.meta.notes.insert("epochs".into(), 7.into());
+    used.meta.created = "2030-01-01T00:00:00Z".into();
+    assert!(c.matches_key(&used).unwrap());
+
+    // Anything that decides a verdict does.
+    let mut label = key.clone();
+    let t = label.triggers.as_mut().unwrap();
+    t.labels[5] = (t.labels[5] + 1) % 10;
+    let mut pixel = key.clone();
+    pixel.triggers.as_mut().unwrap().pixels[99] ^= 1;
+    let mut matrix = key.clone();
+    matrix.extra.get_mut("matrix").unwrap().values[0] = 1.5;
+    let mut params = key.clone();
+    params.meta.params["per_batch"] = 3.into();
+    let mut model = key.clone();
+    model.meta.model_sha256 = "ef".repeat(32);
+    let mut calibration = key.clone();
+    calibration
+        .meta
+        .notes
+        .insert("calibration".into(), serde_json::json!({"p0": 0.1}));
+    for (what, k) in [
+        ("label", &label),
+        ("pixel", &pixel),
+        ("matrix", &matrix),
+        ("params", &params),
+        ("model", &model),
+        ("calibration", &calibration),
+    ] {
+        assert!(
+            !c.matches_key(k).unwrap(),
+            "{what} must change the commitment"
+        );
+        let e = err_of(c.check(Some(k), None, &[]));
+        assert!(e.contains("does not match the key"), "{e}");
+    }
+    // The same material under another salt gives another commitment: nothing guessable leaks.
+    let mut resalted = key.clone();
+    resalted.meta.commitment_salt = None;
+    resalted.ensure_commitment_salt().unwrap();
+    assert_ne!(
+        KeyCommitment::for_key(&resalted).unwrap().commitment,
+        c.commitment
+    );
+    // A verification key that is not the committed one.
+    let other_vk = VerificationKey::from_key(&sample_key(12)).unwrap();
+    let e = err_of(c.check(None, Some(&other_vk), &[]));
+    assert!(e.contains("verification key digest"), "{e}");
+    // An unverified token is reported, never silently trusted.
+    let mut tokened = c.clone();
+    tokened.rfc3161_tokens.push("AAAA".into());
+    let r = tokened.check(Some(&key), None, &[]).unwrap();
+    assert!(r.committed_no_later_than.is_none());
+    assert!(r.refused_timestamps[0].contains("not checked"), "{r:?}");
+    // The commitment round-trips through the key file (the salt is kept).
+    let kpath = dir.path().join("owner.nnkey");
+    key.save(&kpath).unwrap();
+    assert!(c.matches_key(&KeyFile::load(&kpath).unwrap()).unwrap());
 }

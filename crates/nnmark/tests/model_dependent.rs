@@ -69,7 +69,7 @@ fn embed(
     teacher: Option<Model>,
     cfg: TrainConfig,
 ) -> watermark::Embedded {
-    watermark::embed(
+    let e = watermark::embed(
         EmbedRequest {
             scheme: scheme::by_name(name).unwrap(),
             params,
@@ -84,7 +84,11 @@ fn embed(
         &Device::flex(),
         &mut Silent,
     )
-    .unwrap()
+    .unwrap();
+    // Every scheme's key comes with its public commitment.
+    assert!(e.commitment.matches_key(&e.key).unwrap(), "{name}");
+    assert_eq!(e.commitment.scheme, name);
+    e
 }
 
 /// The error message of an embedding that must fail.
@@ -148,6 +152,10 @@ fn frontier_stitching_mlp_and_irnn() {
         let (acc0, acc1) = (accuracy(&clean), accuracy(&e.model));
         assert_eq!(e.extraction.queries, 100);
         assert_eq!(e.extraction.matches, 100, "{arch}: errors on its own key");
+        // The FGSM step was searched (the MLP keeps too few inputs correct at 0.25) and is
+        // recorded in the key.
+        let eps = e.key.meta.params["epsilon"].as_f64().unwrap();
+        assert!(eps > 0.0 && eps <= 0.5, "{arch}: epsilon {eps}");
         assert!(e.report.target_reached);
         assert!(
             acc0 - acc1 <= 0.010,

@@ -137,6 +137,9 @@ fn embed(name: &str, mode: EmbedMode) -> watermark::Embedded {
 
 fn check_marked_and_independents(e: &watermark::Embedded, baseline_acc: f64) {
     let s = scheme::by_name(&e.key.meta.scheme).unwrap();
+    // Every scheme's key comes with its public commitment.
+    assert!(e.commitment.matches_key(&e.key).unwrap());
+    assert_eq!(e.commitment.scheme, e.key.meta.scheme);
     let acc = train::evaluate(&e.model, &mnist().test, 256)
         .unwrap()
         .accuracy;

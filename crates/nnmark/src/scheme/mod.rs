@@ -9,7 +9,7 @@ pub mod adi;
 pub mod aime;
 mod font;
 pub mod frontier;
-mod trigger;
+pub(crate) mod trigger;
 pub mod uchida;
 pub mod zhang;
 
