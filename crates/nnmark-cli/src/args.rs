@@ -483,6 +483,16 @@ pub struct EmbedArgs {
     /// Publish and timestamp it (`nnmark timestamp request`) before the model ships.
     #[arg(long)]
     pub commitment: Option<PathBuf>,
+    /// False-positive rate at which the marked model must prove its own key (under the key's
+    /// analytic null) for anything to be written.
+    #[arg(long, default_value_t = nnmark::verdict::DEFAULT_FPR)]
+    pub fpr: f64,
+    /// Matches the marked model must have beyond that threshold (default: 5% of the key).
+    #[arg(long)]
+    pub margin: Option<u64>,
+    /// Write the model and key even when the mark cannot be proved at --fpr (it says so).
+    #[arg(long)]
+    pub allow_unprovable: bool,
     #[command(flatten)]
     pub output: OutputArgs,
 }

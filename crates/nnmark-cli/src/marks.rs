@@ -105,6 +105,25 @@ pub fn embed(a: EmbedArgs, device: &Device) -> Result<()> {
         obs.as_mut(),
     )?;
     let eval = nnmark::train::evaluate(&e.model, &split.test, 256)?;
+    let margin = a
+        .margin
+        .unwrap_or_else(|| watermark::default_margin(e.extraction.queries));
+    let proof = watermark::provability(&e.key, scheme, &e.extraction, a.fpr, margin)?;
+    if !proof.provable {
+        let advice = format!(
+            "the marked model matches {}/{} key items but proving ownership at fpr {:e} takes {} (threshold {} + margin {}); train longer (--epochs), put more key items in each batch (--param per_batch=N), use a longer key, or another scheme",
+            proof.matches,
+            proof.queries,
+            proof.fpr,
+            proof.threshold + proof.margin,
+            proof.threshold,
+            proof.margin
+        );
+        if !a.allow_unprovable {
+            bail!("{advice}; nothing was written (--allow-unprovable writes it anyway)");
+        }
+        tracing::warn!("{advice}; writing it anyway (--allow-unprovable)");
+    }
     // The key first: a model without its key would be unprovable, a key without its model is
     // only a wasted file.
     e.key.save(&a.key)?;
@@ -127,6 +146,7 @@ pub fn embed(a: EmbedArgs, device: &Device) -> Result<()> {
                 "out": a.out, "model_sha256": e.key.meta.model_sha256,
                 "key": a.key, "key_fingerprint": fingerprint,
                 "commitment": commitment_path, "commitment_value": e.commitment.commitment,
+                "provability": proof,
             })
         );
     } else {
@@ -145,6 +165,19 @@ pub fn embed(a: EmbedArgs, device: &Device) -> Result<()> {
             eval.accuracy * 100.0,
             e.report.epochs.len(),
             cfg.seed
+        );
+        println!(
+            "{} at fpr {:e}: {} matches against a threshold of {} (margin {} asked), p = {:.3e}",
+            if proof.provable {
+                "provable"
+            } else {
+                "NOT PROVABLE"
+            },
+            proof.fpr,
+            proof.matches,
+            proof.threshold,
+            proof.margin,
+            proof.p_value
         );
         println!(
             "wrote {} (sha256 {})",

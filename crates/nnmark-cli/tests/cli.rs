@@ -489,7 +489,34 @@ fn embed_verify_reveal_and_public_check_end_to_end() {
         .output()
         .unwrap();
     let embed_text = ok_stdout(&out) + &String::from_utf8_lossy(&out.stderr);
-    assert!(embed_text.contains("marked model matches"), "{embed_text}");
+    assert!(
+        embed_text.contains("marked model matches") && embed_text.contains("provable at fpr 1e-6"),
+        "{embed_text}"
+    );
+    // A mark the model has not learnt is refused before anything is written.
+    assert_clean_error(
+        &nnmark(
+            &[
+                "embed",
+                "--scheme",
+                "adi",
+                "--model",
+                "clean.safetensors",
+                "--epochs",
+                "1",
+                "--param",
+                "per_batch=1",
+                "--out",
+                "weak.safetensors",
+                "--key",
+                "weak.nnkey",
+                "--quiet",
+            ],
+            d,
+        ),
+        &["proving ownership at fpr 1e-6 takes", "nothing was written"],
+    );
+    assert!(!d.join("weak.nnkey").exists() && !d.join("weak.safetensors").exists());
     #[cfg(unix)]
     {
         use std::os::unix::fs::PermissionsExt;
@@ -946,6 +973,10 @@ fn model_dependent_schemes_end_to_end() {
         "signature=FCIS",
         "--param",
         "width=2",
+        "--param",
+        "repeat=1",
+        // The paper's 8-digit signature cannot reach fpr 1e-6 even when read exactly.
+        "--allow-unprovable",
         "--model",
         "lenet.safetensors",
         "--epochs",
@@ -960,7 +991,10 @@ fn model_dependent_schemes_end_to_end() {
         "aime.nnkey",
         "--quiet",
     ]));
-    assert!(out.contains("marked model matches 8/8"), "{out}");
+    assert!(
+        out.contains("marked model matches 8/8") && out.contains("NOT PROVABLE at fpr 1e-6"),
+        "{out}"
+    );
     let out = ok_stdout(&run(&[
         "verify",
         "--key",

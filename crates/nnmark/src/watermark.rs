@@ -215,6 +215,60 @@ pub fn embed(
     })
 }
 
+/// Whether a marked model proves its own key, before anything is written: its matches under
+/// the key's analytic null against the threshold at a false-positive rate, with a margin, so
+/// that a little drift (a fine-tuning step, a quantised copy) does not leave the owner with a
+/// mark nobody can prove.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Provability {
+    /// Key items the marked model answers as the key says.
+    pub matches: u64,
+    /// Key items.
+    pub queries: u64,
+    /// Fewest matches that prove ownership at `fpr`.
+    pub threshold: u64,
+    /// Matches required beyond the threshold.
+    pub margin: u64,
+    /// The false-positive rate it was judged at.
+    pub fpr: f64,
+    /// The marked model's own p-value.
+    pub p_value: f64,
+    /// matches ≥ threshold + margin.
+    pub provable: bool,
+}
+
+/// The margin [`provability`] asks for unless told otherwise: 5% of the key's items (at least
+/// one).
+pub fn default_margin(queries: u64) -> u64 {
+    queries.div_ceil(20).max(1)
+}
+
+/// Judges whether the marked model (its `extraction` on its own key) proves the key at `fpr`
+/// with `margin` matches to spare, under the scheme's analytic null.
+pub fn provability(
+    key: &KeyFile,
+    scheme: &dyn Scheme,
+    extraction: &Extraction,
+    fpr: f64,
+    margin: u64,
+) -> Result<Provability> {
+    let v = Verdict::decide(
+        extraction.matches,
+        extraction.queries.max(1),
+        scheme.analytic_null(key),
+        fpr,
+    )?;
+    Ok(Provability {
+        matches: extraction.matches,
+        queries: extraction.queries,
+        threshold: v.threshold,
+        margin,
+        fpr,
+        p_value: v.p_value,
+        provable: extraction.queries > 0 && extraction.matches >= v.threshold + margin,
+    })
+}
+
 /// One verification's outcome.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Verification {

@@ -24,15 +24,18 @@ use crate::verdict::NullModel;
 pub struct AdiParams {
     /// Trigger images (the paper: 100).
     pub items: usize,
-    /// Trigger images appended to each training batch (the official code: 2).
-    pub per_batch: usize,
+    /// Trigger images appended to each training batch (the official code: 2); unset, enough
+    /// for every item to be seen about 16 times an epoch (`auto_per_batch` in the trigger module: 2 on
+    /// Fashion-MNIST, 13 on the 8,000-image MNIST sample).
+    #[serde(default)]
+    pub per_batch: Option<usize>,
 }
 
 impl Default for AdiParams {
     fn default() -> Self {
         Self {
             items: 100,
-            per_batch: 2,
+            per_batch: None,
         }
     }
 }
@@ -51,10 +54,10 @@ impl Scheme for Adi {
 
     fn params(&self, overrides: &serde_json::Value) -> Result<serde_json::Value> {
         let p: AdiParams = merge_params(self.name(), AdiParams::default(), overrides)?;
-        if p.items == 0 || p.per_batch == 0 {
+        if p.items == 0 || p.per_batch == Some(0) {
             return Err(Error::invalid(
                 "adi parameters",
-                format!("items={} per_batch={}", p.items, p.per_batch),
+                format!("items={} per_batch={:?}", p.items, p.per_batch),
                 "items and per_batch must be at least 1",
             ));
         }

@@ -83,6 +83,9 @@ pub struct AimeParams {
     /// 70677383; codes 32-99 only).
     pub width: usize,
     /// Copies of each digit in the key (1: the paper; 3, 5, ...: the repetition code).
+    /// Default 3: with one copy the default signature's 18 items cannot reach fpr 1e-6 even
+    /// when all match (p = 3.8e-6 under the fair-coin null); with three, 54 items embedded on
+    /// the MNIST sample in the default recipe all matched (p = 5.6e-17).
     pub repeat: usize,
     /// Key items appended to each fine-tuning batch.
     pub per_batch: usize,
@@ -122,7 +125,7 @@ impl Default for AimeParams {
             signature: "nnmark".into(),
             digits: None,
             width: 3,
-            repeat: 1,
+            repeat: 3,
             per_batch: 4,
             pick: Pick::LeastConfident,
             anchor: Anchor::CleanModel,

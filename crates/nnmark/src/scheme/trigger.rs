@@ -71,13 +71,33 @@ pub fn trigger_match(
     })
 }
 
-/// Trains `ctx.base` on the data with `per_batch` trigger items appended to every batch.
+/// How often each trigger item is seen per epoch when the user does not set `per_batch`.
+/// Adi et al.'s official code appends 2 per batch, which on Fashion-MNIST's 938 batches of 64
+/// shows each of 100 items about 19 times an epoch; on the 8,000-image MNIST sample it showed
+/// each only 2.5 times, and the default embedding matched 30 of 100 items (the fpr 1e-6
+/// threshold is 28). 16 exposures keep Fashion-MNIST's default at 2 per batch and give the
+/// sample 13 (91 of 100 matched, test accuracy 98.15% -> 97.45%).
+pub const EXPOSURES_PER_EPOCH: usize = 16;
+
+/// Trigger rows per batch for `items` trigger items over `examples` training examples in
+/// batches of `batch_size`: about [`EXPOSURES_PER_EPOCH`] per item and epoch, at least 2.
+pub fn auto_per_batch(items: usize, examples: usize, batch_size: usize) -> usize {
+    let batches = examples.div_ceil(batch_size.max(1)).max(1);
+    (items * EXPOSURES_PER_EPOCH)
+        .div_ceil(batches)
+        .clamp(2, batch_size.max(2))
+}
+
+/// Trains `ctx.base` on the data with `per_batch` trigger items appended to every batch
+/// (unset: [`auto_per_batch`]).
 pub(crate) fn embed_triggers(
     ctx: EmbedContext<'_>,
     triggers: &TriggerSet,
-    per_batch: usize,
+    per_batch: Option<usize>,
     observer: &mut dyn TrainObserver,
 ) -> Result<(Model, TrainReport)> {
+    let per_batch = per_batch
+        .unwrap_or_else(|| auto_per_batch(triggers.len(), ctx.data.len(), ctx.train.batch_size));
     let trigger_data = triggers.to_dataset("trigger set")?;
     train_with(
         ctx.base,

@@ -45,8 +45,10 @@ pub enum TriggerKind {
 pub struct ZhangParams {
     /// Trigger items.
     pub items: usize,
-    /// Trigger items appended to each training batch.
-    pub per_batch: usize,
+    /// Trigger items appended to each training batch; unset, enough for every item to be seen
+    /// about 16 times an epoch (`auto_per_batch` in the trigger module).
+    #[serde(default)]
+    pub per_batch: Option<usize>,
     /// Class the trigger images are taken from (for `unrelated`: a class of the other data
     /// set; `null` takes any class).
     pub source_class: Option<usize>,
@@ -71,7 +73,7 @@ impl Default for ZhangParams {
     fn default() -> Self {
         Self {
             items: 100,
-            per_batch: 2,
+            per_batch: None,
             source_class: Some(1),
             target_class: Some(0),
             text: "TEST".into(),
@@ -184,10 +186,10 @@ impl Scheme for Zhang {
             ));
         }
         let p: ZhangParams = merge_params(self.name(), self.defaults(), overrides)?;
-        if p.items == 0 || p.per_batch == 0 {
+        if p.items == 0 || p.per_batch == Some(0) {
             return Err(Error::invalid(
                 format!("{} parameters", self.name()),
-                format!("items={} per_batch={}", p.items, p.per_batch),
+                format!("items={} per_batch={:?}", p.items, p.per_batch),
                 "items and per_batch must be at least 1",
             ));
         }
