@@ -1040,6 +1040,8 @@ fn model_dependent_schemes_end_to_end() {
     ]));
     let v: serde_json::Value = serde_json::from_str(out.trim()).unwrap();
     assert_eq!(v["verdict"]["watermarked"], true, "{v}");
+    // White-box keys are committed too: the matrix and bits decide the verdict.
+    assert_eq!(v["key_commitment"]["key_checked"], true, "{v}");
     let out = ok_stdout(&run(&[
         "verify",
         "--key",

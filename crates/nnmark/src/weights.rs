@@ -273,6 +273,79 @@ fn mismatch(path: &Path, spec: &ModelSpec, e: impl std::fmt::Display) -> Error {
     }
 }
 
+/// Float weights as F32, checked: PyTorch's `.half()`, `.bfloat16()` and `.double()` files
+/// are widened or narrowed to F32 (burn's CPU backend computes in F32 and used to panic on
+/// them later), and a non-finite value is refused with the tensor's name. Integer tensors
+/// (BatchNorm's `num_batches_tracked`) pass unchanged. Returns the bytes unchanged when every
+/// float tensor was F32 already.
+fn normalise_floats(path: &Path, bytes: Vec<u8>) -> Result<Vec<u8>> {
+    use safetensors::tensor::{Dtype, TensorView};
+    let bad = |problem: String| Error::Weights {
+        path: path.to_path_buf(),
+        problem,
+    };
+    let (_, header) = safetensors::SafeTensors::read_metadata(&bytes)
+        .map_err(|e| bad(format!("not a readable safetensors file: {e}")))?;
+    let parsed = safetensors::SafeTensors::deserialize(&bytes)
+        .map_err(|e| bad(format!("not a readable safetensors file: {e}")))?;
+    let mut converted: Vec<(String, Dtype, Vec<usize>, Vec<u8>)> = Vec::new();
+    let mut changed = false;
+    for (name, view) in parsed.tensors() {
+        let data = view.data();
+        let values: Option<Vec<f32>> = match view.dtype() {
+            Dtype::F32 => Some(
+                data.chunks_exact(4)
+                    .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+                    .collect(),
+            ),
+            Dtype::F16 => Some(
+                data.chunks_exact(2)
+                    .map(|c| half::f16::from_le_bytes([c[0], c[1]]).to_f32())
+                    .collect(),
+            ),
+            Dtype::BF16 => Some(
+                data.chunks_exact(2)
+                    .map(|c| half::bf16::from_le_bytes([c[0], c[1]]).to_f32())
+                    .collect(),
+            ),
+            Dtype::F64 => Some(
+                data.chunks_exact(8)
+                    .map(|c| f64::from_le_bytes(c.try_into().expect("8 bytes")) as f32)
+                    .collect(),
+            ),
+            _ => None,
+        };
+        match values {
+            Some(v) => {
+                if let Some(i) = v.iter().position(|x| !x.is_finite()) {
+                    return Err(bad(format!(
+                        "tensor '{name}' holds a non-finite value ({}) at element {i}; refusing a model that cannot compute",
+                        v[i]
+                    )));
+                }
+                changed |= view.dtype() != Dtype::F32;
+                let le: Vec<u8> = v.iter().flat_map(|x| x.to_le_bytes()).collect();
+                converted.push((name, Dtype::F32, view.shape().to_vec(), le));
+            }
+            None => converted.push((name, view.dtype(), view.shape().to_vec(), data.to_vec())),
+        }
+    }
+    if !changed {
+        return Ok(bytes);
+    }
+    tracing::info!(file = %path.display(), "converted floating-point weights to F32");
+    let views: Vec<(String, TensorView<'_>)> = converted
+        .iter()
+        .map(|(name, dtype, shape, data)| {
+            TensorView::new(*dtype, shape.clone(), data)
+                .map(|v| (name.clone(), v))
+                .map_err(|e| bad(format!("tensor '{name}': {e}")))
+        })
+        .collect::<Result<_>>()?;
+    safetensors::serialize(views, header.metadata().clone())
+        .map_err(|e| bad(format!("cannot rewrite the weights as F32: {e}")))
+}
+
 /// Loads a weights file. nnmark files describe themselves; a foreign file (PyTorch
 /// `state_dict` as safetensors or `.pth`) needs `spec`. When both exist they must agree.
 pub fn load(path: &Path, spec: Option<&ModelSpec>, device: &Device) -> Result<LoadedModel> {
@@ -323,6 +396,7 @@ pub fn load(path: &Path, spec: Option<&ModelSpec>, device: &Device) -> Result<Lo
             .load_from(&mut store)
             .map_err(|e| mismatch(path, &meta.spec, e))?
     } else {
+        let bytes = normalise_floats(path, bytes)?;
         let mut store = SafetensorsStore::from_bytes(Some(bytes))
             .skip_enum_variants(true)
             .with_from_adapter(PyTorchToBurnAdapter)

@@ -201,3 +201,106 @@ fn truncated_weights_file_is_a_clear_error() {
         .to_string();
     assert!(err.contains("cut.safetensors"), "{err}");
 }
+
+/// Rewrites every F32 tensor of a safetensors file with `convert` (keeping the metadata).
+fn rewrite_floats(
+    bytes: &[u8],
+    dtype: safetensors::Dtype,
+    convert: impl Fn(f32) -> Vec<u8>,
+) -> Vec<u8> {
+    let (_, header) = safetensors::SafeTensors::read_metadata(bytes).unwrap();
+    let st = safetensors::SafeTensors::deserialize(bytes).unwrap();
+    let tensors: Vec<(String, safetensors::Dtype, Vec<usize>, Vec<u8>)> = st
+        .tensors()
+        .into_iter()
+        .map(|(name, v)| match v.dtype() {
+            safetensors::Dtype::F32 => {
+                let data = v
+                    .data()
+                    .chunks(4)
+                    .flat_map(|c| convert(f32::from_le_bytes([c[0], c[1], c[2], c[3]])))
+                    .collect();
+                (name, dtype, v.shape().to_vec(), data)
+            }
+            other => (name, other, v.shape().to_vec(), v.data().to_vec()),
+        })
+        .collect();
+    let views: Vec<(String, safetensors::tensor::TensorView<'_>)> = tensors
+        .iter()
+        .map(|(n, d, s, b)| {
+            (
+                n.clone(),
+                safetensors::tensor::TensorView::new(*d, s.clone(), b).unwrap(),
+            )
+        })
+        .collect();
+    safetensors::serialize(views, header.metadata().clone()).unwrap()
+}
+
+/// PyTorch's `.half()`, `.bfloat16()` and `.double()` weights load as F32 and compute (they
+/// used to load and then panic in the backend); a NaN weight is refused with the tensor's name.
+#[test]
+fn half_double_and_non_finite_weights() {
+    let dir = tempfile::tempdir().unwrap();
+    let original = weights::load(
+        &fixture("lenet_torch.safetensors"),
+        Some(&lenet_spec()),
+        &Device::flex(),
+    )
+    .unwrap()
+    .model;
+    let (inputs, _) = torch_io();
+    let want = logits(&original, &inputs);
+    let bytes = std::fs::read(fixture("lenet_torch.safetensors")).unwrap();
+    for (name, dtype, tolerance, convert) in [
+        (
+            "f16",
+            safetensors::Dtype::F16,
+            0.05f32,
+            Box::new(|x: f32| half::f16::from_f32(x).to_le_bytes().to_vec())
+                as Box<dyn Fn(f32) -> Vec<u8>>,
+        ),
+        (
+            "bf16",
+            safetensors::Dtype::BF16,
+            0.2,
+            Box::new(|x: f32| half::bf16::from_f32(x).to_le_bytes().to_vec()),
+        ),
+        (
+            "f64",
+            safetensors::Dtype::F64,
+            1e-5,
+            Box::new(|x: f32| (x as f64).to_le_bytes().to_vec()),
+        ),
+    ] {
+        let path = dir.path().join(format!("lenet-{name}.safetensors"));
+        std::fs::write(&path, rewrite_floats(&bytes, dtype, convert)).unwrap();
+        let m = weights::load(&path, Some(&lenet_spec()), &Device::flex())
+            .unwrap()
+            .model;
+        let got = logits(&m, &inputs);
+        let worst = got
+            .iter()
+            .zip(&want)
+            .map(|(a, b)| (a - b).abs())
+            .fold(0.0f32, f32::max);
+        assert!(worst < tolerance, "{name}: logits differ by {worst}");
+    }
+    let nan = dir.path().join("lenet-nan.safetensors");
+    std::fs::write(
+        &nan,
+        rewrite_floats(&bytes, safetensors::Dtype::F32, |x| {
+            if x.abs() < 0.01 { f32::NAN } else { x }
+                .to_le_bytes()
+                .to_vec()
+        }),
+    )
+    .unwrap();
+    let e = weights::load(&nan, Some(&lenet_spec()), &Device::flex())
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("lenet-nan.safetensors") && e.contains("non-finite"),
+        "{e}"
+    );
+}
