@@ -143,6 +143,10 @@ impl HttpEndpoint {
             .timeout(cfg.timeout)
             .connect_timeout(cfg.timeout)
             .user_agent(format!("nnmark/{}", nnmark::VERSION))
+            // Never follow a redirect: the suspect's server could send the queries to another
+            // service while the evidence names this one. A 3xx is an answer like any other
+            // failure, reported with its status.
+            .redirect(reqwest::redirect::Policy::none())
             .build()
             .map_err(|e| Error::remote(&cfg.url, format!("cannot build HTTP client: {e}")))?;
         let mut ep = Self {

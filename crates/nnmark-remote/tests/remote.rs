@@ -335,6 +335,18 @@ fn faults_are_retried_or_fail_cleanly_and_never_count_as_answers() {
     let e = run(cfg(&server.url()), &opts).unwrap_err().to_string();
     assert!(e.contains("asks to wait") && e.contains("over the"), "{e}");
 
+    // A redirect to another service is not followed: the run fails naming the status.
+    let server = faulty(|_| {
+        let mut r = (axum::http::StatusCode::TEMPORARY_REDIRECT, "").into_response();
+        r.headers_mut().insert(
+            "location",
+            axum::http::HeaderValue::from_static("http://127.0.0.1:9/v2/models/lenet/infer"),
+        );
+        Some(r)
+    });
+    let e = run(cfg(&server.url()), &opts).unwrap_err().to_string();
+    assert!(e.contains("307"), "{e}");
+
     // A server that hangs: every attempt times out; verify fails after its retries, in bounded time.
     let hang = start_router(
         axum::Router::new()
