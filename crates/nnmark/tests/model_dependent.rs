@@ -351,7 +351,8 @@ fn aime_text_signature_and_bad_inputs() {
     let clean = trained(Architecture::Lenet, 5, &[1]).remove(0);
     let e = embed(
         "aime",
-        serde_json::json!({ "signature": "FCIS", "width": 2 }),
+        // The paper's key: each digit once (nnmark's default repeats it 3 times).
+        serde_json::json!({ "signature": "FCIS", "width": 2, "repeat": 1 }),
         EmbedMode::FineTune,
         clean,
         None,
