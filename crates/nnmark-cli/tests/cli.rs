@@ -427,6 +427,29 @@ fn key_commitment_and_timestamps(d: &Path) {
         ),
         &["no timestamp verified"],
     );
+    // `key commit` rewrites the same commitment for a key that has its salt.
+    let text = ok_stdout(&nnmark(
+        &[
+            "key",
+            "commit",
+            "--key",
+            "owner.nnkey",
+            "--out",
+            "again.commitment.json",
+        ],
+        d,
+    ));
+    assert!(
+        text.contains("wrote key commitment again.commitment.json"),
+        "{text}"
+    );
+    let read = |f: &str| -> serde_json::Value {
+        serde_json::from_str(&std::fs::read_to_string(d.join(f)).unwrap()).unwrap()
+    };
+    assert_eq!(
+        read("again.commitment.json")["commitment"],
+        read("owner.commitment.json")["commitment"]
+    );
     // A commitment that is not this key's.
     let mut other: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(d.join("owner.commitment.json")).unwrap())
