@@ -143,17 +143,7 @@ pub fn verify_public<'a>(
             floor: chance.rate()?,
         }
     };
-    let verdict = Verdict::decide_public(
-        matches,
-        opened.indices.len() as u64,
-        opened.skipped as u64,
-        opened.spent as u64,
-        opened.earlier_challenges.len() as u64,
-        opened.key_items as u64,
-        opened.reveal_cap as u64,
-        null,
-        req.fpr,
-    )?;
+    let verdict = opened.decide(matches, null, req.fpr)?;
     Ok(PublicVerification {
         vk_root: req.vk.merkle_root.clone(),
         vk_digest: req.vk.digest(),

@@ -84,18 +84,9 @@ fn public_verdict(bundle: &RevealBundle, vk: &VerificationKey, answers: &[u8]) -
         .zip(&opened.items.labels)
         .filter(|&(&i, &l)| answers[i] == l)
         .count() as u64;
-    Verdict::decide_public(
-        matches,
-        opened.indices.len() as u64,
-        opened.skipped as u64,
-        opened.spent as u64,
-        opened.earlier_challenges.len() as u64,
-        opened.key_items as u64,
-        opened.reveal_cap as u64,
-        NullModel::Chance { classes: 10 },
-        FPR,
-    )
-    .unwrap()
+    opened
+        .decide(matches, NullModel::Chance { classes: 10 }, FPR)
+        .unwrap()
 }
 
 /// The attack as reported: rank the items for the judge's challenge, keep those the innocent

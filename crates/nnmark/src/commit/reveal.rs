@@ -45,6 +45,7 @@ use sha2::{Digest, Sha256};
 use super::{VerificationKey, commitment, parse_hash};
 use crate::error::{Error, Result};
 use crate::keyfile::{KeyFile, RevealRecord, TriggerSet, now_rfc3339};
+use crate::verdict::{NullModel, Verdict};
 
 /// Layout version of the bundles this build writes.
 const BUNDLE_VERSION: u32 = 2;
@@ -117,6 +118,25 @@ pub struct OpenedReveal {
     pub key_items: usize,
     /// Most items all reveals together may open.
     pub reveal_cap: usize,
+}
+
+impl OpenedReveal {
+    /// The public verdict on `matches` among the opened items
+    /// ([`Verdict::decide_public`]: skipped items count as misses, the tail is multiplied by
+    /// the key's item count).
+    pub fn decide(&self, matches: u64, null: NullModel, fpr: f64) -> Result<Verdict> {
+        Verdict::decide_public(
+            matches,
+            self.indices.len() as u64,
+            self.skipped as u64,
+            self.spent as u64,
+            self.earlier_challenges.len() as u64,
+            self.key_items as u64,
+            self.reveal_cap as u64,
+            null,
+            fpr,
+        )
+    }
 }
 
 /// Item indices ranked by SHA-256(root ‖ challenge ‖ index).
