@@ -5,14 +5,14 @@
 //! model answers, it matches each item with probability 1/10 independently. Drawing the
 //! suspect's answers at random is therefore the exact null, with no training needed.
 
-use std::collections::BTreeMap;
+mod common;
+
 use std::path::Path;
 
 use base64::Engine;
 use nnmark::commit::{self, Opening, RevealBundle, VerificationKey};
 use nnmark::data::ImageShape;
-use nnmark::keyfile::{KEY_FORMAT_VERSION, KeyFile, KeyMeta, TriggerSet};
-use nnmark::model::{Architecture, ModelSpec, Normalization};
+use nnmark::keyfile::KeyFile;
 use nnmark::verdict::{NullModel, Verdict};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
@@ -21,42 +21,11 @@ const FPR: f64 = 1e-6;
 
 fn adi_key(items: usize, seed: u64) -> KeyFile {
     let mut rng = ChaCha8Rng::seed_from_u64(seed);
-    let shape = ImageShape::MNIST;
-    let pixels: Vec<u8> = (0..items * shape.numel()).map(|_| rng.random()).collect();
+    let pixels: Vec<u8> = (0..items * ImageShape::MNIST.numel())
+        .map(|_| rng.random())
+        .collect();
     let labels: Vec<u8> = (0..items).map(|_| rng.random_range(0..10)).collect();
-    KeyFile {
-        meta: KeyMeta {
-            format: "nnmark-key".into(),
-            version: KEY_FORMAT_VERSION,
-            scheme: "adi".into(),
-            params: serde_json::json!({"items": items}),
-            spec: ModelSpec {
-                architecture: Architecture::Lenet,
-                input: shape,
-                num_classes: 10,
-                normalization: Normalization::identity(1),
-            },
-            model_sha256: "cd".repeat(32),
-            dataset: "mnist10k".into(),
-            embed_mode: "fine-tune".into(),
-            seed,
-            nnmark_version: nnmark::VERSION.into(),
-            burn_version: nnmark::BURN_VERSION.into(),
-            created: "2026-11-29T00:00:00Z".into(),
-            spent: vec![],
-            reveals: vec![],
-            commitment_salt: None,
-            notes: BTreeMap::new(),
-        },
-        triggers: Some(TriggerSet {
-            shape,
-            num_classes: 10,
-            pixels,
-            labels,
-        }),
-        nonces: Some(commit::fresh_nonces(items).unwrap()),
-        extra: BTreeMap::new(),
-    }
+    common::mnist_adi_key(pixels, labels)
 }
 
 /// An innocent model's answers: independent of the key's labels.

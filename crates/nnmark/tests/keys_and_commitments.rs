@@ -1,60 +1,28 @@
 //! Key files and Adi commitments, without training: integrity checks, tamper detection,
 //! reveal/open, cherry-picking detection, spent items.
 
-use std::collections::BTreeMap;
+mod common;
+
 use std::path::Path;
 
 use nnmark::commit::{self, RevealBundle, VerificationKey};
 use nnmark::data::ImageShape;
-use nnmark::keyfile::{KEY_FORMAT_VERSION, KeyFile, KeyMeta, KeyTensor, TriggerSet};
-use nnmark::model::{Architecture, ModelSpec, Normalization};
+use nnmark::keyfile::{KeyFile, KeyTensor};
 
 fn sample_key(items: usize) -> KeyFile {
-    let shape = ImageShape::MNIST;
-    let pixels: Vec<u8> = (0..items * shape.numel())
+    let pixels: Vec<u8> = (0..items * ImageShape::MNIST.numel())
         .map(|i| (i * 7 % 251) as u8)
         .collect();
     let labels: Vec<u8> = (0..items).map(|i| (i * 3 % 10) as u8).collect();
-    KeyFile {
-        meta: KeyMeta {
-            format: "nnmark-key".into(),
-            version: KEY_FORMAT_VERSION,
-            scheme: "adi".into(),
-            params: serde_json::json!({"items": items, "per_batch": 2}),
-            spec: ModelSpec {
-                architecture: Architecture::Lenet,
-                input: shape,
-                num_classes: 10,
-                normalization: Normalization::identity(1),
-            },
-            model_sha256: "ab".repeat(32),
-            dataset: "mnist10k".into(),
-            embed_mode: "fine-tune".into(),
-            seed: 1,
-            nnmark_version: nnmark::VERSION.into(),
-            burn_version: nnmark::BURN_VERSION.into(),
-            created: "2026-11-22T00:00:00Z".into(),
-            spent: vec![],
-            reveals: vec![],
-            commitment_salt: None,
-            notes: BTreeMap::new(),
+    let mut key = common::mnist_adi_key(pixels, labels);
+    key.extra.insert(
+        "matrix".to_string(),
+        KeyTensor {
+            shape: vec![2, 3],
+            values: vec![1.0, -2.0, 3.5, 0.0, 1e-3, 7.0],
         },
-        triggers: Some(TriggerSet {
-            shape,
-            num_classes: 10,
-            pixels,
-            labels,
-        }),
-        nonces: Some(commit::fresh_nonces(items).unwrap()),
-        extra: [(
-            "matrix".to_string(),
-            KeyTensor {
-                shape: vec![2, 3],
-                values: vec![1.0, -2.0, 3.5, 0.0, 1e-3, 7.0],
-            },
-        )]
-        .into(),
-    }
+    );
+    key
 }
 
 fn err_of<T: std::fmt::Debug>(r: nnmark::Result<T>) -> String {
