@@ -127,7 +127,7 @@ pub fn embed(a: EmbedArgs, device: &Device) -> Result<()> {
     // The key first: a model without its key would be unprovable, a key without its model is
     // only a wasted file.
     e.key.save(&a.key)?;
-    weights::write_atomic(&a.out, &e.model_bytes, None)?;
+    nnmark::io::write_atomic(&a.out, &e.model_bytes, None)?;
     let commitment_path = a
         .commitment
         .clone()

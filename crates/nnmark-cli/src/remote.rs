@@ -205,8 +205,7 @@ pub fn verify(
                 std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
             let oracle =
                 nnmark_remote::onnx::OnnxOracle::load(path, Some(spec.input), Reveal::Label)?;
-            let meta =
-                json!({"sha256": nnmark::weights::sha256_hex(&bytes), "runtime": "tract-onnx"});
+            let meta = json!({"sha256": nnmark::io::sha256_hex(&bytes), "runtime": "tract-onnx"});
             let ep =
                 OracleEndpoint::new(Box::new(oracle), "onnx", &path.display().to_string(), meta);
             Ok(verify_endpoint(&ep, key, scheme, &decoys, Some(null), &opts).await?)

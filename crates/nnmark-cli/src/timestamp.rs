@@ -37,7 +37,7 @@ pub fn key_commit(a: KeyCommitArgs) -> Result<()> {
 pub fn request(a: TimestampRequestArgs) -> Result<()> {
     let c = KeyCommitment::load(&a.commitment)?;
     let der = nnmark_tsp::request(&c.statement_digest())?;
-    nnmark::weights::write_atomic(&a.out, &der, Some(0o644))?;
+    nnmark::io::write_atomic(&a.out, &der, Some(0o644))?;
     println!(
         "wrote RFC 3161 request {} (SHA-256 of the commitment statement {}); send it to a time-stamping authority, then: nnmark timestamp attach --commitment {} --response RESPONSE.tsr --tsa-cert AUTHORITY.pem",
         a.out.display(),

@@ -11,7 +11,6 @@ use nnmark::oracle::{Answer, Oracle};
 use nnmark::{Error, Result};
 use reqwest::StatusCode;
 use serde_json::Value;
-use sha2::{Digest, Sha256};
 
 use crate::protocol::{self, ClassNames, Protocol};
 
@@ -61,10 +60,6 @@ pub trait Endpoint: Sync {
         pixels: Vec<f32>,
         count: usize,
     ) -> impl Future<Output = Result<Exchange>> + Send;
-}
-
-fn sha256_hex(bytes: &[u8]) -> String {
-    hex::encode(Sha256::digest(bytes))
 }
 
 /// How to reach and treat an HTTP suspect.
@@ -367,7 +362,7 @@ impl HttpEndpoint {
                 retryable: true,
                 retry_after: None,
             })?;
-        Ok((answers, sha256_hex(&bytes), status.as_u16()))
+        Ok((answers, nnmark::io::sha256_hex(&bytes), status.as_u16()))
     }
 }
 
@@ -410,7 +405,7 @@ impl Endpoint for HttpEndpoint {
     async fn query(&self, pixels: Vec<f32>, count: usize) -> Result<Exchange> {
         let (body, content_type) =
             protocol::request_body(self.protocol, &pixels, count, self.shape, self.cfg.top_k)?;
-        let request_sha256 = sha256_hex(&body);
+        let request_sha256 = nnmark::io::sha256_hex(&body);
         let mut retries = 0u32;
         loop {
             let started = Instant::now();
@@ -514,8 +509,8 @@ impl Endpoint for OracleEndpoint {
         let response = serde_json::to_vec(&answers).expect("answers serialise");
         Ok(Exchange {
             answers,
-            request_sha256: sha256_hex(&request),
-            response_sha256: sha256_hex(&response),
+            request_sha256: nnmark::io::sha256_hex(&request),
+            response_sha256: nnmark::io::sha256_hex(&response),
             status: 200,
             latency_ms: started.elapsed().as_secs_f64() * 1e3,
             retries: 0,

@@ -13,8 +13,8 @@ use ed25519_dalek::pkcs8::spki::der::pem::LineEnding;
 use ed25519_dalek::pkcs8::{DecodePrivateKey, DecodePublicKey, EncodePrivateKey, EncodePublicKey};
 use ed25519_dalek::{Signature, Signer, SigningKey, Verifier, VerifyingKey};
 use nnmark::commit::VerificationKey;
+use nnmark::io::write_atomic;
 use nnmark::keyfile::KeyFile;
-use nnmark::weights::write_atomic;
 use nnmark::{Error, Result};
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
@@ -72,7 +72,7 @@ pub fn generate_keypair(path: &Path) -> Result<(std::path::PathBuf, String)> {
 
 /// SHA-256 of the raw public key, hex: how logs name a signer.
 pub fn fingerprint(key: &VerifyingKey) -> String {
-    nnmark::weights::sha256_hex(key.as_bytes())
+    nnmark::io::sha256_hex(key.as_bytes())
 }
 
 /// Reads a PKCS#8 PEM signing key.

@@ -218,6 +218,6 @@ pub fn to_onnx(path: &Path) -> Result<Vec<u8>> {
 /// Exports the weights file `model` as ONNX to `out` (written atomically).
 pub fn export(model: &Path, out: &Path) -> Result<String> {
     let bytes = to_onnx(model)?;
-    weights::write_atomic(out, &bytes, None)?;
-    Ok(weights::sha256_hex(&bytes))
+    nnmark::io::write_atomic(out, &bytes, None)?;
+    Ok(nnmark::io::sha256_hex(&bytes))
 }

@@ -114,7 +114,7 @@ pub fn run(
     let marked_model_path = cfg.out_dir.join("lenet-mnist10k-marked.safetensors");
     let vk_path = cfg.out_dir.join("owner-vk.json");
     e.key.save(&key_path)?;
-    weights::write_atomic(&marked_model_path, &e.model_bytes, None)?;
+    crate::io::write_atomic(&marked_model_path, &e.model_bytes, None)?;
     crate::commit::VerificationKey::from_key(&e.key)?.save(&vk_path)?;
     let commitment_path = cfg.out_dir.join("owner.commitment.json");
     e.commitment.save(&commitment_path)?;

@@ -261,7 +261,7 @@ impl KeyFile {
 
     /// Writes the key atomically, readable by its owner only (mode 0600).
     pub fn save(&self, path: &Path) -> Result<()> {
-        crate::weights::write_atomic(path, &self.to_bytes()?, Some(0o600))
+        crate::io::write_atomic(path, &self.to_bytes()?, Some(0o600))
     }
 
     /// Reads and checks a key file.
@@ -444,7 +444,7 @@ impl KeyFile {
 
     /// SHA-256 of the serialised key: names a key in evidence without revealing it.
     pub fn fingerprint(&self) -> Result<String> {
-        Ok(crate::weights::sha256_hex(&self.to_bytes()?))
+        Ok(crate::io::sha256_hex(&self.to_bytes()?))
     }
 
     /// The trigger set, or an error naming the scheme when the key has none.

@@ -13,6 +13,7 @@ pub mod demo;
 pub mod device;
 pub mod error;
 pub mod eval;
+pub mod io;
 pub mod kernel;
 pub mod keyfile;
 pub mod model;

@@ -167,7 +167,7 @@ pub fn embed(
         serde_json::to_string(&req.train).expect("serialises"),
     );
     let model_bytes = weights::to_bytes(&model, &wmeta)?;
-    key.meta.model_sha256 = weights::sha256_hex(&model_bytes);
+    key.meta.model_sha256 = crate::io::sha256_hex(&model_bytes);
     let extraction = scheme.extract(&key, &mut Suspect::Model(&model))?;
     let analytic_null = scheme.analytic_null(&key);
     let notes = &mut key.meta.notes;

@@ -15,7 +15,6 @@ use burn::store::{
     SafetensorsStore,
 };
 use serde::{Deserialize, Serialize};
-use sha2::{Digest, Sha256};
 
 use crate::error::{Error, Result};
 use crate::model::{Architecture, Model, ModelSpec};
@@ -77,11 +76,6 @@ fn from_torch_names() -> KeyRemapper {
         .expect("valid regex")
 }
 
-/// SHA-256 of a byte string, hex.
-pub fn sha256_hex(bytes: &[u8]) -> String {
-    hex::encode(Sha256::digest(bytes))
-}
-
 /// Serialises a model and its metadata to safetensors bytes.
 pub fn to_bytes(model: &Model, meta: &WeightsMeta) -> Result<Vec<u8>> {
     let json = serde_json::to_string(meta).expect("metadata serialises");
@@ -137,38 +131,11 @@ fn add_batch_counters(bytes: Vec<u8>, meta: &WeightsMeta) -> Result<Vec<u8>> {
         .map_err(|e| Error::Unsupported(format!("cannot serialise weights: {e}")))
 }
 
-/// Writes `bytes` to `path` atomically: a temporary file in the same folder, then a rename, so
-/// an interrupted write never leaves a half-written file where the user's was.
-pub fn write_atomic(path: &Path, bytes: &[u8], mode: Option<u32>) -> Result<()> {
-    use std::io::Write;
-    let dir = path
-        .parent()
-        .filter(|p| !p.as_os_str().is_empty())
-        .unwrap_or(Path::new("."));
-    std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
-    let mut tmp = tempfile::NamedTempFile::new_in(dir).map_err(|e| Error::io(dir, e))?;
-    #[cfg(unix)]
-    if let Some(mode) = mode {
-        use std::os::unix::fs::PermissionsExt;
-        tmp.as_file()
-            .set_permissions(std::fs::Permissions::from_mode(mode))
-            .map_err(|e| Error::io(tmp.path(), e))?;
-    }
-    #[cfg(not(unix))]
-    let _ = mode;
-    tmp.write_all(bytes).map_err(|e| Error::io(tmp.path(), e))?;
-    tmp.as_file()
-        .sync_all()
-        .map_err(|e| Error::io(tmp.path(), e))?;
-    tmp.persist(path).map_err(|e| Error::io(path, e.error))?;
-    Ok(())
-}
-
 /// Saves a model; returns the SHA-256 of the file written.
 pub fn save(model: &Model, meta: &WeightsMeta, path: &Path) -> Result<String> {
     let bytes = to_bytes(model, meta)?;
-    write_atomic(path, &bytes, None)?;
-    Ok(sha256_hex(&bytes))
+    crate::io::write_atomic(path, &bytes, None)?;
+    Ok(crate::io::sha256_hex(&bytes))
 }
 
 /// A loaded weights file.
@@ -350,7 +317,7 @@ fn normalise_floats(path: &Path, bytes: Vec<u8>) -> Result<Vec<u8>> {
 /// `state_dict` as safetensors or `.pth`) needs `spec`. When both exist they must agree.
 pub fn load(path: &Path, spec: Option<&ModelSpec>, device: &Device) -> Result<LoadedModel> {
     let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
-    let sha256 = sha256_hex(&bytes);
+    let sha256 = crate::io::sha256_hex(&bytes);
     let is_pth = path.extension().is_some_and(|e| e == "pth" || e == "pt");
     let stored = if is_pth {
         None

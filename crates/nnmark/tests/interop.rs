@@ -122,7 +122,7 @@ fn nnmark_files_round_trip_and_stay_in_pytorch_layout() {
     let path = dir.path().join("m.safetensors");
     let meta = WeightsMeta::new(lenet_spec(), "fixture", 7);
     let h1 = weights::save(&loaded.model, &meta, &path).unwrap();
-    let h2 = weights::sha256_hex(&weights::to_bytes(&loaded.model, &meta).unwrap());
+    let h2 = nnmark::io::sha256_hex(&weights::to_bytes(&loaded.model, &meta).unwrap());
     assert_eq!(h1, h2, "same weights and metadata must give the same bytes");
     // The tensors are exactly the ones PyTorch wrote (names, shapes, [out, in] Linear layout).
     let ours = std::fs::read(&path).unwrap();

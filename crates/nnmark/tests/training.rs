@@ -27,7 +27,7 @@ fn train_mnist(arch: Architecture, cfg: &TrainConfig) -> (f64, String) {
     let model = Model::new(spec.clone(), &device).unwrap();
     let (model, _) = train::train(model, &split.train, cfg, &device, &mut Silent).unwrap();
     let acc = train::evaluate(&model, &split.test, 256).unwrap().accuracy;
-    let hash = weights::sha256_hex(
+    let hash = nnmark::io::sha256_hex(
         &weights::to_bytes(&model, &WeightsMeta::new(spec, "mnist10k", cfg.seed)).unwrap(),
     );
     (acc, hash)

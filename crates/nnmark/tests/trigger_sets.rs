@@ -178,7 +178,7 @@ fn check_marked_and_independents(e: &watermark::Embedded, baseline_acc: f64) {
     // The key records the marked model's fingerprint and survives a save/load.
     assert_eq!(
         e.key.meta.model_sha256,
-        nnmark::weights::sha256_hex(&e.model_bytes)
+        nnmark::io::sha256_hex(&e.model_bytes)
     );
     let back = KeyFile::from_bytes(std::path::Path::new("k"), &e.key.to_bytes().unwrap()).unwrap();
     assert_eq!(back, e.key);

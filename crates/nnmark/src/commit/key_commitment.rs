@@ -233,7 +233,7 @@ impl KeyCommitment {
     /// Writes the commitment as JSON, atomically (it is public, mode 0644).
     pub fn save(&self, path: &Path) -> Result<()> {
         let text = serde_json::to_string_pretty(self).expect("commitment serialises");
-        crate::weights::write_atomic(path, text.as_bytes(), Some(0o644))
+        crate::io::write_atomic(path, text.as_bytes(), Some(0o644))
     }
 }
 

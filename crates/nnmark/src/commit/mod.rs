@@ -239,6 +239,6 @@ impl VerificationKey {
     /// Writes the verification key as JSON (atomically; it is public, mode 0644).
     pub fn save(&self, path: &Path) -> Result<()> {
         let text = serde_json::to_string_pretty(self).expect("vk serialises");
-        crate::weights::write_atomic(path, text.as_bytes(), Some(0o644))
+        crate::io::write_atomic(path, text.as_bytes(), Some(0o644))
     }
 }

@@ -381,7 +381,7 @@ impl RevealBundle {
     /// Writes the bundle as JSON, atomically.
     pub fn save(&self, path: &Path) -> Result<()> {
         let text = serde_json::to_string_pretty(self).expect("bundle serialises");
-        crate::weights::write_atomic(path, text.as_bytes(), Some(0o644))
+        crate::io::write_atomic(path, text.as_bytes(), Some(0o644))
     }
 
     /// Opens the bundle against the verification key: replays every earlier reveal it carries

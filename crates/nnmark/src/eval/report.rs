@@ -458,7 +458,7 @@ pub fn write(records: &[CellRecord], dir: &Path) -> Result<(PathBuf, PathBuf)> {
     std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
     let md = dir.join("report.md");
     let html_path = dir.join("report.html");
-    crate::weights::write_atomic(&md, markdown(records).as_bytes(), Some(0o644))?;
-    crate::weights::write_atomic(&html_path, html(records)?.as_bytes(), Some(0o644))?;
+    crate::io::write_atomic(&md, markdown(records).as_bytes(), Some(0o644))?;
+    crate::io::write_atomic(&html_path, html(records)?.as_bytes(), Some(0o644))?;
     Ok((md, html_path))
 }
