@@ -2,8 +2,9 @@
 
 use std::path::PathBuf;
 
-use clap::{Args, Parser, Subcommand};
+use clap::{Args, Parser, Subcommand, ValueEnum};
 use nnmark::data::{DataSource, ImageShape};
+use nnmark::model::Architecture;
 use nnmark::train::{EarlyStopping, LrSchedule, OptimizerConfig, TrainConfig};
 
 #[derive(Parser)]
@@ -66,16 +67,16 @@ pub struct ServeArgs {
     pub model: PathBuf,
     /// Architecture of a foreign weights file.
     #[arg(long)]
-    pub arch: Option<String>,
+    pub arch: Option<Architecture>,
     /// Input shape CxHxW of a foreign or ONNX model whose file does not say (e.g. 1x28x28).
     #[arg(long)]
-    pub input_shape: Option<String>,
+    pub input_shape: Option<ImageShape>,
     /// Classes of a foreign weights file.
     #[arg(long, default_value_t = 10)]
     pub classes: usize,
     /// Protocol: v2 (KServe / Open Inference Protocol), tf-serving, labels (HF / TorchServe).
     #[arg(long, default_value = "v2")]
-    pub protocol: String,
+    pub protocol: nnmark_remote::Protocol,
     /// Model name in URLs.
     #[arg(long, default_value = "model")]
     pub name: String,
@@ -276,7 +277,7 @@ pub struct DataArgs {
     pub image_folders: Option<Vec<PathBuf>>,
     /// Size image folders are resized to, CxHxW.
     #[arg(long, default_value = "1x28x28")]
-    pub image_shape: String,
+    pub image_shape: ImageShape,
 }
 
 impl DataArgs {
@@ -290,31 +291,10 @@ impl DataArgs {
             });
         }
         if let Some(f) = &self.image_folders {
-            let dims: Vec<usize> = self
-                .image_shape
-                .split('x')
-                .map(|d| d.parse())
-                .collect::<Result<_, _>>()
-                .map_err(|_| {
-                    anyhow::anyhow!(
-                        "invalid --image-shape '{}': expected CxHxW, e.g. 1x28x28",
-                        self.image_shape
-                    )
-                })?;
-            let [channels, height, width] = dims[..] else {
-                anyhow::bail!(
-                    "invalid --image-shape '{}': expected CxHxW, e.g. 1x28x28",
-                    self.image_shape
-                );
-            };
             return Ok(DataSource::Folder {
                 train: f[0].clone(),
                 test: f[1].clone(),
-                shape: ImageShape {
-                    channels,
-                    height,
-                    width,
-                },
+                shape: self.image_shape,
             });
         }
         Ok(DataSource::Named(self.dataset.clone()))
@@ -325,9 +305,9 @@ impl DataArgs {
 pub struct TrainArgs {
     #[command(flatten)]
     pub data: DataArgs,
-    /// Architecture: mlp, lenet, mnist-cnn, resnet.
+    /// Architecture: mlp, lenet, mnist-cnn, resnet, irnn.
     #[arg(long, default_value = "lenet")]
-    pub model: String,
+    pub model: Architecture,
     #[command(flatten)]
     pub train: TrainOpts,
     /// Do not normalise inputs by the training set's mean and standard deviation.
@@ -349,9 +329,9 @@ pub struct TrainOpts {
     /// Examples per step.
     #[arg(long, default_value_t = 64)]
     pub batch_size: usize,
-    /// sgd or adam.
-    #[arg(long, default_value = "sgd")]
-    pub optimizer: String,
+    /// Optimiser.
+    #[arg(long, value_enum, default_value_t = Optimizer::Sgd)]
+    pub optimizer: Optimizer,
     /// Learning rate (default 0.03 for SGD, 0.001 for Adam; `embed` by fine-tuning: a third).
     #[arg(long)]
     pub lr: Option<f64>,
@@ -366,7 +346,7 @@ pub struct TrainOpts {
     pub weight_decay: f64,
     /// constant, cosine, or step:STEP_SIZE:GAMMA.
     #[arg(long, default_value = "cosine")]
-    pub schedule: String,
+    pub schedule: LrSchedule,
     /// Stop after this many epochs without validation improvement (holds out --val-fraction).
     #[arg(long)]
     pub early_stopping: Option<usize>,
@@ -381,60 +361,45 @@ pub struct TrainOpts {
     pub grad_clip: Option<f64>,
 }
 
+/// Optimisers `--optimizer` offers.
+#[derive(Clone, Copy, ValueEnum)]
+pub enum Optimizer {
+    /// SGD with momentum (default lr 0.03).
+    Sgd,
+    /// Adam (default lr 0.001).
+    Adam,
+}
+
 impl TrainOpts {
     /// The training configuration; `fine_tune` picks the shorter, gentler defaults used when
     /// continuing from a trained model (3 epochs, a third of the learning rate).
-    pub fn config(&self, fine_tune: bool) -> anyhow::Result<TrainConfig> {
-        let lr_scale = if fine_tune { 1.0 / 3.0 } else { 1.0 };
-        let optimizer = match self.optimizer.as_str() {
-            "sgd" => OptimizerConfig::Sgd {
-                lr: self.lr.unwrap_or(0.03 * lr_scale),
+    pub fn config(&self, fine_tune: bool) -> TrainConfig {
+        let base = TrainConfig::for_mode(fine_tune);
+        let scale = base.optimizer.lr() / TrainConfig::default().optimizer.lr();
+        let optimizer = match self.optimizer {
+            Optimizer::Sgd => OptimizerConfig::Sgd {
+                lr: self.lr.unwrap_or(base.optimizer.lr()),
                 momentum: self.momentum,
                 nesterov: self.nesterov,
                 weight_decay: self.weight_decay,
             },
-            "adam" => OptimizerConfig::Adam {
-                lr: self.lr.unwrap_or(0.001 * lr_scale),
+            Optimizer::Adam => OptimizerConfig::Adam {
+                lr: self.lr.unwrap_or(OptimizerConfig::ADAM_LR * scale),
                 weight_decay: self.weight_decay,
             },
-            other => anyhow::bail!("invalid --optimizer '{other}': expected sgd or adam"),
         };
-        let schedule = match self.schedule.as_str() {
-            "constant" => LrSchedule::Constant,
-            "cosine" => LrSchedule::Cosine,
-            s if s.starts_with("step:") => {
-                let parts: Vec<&str> = s.split(':').collect();
-                let parsed = (parts.len() == 3)
-                    .then(|| {
-                        Some((
-                            parts[1].parse::<usize>().ok()?,
-                            parts[2].parse::<f64>().ok()?,
-                        ))
-                    })
-                    .flatten();
-                let Some((step_size, gamma)) = parsed else {
-                    anyhow::bail!(
-                        "invalid --schedule '{s}': expected step:STEP_SIZE:GAMMA, e.g. step:5:0.1"
-                    );
-                };
-                LrSchedule::Step { step_size, gamma }
-            }
-            other => anyhow::bail!(
-                "invalid --schedule '{other}': expected constant, cosine or step:STEP_SIZE:GAMMA"
-            ),
-        };
-        Ok(TrainConfig {
-            epochs: self.epochs.unwrap_or(if fine_tune { 3 } else { 10 }),
+        TrainConfig {
+            epochs: self.epochs.unwrap_or(base.epochs),
             batch_size: self.batch_size,
             optimizer,
-            schedule,
+            schedule: self.schedule.clone(),
             early_stopping: self.early_stopping.map(|patience| EarlyStopping {
                 patience,
                 val_fraction: self.val_fraction,
             }),
             seed: self.seed,
             grad_clip: self.grad_clip,
-        })
+        }
     }
 }
 
@@ -464,13 +429,13 @@ pub struct EmbedArgs {
     /// Architecture of a new model (--from-scratch, --distill): mlp, lenet, mnist-cnn, resnet,
     /// irnn.
     #[arg(long, default_value = "lenet")]
-    pub arch: String,
+    pub arch: Architecture,
     #[command(flatten)]
     pub data: DataArgs,
-    /// Data set of unrelated images (zhang-unrelated; default: mnist10k for a non-MNIST model,
-    /// fashion for an MNIST model).
-    #[arg(long)]
-    pub unrelated_data: Option<String>,
+    /// Auxiliary data set, for schemes that use one (zhang-unrelated's unrelated images;
+    /// default: fashion for an MNIST model, mnist10k for any other).
+    #[arg(long, alias = "unrelated-data")]
+    pub aux_data: Option<String>,
     #[command(flatten)]
     pub train: TrainOpts,
     /// Marked model to write.
@@ -497,11 +462,6 @@ pub struct EmbedArgs {
     pub output: OutputArgs,
 }
 
-/// Where a key's commitment lives unless the user says: beside the key.
-pub fn default_commitment_path(key: &std::path::Path) -> PathBuf {
-    key.with_extension("commitment.json")
-}
-
 #[derive(Args)]
 pub struct VerifyArgs {
     /// The owner's key (private verification, or the source of a --reveal).
@@ -523,16 +483,17 @@ pub struct VerifyArgs {
     pub through: Option<String>,
     /// Architecture of a foreign suspect file.
     #[arg(long)]
-    pub arch: Option<String>,
+    pub arch: Option<Architecture>,
     /// Scheme the key is expected to be for (checked against the key).
     #[arg(long)]
     pub scheme: Option<String>,
     /// False-positive rate the decision is made at.
     #[arg(long, default_value_t = nnmark::verdict::DEFAULT_FPR)]
     pub fpr: f64,
-    /// Null model: chance (analytic) or calibrated (needs --reference).
-    #[arg(long, default_value = "chance")]
-    pub null: String,
+    /// Null model: chance (the scheme's analytic null) or calibrated (on --reference models
+    /// or --reference-seeds).
+    #[arg(long, value_enum, default_value_t = NullKind::Chance)]
+    pub null: NullKind,
     /// Independent reference model files, or folders of them (for --null calibrated).
     #[arg(long)]
     pub reference: Vec<PathBuf>,
@@ -574,6 +535,16 @@ pub struct VerifyArgs {
     pub remote: RemoteArgs,
     #[command(flatten)]
     pub output: OutputArgs,
+}
+
+/// Null models `--null` offers.
+#[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum NullKind {
+    /// The scheme's analytic null (chance 1/classes, a fair coin for bits).
+    #[value(alias = "analytic")]
+    Chance,
+    /// Calibrated on independent reference models.
+    Calibrated,
 }
 
 #[derive(Subcommand)]
@@ -696,7 +667,7 @@ pub struct EvalArgs {
     pub shard: Option<String>,
     /// Architecture of a foreign weights file without nnmark metadata.
     #[arg(long)]
-    pub arch: Option<String>,
+    pub arch: Option<Architecture>,
     /// Class count of a foreign weights file (default: the data set's).
     #[arg(long)]
     pub classes: Option<usize>,

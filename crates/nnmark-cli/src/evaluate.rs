@@ -7,7 +7,7 @@ use nnmark::eval::{self, CellRecord, EvalConfig, EvalOptions, EvalProgress, Shar
 use serde_json::json;
 
 use crate::args::{EvalArgs, EvalCommand};
-use crate::versions;
+use nnmark::workflow::versions;
 
 struct Bar {
     bar: Option<ProgressBar>,

@@ -6,12 +6,10 @@ use nnmark::KeyFile;
 use nnmark::commit::{KeyCommitment, VerificationKey};
 use serde_json::json;
 
-use crate::args::{
-    KeyCommitArgs, TimestampAttachArgs, TimestampRequestArgs, TimestampVerifyArgs,
-    default_commitment_path,
-};
-use crate::marks::load_tsa_certs;
-use crate::versions;
+use nnmark::workflow::{default_commitment_path, load_tsa_certs};
+
+use crate::args::{KeyCommitArgs, TimestampAttachArgs, TimestampRequestArgs, TimestampVerifyArgs};
+use nnmark::workflow::versions;
 
 pub fn key_commit(a: KeyCommitArgs) -> Result<()> {
     let mut key = KeyFile::load(&a.key)?;

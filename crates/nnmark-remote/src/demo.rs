@@ -95,3 +95,33 @@ pub fn run(
         signer: evidence::fingerprint(&sk.verifying_key()),
     })
 }
+
+impl std::fmt::Display for RemoteDemo {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let d = &self.decision;
+        writeln!(
+            f,
+            "served the watermarked model at {} ({}, labels only) and verified it through the API: {} after {} of {} key items hidden among decoys ({} requests), p <= {:.2e}",
+            self.url,
+            self.protocol,
+            if d.watermarked {
+                "WATERMARKED"
+            } else {
+                "not watermarked"
+            },
+            d.key_answers,
+            d.key_planned,
+            self.requests,
+            d.p_value
+        )?;
+        write!(
+            f,
+            "signed evidence: {} (signer {}, key {}); check it with: nnmark evidence check {} --public-key {}.pub",
+            self.evidence_path.display(),
+            &self.signer[..16.min(self.signer.len())],
+            self.signing_key_path.display(),
+            self.evidence_path.display(),
+            self.signing_key_path.display()
+        )
+    }
+}

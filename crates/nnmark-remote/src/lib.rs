@@ -14,6 +14,7 @@ pub mod onnx;
 pub mod protocol;
 pub mod server;
 pub mod verify;
+pub mod workflow;
 
 pub use client::{Endpoint, EndpointConfig, HttpEndpoint, OracleEndpoint, RemoteOracle};
 pub use protocol::{ClassNames, Protocol};

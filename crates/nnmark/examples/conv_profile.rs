@@ -3,7 +3,7 @@ use burn::nn::PaddingConfig2d;
 use burn::nn::conv::Conv2dConfig;
 use burn::nn::pool::MaxPool2dConfig;
 use burn::prelude::*;
-use nnmark::kernel::{conv2d_forward, max_pool2d_forward};
+use nnmark_kernels::{conv2d_forward, max_pool2d_forward};
 use std::time::Instant;
 
 fn main() {

@@ -7,11 +7,12 @@ use serde::Serialize;
 
 use crate::data::{self, DataSource};
 use crate::error::Result;
-use crate::model::{Architecture, Model, ModelSpec, Normalization};
-use crate::scheme::{self, EmbedMode, Suspect};
+use crate::model::Architecture;
+use crate::scheme::{self, Suspect};
 use crate::train::{self, TrainConfig, TrainObserver};
-use crate::watermark::{self, EmbedRequest, Verification};
-use crate::weights::{self, WeightsMeta};
+use crate::watermark::{self, Verification};
+use crate::weights;
+use crate::workflow::{self, CleanTraining, EmbedJob, Start};
 
 /// Demo settings.
 #[derive(Debug, Clone)]
@@ -39,6 +40,8 @@ pub struct DemoReport {
     pub model_path: PathBuf,
     /// SHA-256 of the clean model file.
     pub model_sha256: String,
+    /// Epochs the clean model was trained.
+    pub epochs: usize,
     /// Seconds spent training the clean model.
     pub train_seconds: f64,
     /// Test accuracy of the watermarked model (Adi et al., fine-tuned in).
@@ -66,59 +69,38 @@ pub fn run(
     observer: &mut dyn TrainObserver,
 ) -> Result<DemoReport> {
     let split = data::load(&DataSource::Named("mnist10k".into()), None)?;
-    let spec = ModelSpec {
-        architecture: Architecture::Lenet,
-        input: split.train.shape,
-        num_classes: split.train.num_classes,
-        normalization: Normalization::from_dataset(&split.train),
-    };
-    device.seed(cfg.seed);
-    let model = Model::new(spec.clone(), device)?;
     let tc = TrainConfig {
         epochs: cfg.epochs,
         seed: cfg.seed,
         ..TrainConfig::default()
     };
+    let training = CleanTraining::new(Architecture::Lenet, &split.train, tc.clone(), "mnist10k");
     let started = std::time::Instant::now();
-    let (model, _report) = train::train(model, &split.train, &tc, device, observer)?;
+    let clean = workflow::train_clean(&training, device, observer)?;
     let train_seconds = started.elapsed().as_secs_f64();
-    let eval = train::evaluate(&model, &split.test, 256)?;
+    let eval = train::evaluate(&clean.model, &split.test, 256)?;
     let model_path = cfg.out_dir.join("lenet-mnist10k.safetensors");
-    let meta = WeightsMeta::new(spec.clone(), "mnist10k", cfg.seed);
-    let model_sha256 = weights::save(&model, &meta, Path::new(&model_path))?;
+    let model_sha256 = weights::save(&clean.model, &clean.meta, Path::new(&model_path))?;
 
     // Watermark it: Adi et al.'s trigger set, fine-tuned in. The 8k sample has only 125
     // batches per epoch, so 24 trigger items ride along in each (the paper's 2 suit 60k images).
     let adi = scheme::by_name("adi")?;
-    let fine_tune = TrainConfig {
+    let mut job = EmbedJob::new(adi, Start::FineTune(clean.model), &split, "mnist10k");
+    job.params = serde_json::json!({ "per_batch": 24 });
+    job.train = TrainConfig {
         epochs: 3,
         optimizer: crate::train::OptimizerConfig::sgd_momentum(0.02),
         ..tc.clone()
     };
-    let e = watermark::embed(
-        EmbedRequest {
-            scheme: adi,
-            params: serde_json::json!({ "per_batch": 24 }),
-            mode: EmbedMode::FineTune,
-            base: model,
-            teacher: None,
-            data: &split.train,
-            aux: None,
-            train: fine_tune,
-            dataset_name: "mnist10k".into(),
-        },
-        device,
-        observer,
-    )?;
+    let report = workflow::embed(job, device, observer)?;
     let key_path = cfg.out_dir.join("owner.nnkey");
     let marked_model_path = cfg.out_dir.join("lenet-mnist10k-marked.safetensors");
+    let written = report.write(&marked_model_path, &key_path, None)?;
+    let commitment_path = written.commitment;
+    let e = &report.embedded;
     let vk_path = cfg.out_dir.join("owner-vk.json");
-    e.key.save(&key_path)?;
-    crate::io::write_atomic(&marked_model_path, &e.model_bytes, None)?;
     crate::commit::VerificationKey::from_key(&e.key)?.save(&vk_path)?;
-    let commitment_path = cfg.out_dir.join("owner.commitment.json");
-    e.commitment.save(&commitment_path)?;
-    let marked_test_accuracy = train::evaluate(&e.model, &split.test, 256)?.accuracy;
+    let marked_test_accuracy = report.test_accuracy;
     let null = adi.analytic_null(&e.key);
     let marked = watermark::verify(
         &e.key,
@@ -131,7 +113,8 @@ pub fn run(
 
     // An independent model (another seed) must not be accused.
     let other =
-        watermark::train_references(&spec, &split.train, &tc, &[cfg.seed + 1], device)?.remove(0);
+        watermark::train_references(&training.spec(), &split.train, &tc, &[cfg.seed + 1], device)?
+            .remove(0);
     let independent = watermark::verify(
         &e.key,
         adi,
@@ -147,6 +130,7 @@ pub fn run(
         test_accuracy: eval.accuracy,
         model_path,
         model_sha256,
+        epochs: cfg.epochs,
         train_seconds,
         marked_test_accuracy,
         marked_model_path,
@@ -156,4 +140,45 @@ pub fn run(
         marked,
         independent,
     })
+}
+
+impl std::fmt::Display for DemoReport {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        writeln!(
+            f,
+            "clean LeNet: test accuracy {:.2}% after {} epochs ({:.1} s); wrote {}",
+            self.test_accuracy * 100.0,
+            self.epochs,
+            self.train_seconds,
+            self.model_path.display()
+        )?;
+        writeln!(
+            f,
+            "watermarked (adi, fine-tuned): test accuracy {:.2}%; wrote {}, key {} (secret), verification key {}, key commitment {} (publish and timestamp it)",
+            self.marked_test_accuracy * 100.0,
+            self.marked_model_path.display(),
+            self.key_path.display(),
+            self.vk_path.display(),
+            self.commitment_path.display()
+        )?;
+        for (i, v) in [&self.marked, &self.independent].into_iter().enumerate() {
+            if i > 0 {
+                writeln!(f)?;
+            }
+            write!(
+                f,
+                "verify {}: {}/{} trigger items match, p = {:.2e} at fpr 1e-6 -> {}",
+                v.suspect,
+                v.verdict.matches,
+                v.verdict.queries,
+                v.verdict.p_value,
+                if v.verdict.watermarked {
+                    "WATERMARKED"
+                } else {
+                    "not watermarked"
+                }
+            )?;
+        }
+        Ok(())
+    }
 }

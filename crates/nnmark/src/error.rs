@@ -54,6 +54,9 @@ pub enum Error {
     /// A requested feature or device that this build cannot provide.
     #[error("{0}")]
     Unsupported(String),
+    /// A marked model does not prove its own key: nothing was written.
+    #[error("{0}")]
+    Unprovable(String),
     /// A remote endpoint that failed, refused or answered something unusable.
     #[error("{endpoint}: {problem}")]
     Remote {

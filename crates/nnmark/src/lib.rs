@@ -14,7 +14,6 @@ pub mod device;
 pub mod error;
 pub mod eval;
 pub mod io;
-pub mod kernel;
 pub mod keyfile;
 pub mod model;
 pub mod oracle;
@@ -26,10 +25,13 @@ pub mod train;
 pub mod verdict;
 pub mod watermark;
 pub mod weights;
+pub mod workflow;
 
 pub use burn::prelude::Device;
 pub use error::{Error, Result};
 pub use keyfile::{KeyFile, TriggerSet};
+/// nnmark's CPU kernels (crate `nnmark-kernels`), used by the models and the loss.
+pub(crate) use nnmark_kernels as kernel;
 pub use oracle::Oracle;
 pub use scheme::{Scheme, Suspect};
 pub use verdict::Verdict;

@@ -6,7 +6,7 @@
 //! reference models of their own choosing. The verdict then rests on:
 //!
 //! - the bundle opening against the verification key, answering the judge's challenge, and
-//!   proving every item it skips ([`crate::commit::reveal`]);
+//!   proving every item it skips ([`crate::commit::reveal`](mod@crate::commit::reveal));
 //! - [`Verdict::decide_public`]: every skipped item counts as a miss, and the tail is multiplied
 //!   by the key's item count, so neither spending items nor choosing how many to reveal after
 //!   seeing the suspect's answers can make an innocent model look marked;

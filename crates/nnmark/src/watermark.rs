@@ -237,6 +237,21 @@ pub struct Provability {
     pub provable: bool,
 }
 
+impl Provability {
+    /// What an unprovable mark lacks and what to change.
+    pub fn advice(&self) -> String {
+        format!(
+            "the marked model matches {}/{} key items but proving ownership at fpr {:e} takes {} (threshold {} + margin {}); train longer (--epochs), put more key items in each batch (--param per_batch=N), use a longer key, or another scheme",
+            self.matches,
+            self.queries,
+            self.fpr,
+            self.threshold + self.margin,
+            self.threshold,
+            self.margin
+        )
+    }
+}
+
 /// The margin [`provability`] asks for unless told otherwise: 5% of the key's items (at least
 /// one).
 pub fn default_margin(queries: u64) -> u64 {

@@ -4,12 +4,12 @@
 //! Two kinds, for two purposes:
 //!
 //! - **Item commitments and the verification key** (Adi et al. 2018, section 5; this module and
-//!   [`reveal`]). For trigger item i the owner publishes c_i = SHA-256(nonce_i ‖ item_i), where
+//!   [`reveal()`]). For trigger item i the owner publishes c_i = SHA-256(nonce_i ‖ item_i), where
 //!   item_i is the canonical encoding of the 8-bit image and its label and nonce_i is 32 random
 //!   bytes (so c_i reveals nothing, and cannot be opened to another item). The verification key
 //!   is the list of commitments plus a Merkle root over them (rs_merkle, SHA-256) and the cap on
 //!   how many items may ever be revealed. In a dispute the owner reveals the items a judge's
-//!   challenge selects; [`reveal`] says how that stays sound against a dishonest owner.
+//!   challenge selects; [`reveal`](mod@reveal) says how that stays sound against a dishonest owner.
 //! - **Key commitments** ([`key_commitment`]): one salted hash over everything that decides a
 //!   key's verdict, for every scheme, small enough to timestamp (RFC 3161, crate
 //!   `nnmark-tsp`). A claimant who may try many keys (seeds, owner ids, trigger sets built from

@@ -38,6 +38,28 @@ impl std::fmt::Display for ImageShape {
     }
 }
 
+impl std::str::FromStr for ImageShape {
+    type Err = crate::error::Error;
+    /// `CxHxW` (also with `X` or `,`), every dimension positive: `1x28x28`.
+    fn from_str(s: &str) -> crate::error::Result<Self> {
+        let bad = || crate::error::Error::invalid("image shape", s, "expected CxHxW, e.g. 1x28x28");
+        let dims: Vec<usize> = s
+            .split(['x', 'X', ','])
+            .map(|d| d.trim().parse::<usize>().map_err(|_| bad()))
+            .collect::<crate::error::Result<_>>()?;
+        match dims[..] {
+            [channels, height, width] if channels > 0 && height > 0 && width > 0 => {
+                Ok(ImageShape {
+                    channels,
+                    height,
+                    width,
+                })
+            }
+            _ => Err(bad()),
+        }
+    }
+}
+
 /// Labelled images, pixels as `f32` in [0, 1], stored contiguously (N, C, H, W).
 #[derive(Debug, Clone)]
 pub struct Dataset {

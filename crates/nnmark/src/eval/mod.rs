@@ -20,13 +20,14 @@ use crate::attack::{self, AttackContext, TransformedOracle};
 use crate::data::{self, DataSource, DataSplit, Dataset};
 use crate::error::{Error, Result};
 use crate::keyfile::KeyFile;
-use crate::model::{Architecture, Model, ModelSpec, Normalization};
+use crate::model::{Architecture, Model};
 use crate::oracle::{LocalOracle, Oracle, Reveal};
 use crate::scheme::{self, EmbedMode, Suspect};
 use crate::train::{self, Silent, TrainConfig};
 use crate::verdict::{NullModel, Verdict};
 use crate::watermark::{self, EmbedRequest};
 use crate::weights::{self, WeightsMeta};
+use crate::workflow::{self, CleanTraining, Start};
 
 /// Which part of the matrix this process runs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -440,23 +441,18 @@ fn prepare(
     let device = opts.device;
     let models = opts.out_dir.join("models");
     let ds = data::canonical_name(&g.model.dataset).expect("checked");
-    let spec = ModelSpec {
-        architecture: arch,
-        input: owner.shape,
-        num_classes: owner.num_classes,
-        normalization: Normalization::from_dataset(owner),
-    };
     let train_clean = |seed: u64| -> Result<(Model, WeightsMeta)> {
-        device.seed(seed);
-        let m = Model::new(spec.clone(), device)?;
-        let cfg = clean_recipe(g.model.epochs, seed, arch);
-        let (m, _) = train::train(m, owner, &cfg, device, &mut Silent)?;
-        let mut meta = WeightsMeta::new(spec.clone(), format!("{ds} (owner 2/3)"), seed);
-        meta.extra.insert(
-            "train_config".into(),
-            serde_json::to_string(&cfg).expect("serialises"),
-        );
-        Ok((m, meta))
+        let c = workflow::train_clean(
+            &CleanTraining::new(
+                arch,
+                owner,
+                clean_recipe(g.model.epochs, seed, arch),
+                format!("{ds} (owner 2/3)"),
+            ),
+            device,
+            &mut Silent,
+        )?;
+        Ok((c.model, c.meta))
     };
     let clean_id = |seed: u64| {
         digest(&serde_json::json!({
@@ -493,21 +489,16 @@ fn prepare(
             },
         }
         .fitted_to(arch);
-        let (base, teacher) = match mode {
-            EmbedMode::FineTune => (clean.clone(), None),
-            EmbedMode::FromScratch => {
-                device.seed(g.seed);
-                (Model::new(spec.clone(), device)?, None)
-            }
-            EmbedMode::Distillation => {
-                device.seed(g.seed);
-                (Model::new(spec.clone(), device)?, Some(clean.clone()))
-            }
+        let start = match mode {
+            EmbedMode::FineTune => Start::FineTune(clean.clone()),
+            EmbedMode::FromScratch => Start::FromScratch(arch),
+            EmbedMode::Distillation => Start::Distill {
+                teacher: clean.clone(),
+                arch,
+            },
         };
-        let aux = match &g.scheme.aux_dataset {
-            Some(d) => Some(data::load(&DataSource::Named(d.clone()), opts.data_dir)?),
-            None => None,
-        };
+        let (base, teacher) = workflow::start_models(start, owner, g.seed, device)?;
+        let aux = workflow::aux_data_for(sc, ds, g.scheme.aux_dataset.as_deref(), opts.data_dir)?;
         let mut e = watermark::embed(
             EmbedRequest {
                 scheme: sc,
@@ -517,7 +508,7 @@ fn prepare(
                 base,
                 teacher,
                 data: owner,
-                aux: aux.as_ref().map(|a| &a.train),
+                aux: aux.as_ref(),
                 train: train_cfg,
                 dataset_name: format!("{ds} (owner 2/3)"),
             },

@@ -215,6 +215,12 @@ pub trait Scheme: Sync {
     fn access(&self) -> Access {
         Access::BlackBox
     }
+    /// The data set of other images key generation needs (by name), for an owner whose data
+    /// set is `owner_dataset`; None when the scheme needs none. The workflow loads it and
+    /// passes it as [`KeygenContext::aux`]; the user may name another.
+    fn aux_data(&self, _owner_dataset: &str) -> Option<&'static str> {
+        None
+    }
     /// The complete parameters: the paper's defaults with `overrides` (a JSON object) applied.
     /// Unknown or ill-typed fields are errors naming the field.
     fn params(&self, overrides: &serde_json::Value) -> Result<serde_json::Value>;

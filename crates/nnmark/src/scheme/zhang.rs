@@ -159,6 +159,11 @@ impl Scheme for Zhang {
         }
     }
 
+    fn aux_data(&self, owner_dataset: &str) -> Option<&'static str> {
+        // Images of another distribution: Fashion-MNIST for an MNIST model, else the MNIST sample.
+        (self.0 == TriggerKind::Unrelated).then(|| crate::data::unrelated_default(owner_dataset))
+    }
+
     fn summary(&self) -> &'static str {
         match self.0 {
             TriggerKind::Content => {

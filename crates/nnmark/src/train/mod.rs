@@ -64,6 +64,18 @@ impl OptimizerConfig {
         }
     }
 
+    /// The same optimiser at another base learning rate.
+    pub fn with_lr(&self, new: f64) -> Self {
+        let mut c = self.clone();
+        match &mut c {
+            OptimizerConfig::Sgd { lr, .. } | OptimizerConfig::Adam { lr, .. } => *lr = new,
+        }
+        c
+    }
+
+    /// Adam's default learning rate (PyTorch's).
+    pub const ADAM_LR: f64 = 0.001;
+
     fn build(&self, grad_clip: Option<f64>) -> burn::optim::ModuleOptimizer {
         let clip = grad_clip.map(|c| GradientClippingConfig::Norm(c as f32));
         match *self {
@@ -127,6 +139,32 @@ impl LrSchedule {
     }
 }
 
+impl std::str::FromStr for LrSchedule {
+    type Err = Error;
+    /// `constant`, `cosine`, or `step:STEP_SIZE:GAMMA`.
+    fn from_str(s: &str) -> Result<Self> {
+        let bad = || {
+            Error::invalid(
+                "schedule",
+                s,
+                "expected constant, cosine or step:STEP_SIZE:GAMMA, e.g. step:5:0.1",
+            )
+        };
+        match s {
+            "constant" => Ok(LrSchedule::Constant),
+            "cosine" => Ok(LrSchedule::Cosine),
+            _ => {
+                let rest = s.strip_prefix("step:").ok_or_else(bad)?;
+                let (size, gamma) = rest.split_once(':').ok_or_else(bad)?;
+                Ok(LrSchedule::Step {
+                    step_size: size.parse().map_err(|_| bad())?,
+                    gamma: gamma.parse().map_err(|_| bad())?,
+                })
+            }
+        }
+    }
+}
+
 /// Stop when validation accuracy has not improved for `patience` epochs; keep the best model.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct EarlyStopping {
@@ -179,6 +217,24 @@ impl Default for TrainConfig {
 }
 
 impl TrainConfig {
+    /// Epochs of the recipe that continues from a trained model ([`TrainConfig::for_mode`]).
+    pub const FINE_TUNE_EPOCHS: usize = 3;
+    /// Learning-rate factor of that recipe.
+    pub const FINE_TUNE_LR_SCALE: f64 = 1.0 / 3.0;
+
+    /// The default recipe, or with `fine_tune` the gentler one used when continuing from a
+    /// trained model: 3 epochs at a third of the learning rate.
+    pub fn for_mode(fine_tune: bool) -> Self {
+        let mut c = TrainConfig::default();
+        if fine_tune {
+            c.epochs = Self::FINE_TUNE_EPOCHS;
+            c.optimizer = c
+                .optimizer
+                .with_lr(c.optimizer.lr() * Self::FINE_TUNE_LR_SCALE);
+        }
+        c
+    }
+
     /// Fills in what an architecture needs and the settings leave open: the IRNN gets gradient
     /// clipping at norm 1 (measured: at the default SGD rate it diverges within 4 steps
     /// without it).

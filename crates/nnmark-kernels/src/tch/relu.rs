@@ -16,7 +16,7 @@ use burn::prelude::*;
 use super::{autodiff_libtorch, tracked};
 
 /// `relu(x)` with the fused backward when `x` is a tracked LibTorch tensor; `x` back otherwise.
-pub(in crate::kernel) fn try_relu<const D: usize>(
+pub(crate) fn try_relu<const D: usize>(
     x: Tensor<D>,
 ) -> std::result::Result<Tensor<D>, Box<Tensor<D>>> {
     let x = autodiff_libtorch(x)?;

@@ -20,10 +20,7 @@ const NO_IGNORED_CLASS: i64 = -100;
 
 /// The mean cross-entropy, shape `[1]`, when `logits` (`[batch, classes]`) is a LibTorch f32
 /// tensor under autodiff and `targets` LibTorch class indices; `None` otherwise.
-pub(in crate::kernel) fn try_cross_entropy(
-    logits: &Tensor<2>,
-    targets: &Tensor<1, Int>,
-) -> Option<Tensor<1>> {
+pub(crate) fn try_cross_entropy(logits: &Tensor<2>, targets: &Tensor<1, Int>) -> Option<Tensor<1>> {
     let target = libtorch_int(targets.clone())?;
     let x = autodiff_libtorch(logits.clone()).ok()?;
     let log_p = x.primitive().tensor.log_softmax(1, None::<Kind>);

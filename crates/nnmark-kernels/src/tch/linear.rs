@@ -15,7 +15,7 @@ use super::{autodiff_libtorch, tracked};
 
 /// `linear.forward(x)` for a `[batch, in]` LibTorch f32 input under autodiff and a layer with a
 /// bias on the same backend; `x` back otherwise.
-pub(in crate::kernel) fn try_linear(
+pub(crate) fn try_linear(
     linear: &Linear,
     x: Tensor<2>,
 ) -> std::result::Result<Tensor<2>, Box<Tensor<2>>> {

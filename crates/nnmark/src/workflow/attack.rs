@@ -1,0 +1,143 @@
+//! A removal attack as a thief runs it: on a model file, with the attacker's third of the
+//! training data, the result written as a new model file.
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+use burn::prelude::Device;
+use serde_json::json;
+
+use crate::attack::{self, AttackContext};
+use crate::data::DataSplit;
+use crate::error::Result;
+use crate::keyfile::KeyFile;
+use crate::train;
+use crate::weights::{self, WeightsMeta};
+
+use super::render::versions;
+
+/// What to attack, how, and where the result goes.
+pub struct AttackJob<'a> {
+    /// The attack, `name[:value][,key=value...]`, stages joined by `+`.
+    pub attack: &'a str,
+    /// The model file attacked.
+    pub model: &'a Path,
+    /// The watermark key, when the attack is sized by it (adversarial fine-tuning) or needs
+    /// the scheme (overwriting); nothing secret from it is used.
+    pub key: Option<&'a Path>,
+    /// The data set: the attacker gets the last third of its training split; the test split
+    /// measures accuracy.
+    pub split: &'a DataSplit,
+    /// Seed of the attack.
+    pub seed: u64,
+    /// Where the attacked model goes.
+    pub out: &'a Path,
+}
+
+/// How an attack went.
+pub struct AttackReport {
+    /// The attack as parsed.
+    pub attack: String,
+    /// The model attacked and its SHA-256.
+    pub model: PathBuf,
+    /// SHA-256 of the attacked file.
+    pub model_sha256: String,
+    /// Images the attacker trained with.
+    pub attacker_examples: usize,
+    /// Test accuracy before and after.
+    pub accuracy: (f64, f64),
+    /// Test images.
+    pub test_examples: usize,
+    /// Seconds the attack took.
+    pub seconds: f64,
+    /// Seed.
+    pub seed: u64,
+    /// The attacked model file and its SHA-256.
+    pub out: (PathBuf, String),
+    /// The attack filters queries instead of changing weights.
+    pub query_filter: bool,
+}
+
+/// Runs an attack and writes the attacked model (its metadata names the attack and the
+/// attacked file).
+pub fn attack(job: &AttackJob<'_>, device: &Device) -> Result<AttackReport> {
+    // Parse (and so check) the attack before loading anything.
+    let attack = attack::parse(job.attack)?;
+    let (_, attacker) = attack::owner_attacker_split(&job.split.train)?;
+    let loaded = weights::load(job.model, None, device)?;
+    let key = job.key.map(KeyFile::load).transpose()?;
+    let key_items = key
+        .as_ref()
+        .map(|k| k.triggers.as_ref().map_or(0, |t| t.labels.len()));
+    let scheme = match &key {
+        Some(k) => Some(crate::scheme::by_name(&k.meta.scheme)?),
+        None => None,
+    };
+    let before = train::evaluate(&loaded.model, &job.split.test, 256)?;
+    let started = std::time::Instant::now();
+    let model = attack.remove(
+        loaded.model,
+        &AttackContext {
+            data: Some(&attacker),
+            device,
+            seed: job.seed,
+            key_items,
+            scheme,
+        },
+    )?;
+    let seconds = started.elapsed().as_secs_f64();
+    let after = train::evaluate(&model, &job.split.test, 256)?;
+    let mut meta = WeightsMeta::new(model.spec.clone(), loaded.meta.dataset.clone(), job.seed);
+    meta.extra.insert("attack".into(), attack.describe());
+    meta.extra
+        .insert("attacked_model_sha256".into(), loaded.sha256.clone());
+    if let Some(t) = attack.query_transform() {
+        // The weights are unchanged; the filter is what the thief serves them behind.
+        meta.extra
+            .insert("query_transform".into(), format!("{t:?}"));
+    }
+    let sha = weights::save(&model, &meta, job.out)?;
+    Ok(AttackReport {
+        attack: attack.describe(),
+        model: job.model.to_path_buf(),
+        model_sha256: loaded.sha256,
+        attacker_examples: attacker.len(),
+        accuracy: (before.accuracy, after.accuracy),
+        test_examples: after.examples,
+        seconds,
+        seed: job.seed,
+        out: (job.out.to_path_buf(), sha),
+        query_filter: attack.query_transform().is_some(),
+    })
+}
+
+impl AttackReport {
+    /// The machine-readable report.
+    pub fn json(&self) -> serde_json::Value {
+        json!({ "versions": versions(), "seed": self.seed, "attack": self.attack, "model": self.model, "model_sha256": self.model_sha256, "attacker_examples": self.attacker_examples, "accuracy_before": self.accuracy.0, "accuracy_after": self.accuracy.1, "seconds": self.seconds, "out": self.out.0, "sha256": self.out.1 })
+    }
+}
+
+impl fmt::Display for AttackReport {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        writeln!(
+            f,
+            "{}: accuracy {:.2}% -> {:.2}% on {} test images ({:.1} s, attacker data {} images, seed {})",
+            self.attack,
+            self.accuracy.0 * 100.0,
+            self.accuracy.1 * 100.0,
+            self.test_examples,
+            self.seconds,
+            self.attacker_examples,
+            self.seed
+        )?;
+        if self.query_filter {
+            writeln!(
+                f,
+                "the weights are unchanged: this attack filters queries; verify through it with `nnmark verify --through {}`",
+                self.attack
+            )?;
+        }
+        write!(f, "wrote {} (sha256 {})", self.out.0.display(), self.out.1)
+    }
+}

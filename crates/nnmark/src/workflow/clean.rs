@@ -1,0 +1,94 @@
+//! Training a clean (unmarked) model: the owner's model before marking, a reference model for a
+//! calibrated null, the evaluation matrix's independent models.
+
+use burn::prelude::Device;
+
+use crate::data::Dataset;
+use crate::error::Result;
+use crate::model::{Architecture, Model, ModelSpec, Normalization};
+use crate::train::{self, TrainConfig, TrainObserver, TrainReport};
+use crate::weights::WeightsMeta;
+
+/// What to train.
+#[derive(Debug, Clone)]
+pub struct CleanTraining<'a> {
+    /// Architecture.
+    pub arch: Architecture,
+    /// Training data.
+    pub data: &'a Dataset,
+    /// Normalise inputs by the training data's mean and standard deviation.
+    pub normalize: bool,
+    /// Training recipe; fitted to the architecture (see [`TrainConfig::fitted_to`]).
+    pub config: TrainConfig,
+    /// Name of the data set, recorded in the weights file.
+    pub dataset_label: String,
+}
+
+impl<'a> CleanTraining<'a> {
+    /// A normalised model of `arch` trained on `data` with `config`.
+    pub fn new(
+        arch: Architecture,
+        data: &'a Dataset,
+        config: TrainConfig,
+        dataset_label: impl Into<String>,
+    ) -> Self {
+        CleanTraining {
+            arch,
+            data,
+            normalize: true,
+            config,
+            dataset_label: dataset_label.into(),
+        }
+    }
+
+    /// The model's spec: input and classes from the data.
+    pub fn spec(&self) -> ModelSpec {
+        ModelSpec {
+            architecture: self.arch,
+            input: self.data.shape,
+            num_classes: self.data.num_classes,
+            normalization: if self.normalize {
+                Normalization::from_dataset(self.data)
+            } else {
+                Normalization::identity(self.data.shape.channels)
+            },
+        }
+    }
+}
+
+/// A trained clean model with the metadata to save it under.
+pub struct CleanModel {
+    /// The model.
+    pub model: Model,
+    /// Metadata for its weights file (records the recipe as `train_config`).
+    pub meta: WeightsMeta,
+    /// The recipe as trained (fitted to the architecture).
+    pub config: TrainConfig,
+    /// How training went.
+    pub report: TrainReport,
+}
+
+/// Trains a clean model from a fresh initialisation seeded by the recipe's seed.
+pub fn train_clean(
+    req: &CleanTraining<'_>,
+    device: &Device,
+    observer: &mut dyn TrainObserver,
+) -> Result<CleanModel> {
+    let config = req.config.clone().fitted_to(req.arch);
+    config.validate()?;
+    let spec = req.spec();
+    device.seed(config.seed);
+    let model = Model::new(spec.clone(), device)?;
+    let (model, report) = train::train(model, req.data, &config, device, observer)?;
+    let mut meta = WeightsMeta::new(spec, req.dataset_label.clone(), config.seed);
+    meta.extra.insert(
+        "train_config".into(),
+        serde_json::to_string(&config).expect("a training config serialises"),
+    );
+    Ok(CleanModel {
+        model,
+        meta,
+        config,
+        report,
+    })
+}
