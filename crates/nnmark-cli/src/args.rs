@@ -111,6 +111,12 @@ pub struct ServeArgs {
     /// Seconds a whole request may take, upload included (408 beyond).
     #[arg(long, default_value_t = 60.0)]
     pub request_timeout: f64,
+    /// Seconds a connection may take to send a request's headers (idle connections are closed).
+    #[arg(long, default_value_t = 10.0)]
+    pub header_timeout: f64,
+    /// Connections served at once (more wait to be accepted).
+    #[arg(long, default_value_t = 512)]
+    pub max_connections: usize,
 }
 
 #[derive(Args)]

@@ -3,11 +3,10 @@
 use anyhow::{Context, Result};
 use indicatif::{ProgressBar, ProgressStyle};
 use nnmark::Device;
-use nnmark::eval::{self, CellRecord, EvalConfig, EvalOptions, EvalProgress, Shard};
-use serde_json::json;
+use nnmark_eval::{self as eval, CellRecord, EvalProgress};
 
 use crate::args::{EvalArgs, EvalCommand};
-use nnmark::workflow::versions;
+use crate::emit;
 
 struct Bar {
     bar: Option<ProgressBar>,
@@ -71,50 +70,16 @@ pub fn run(a: EvalArgs, device: &Device) -> Result<()> {
         }
         None => {}
     }
-    let path = a.config.expect("clap: --config or a subcommand");
-    let text =
-        std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
-    let cfg = EvalConfig::from_toml(&text, &path.display().to_string())?;
-    let shard = match &a.shard {
-        Some(s) => Shard::parse(s, |v| std::env::var(v).ok())?,
-        None => Shard::ALL,
-    };
+    let path = a.config.context("give --config or a subcommand")?;
     let quiet = a.output.quiet || a.output.json;
-    let summary = eval::run(
-        &cfg,
-        &EvalOptions {
-            out_dir: &a.out,
-            data_dir: a.data.data_dir.as_deref(),
-            shard,
-            device,
-        },
+    let run = eval::run_config_file(
+        &path,
+        &a.out,
+        a.data.data_dir.as_deref(),
+        a.shard.as_deref(),
+        device,
         &mut Bar { bar: None, quiet },
     )?;
-    let report = if shard.count == 1 {
-        let records = eval::read_jsonl(&summary.results)?;
-        Some(eval::report::write(&records, &a.out)?)
-    } else {
-        None
-    };
-    if a.output.json {
-        println!(
-            "{}",
-            json!({ "versions": versions(), "config": cfg.name, "seeds": cfg.seeds, "shard": shard, "summary": summary, "report": report })
-        );
-    } else {
-        println!(
-            "{}: {} cells ({} computed, {} cached), shard {}/{} -> {}",
-            cfg.name,
-            summary.cells,
-            summary.computed,
-            summary.cached,
-            shard.index,
-            shard.count,
-            summary.results.display()
-        );
-        if let Some((md, html)) = report {
-            println!("report: {} and {}", md.display(), html.display());
-        }
-    }
+    emit(a.output.json, || run.json(), &run);
     Ok(())
 }

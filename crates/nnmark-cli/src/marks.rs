@@ -154,10 +154,7 @@ pub fn verify(a: VerifyArgs, device: &Device) -> Result<()> {
         &a.tsa_certs,
         device,
     )?;
-    let onnx = a
-        .model
-        .as_deref()
-        .is_some_and(nnmark_remote::protocol::is_onnx);
+    let onnx = a.model.as_deref().is_some_and(nnmark_remote::onnx::is_onnx);
     if a.remote.endpoint.is_some() || onnx {
         let report = nnmark_remote::workflow::verify_remote(&key, &remote_job(&a)?)?;
         emit(a.output.json, || report.json(&key.references), &report);

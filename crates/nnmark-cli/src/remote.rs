@@ -77,6 +77,10 @@ pub fn serve(a: ServeArgs, device: &Device) -> Result<()> {
         cfg.model_name.clone(),
         cfg.token.is_some(),
     );
+    let limits = server::ConnectionLimits {
+        max_connections: a.max_connections,
+        header_read_timeout: seconds("--header-timeout", a.header_timeout)?,
+    };
     let router = server::router(model, cfg)?;
     runtime()?.block_on(async move {
         let listener = tokio::net::TcpListener::bind(&a.listen)
@@ -91,7 +95,8 @@ pub fn serve(a: ServeArgs, device: &Device) -> Result<()> {
         );
         use std::io::Write;
         let _ = std::io::stdout().flush();
-        server::serve(listener, router, server::shutdown_signal(), server::SHUTDOWN_GRACE).await?;
+        let stop = server::shutdown_signal();
+        server::serve_with(listener, router, stop, server::SHUTDOWN_GRACE, limits).await?;
         anyhow::Ok(())
     })
 }

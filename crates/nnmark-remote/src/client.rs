@@ -85,7 +85,13 @@ pub struct EndpointConfig {
     pub class_names: ClassNames,
     /// Ask v2 services for top-k through the classification extension.
     pub top_k: Option<usize>,
+    /// Largest answer read, in bytes ([`DEFAULT_MAX_RESPONSE_BYTES`]); a longer one is a
+    /// failed attempt, read no further.
+    pub max_response_bytes: usize,
 }
+
+/// Default cap on an answer's size: 16 MiB, far above a batch of labels or probability rows.
+pub const DEFAULT_MAX_RESPONSE_BYTES: usize = 16 << 20;
 
 impl EndpointConfig {
     /// Defaults: protocol probed, model `model`, 10 s timeout, 4 retries from 100 ms, 30 s cap.
@@ -99,6 +105,7 @@ impl EndpointConfig {
             retries: 4,
             backoff: Duration::from_millis(100),
             max_wait: Duration::from_secs(30),
+            max_response_bytes: DEFAULT_MAX_RESPONSE_BYTES,
             class_names: ClassNames::indices(classes),
             top_k: None,
         }
@@ -192,7 +199,10 @@ impl HttpEndpoint {
         }
         let resp = req.send().await.map_err(|e| format!("GET {path}: {e}"))?;
         let status = resp.status();
-        let text = resp.text().await.map_err(|e| format!("GET {path}: {e}"))?;
+        let bytes = read_capped(resp, self.cfg.max_response_bytes)
+            .await
+            .map_err(|e| format!("GET {path}: {e}"))?;
+        let text = String::from_utf8_lossy(&bytes);
         if !status.is_success() {
             return Err(format!("GET {path}: {status} {}", snippet(&text)));
         }
@@ -341,11 +351,13 @@ impl HttpEndpoint {
             .filter(|s| s.is_finite() && *s >= 0.0)
             // A wait too long for a Duration is longer than any cap: it fails the query.
             .map(|s| Duration::try_from_secs_f64(s).unwrap_or(Duration::MAX));
-        let bytes = resp.bytes().await.map_err(|e| Failure {
-            message: format!("answer broke off: {}", error_chain(&e)),
-            retryable: true,
-            retry_after: None,
-        })?;
+        let bytes = read_capped(resp, self.cfg.max_response_bytes)
+            .await
+            .map_err(|message| Failure {
+                message,
+                retryable: true,
+                retry_after: None,
+            })?;
         if !status.is_success() {
             let retryable = status.is_server_error()
                 || status == StatusCode::TOO_MANY_REQUESTS
@@ -362,18 +374,63 @@ impl HttpEndpoint {
                 retryable: true,
                 retry_after: None,
             })?;
+        if answers.len() != count {
+            return Err(Failure {
+                message: format!(
+                    "unusable answer: {} answers for {count} images",
+                    answers.len()
+                ),
+                retryable: true,
+                retry_after: None,
+            });
+        }
         Ok((answers, nnmark::io::sha256_hex(&bytes), status.as_u16()))
     }
 }
 
-/// The first 200 characters of a body, for error messages.
+/// The first 200 characters of a body, for error messages, with control characters escaped:
+/// a hostile server's text must not move the cursor, clear the screen or print a fake verdict.
 fn snippet(text: &str) -> String {
-    let t: String = text.chars().take(200).collect();
-    if t.len() < text.len() {
-        format!("{t}…")
-    } else {
-        t
+    let mut t = String::new();
+    for c in text.chars().take(200) {
+        if c.is_control() {
+            t.extend(c.escape_default());
+        } else {
+            t.push(c);
+        }
     }
+    if text.chars().nth(200).is_some() {
+        t.push('…');
+    }
+    t
+}
+
+/// Reads a response body chunk by chunk, refusing it as soon as it passes `limit` bytes (and
+/// before reading when its declared length already does): a suspect's server decides how much
+/// it sends.
+async fn read_capped(
+    mut resp: reqwest::Response,
+    limit: usize,
+) -> std::result::Result<Vec<u8>, String> {
+    if let Some(len) = resp.content_length()
+        && len > limit as u64
+    {
+        return Err(format!(
+            "answer of {len} bytes exceeds the limit of {limit} bytes"
+        ));
+    }
+    let mut body = Vec::new();
+    while let Some(chunk) = resp
+        .chunk()
+        .await
+        .map_err(|e| format!("answer broke off: {}", error_chain(&e)))?
+    {
+        if body.len() + chunk.len() > limit {
+            return Err(format!("answer exceeds the limit of {limit} bytes"));
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok(body)
 }
 
 fn error_chain(e: &dyn std::error::Error) -> String {

@@ -25,6 +25,59 @@ fn err(path: &Path, e: impl std::fmt::Display) -> Error {
     Error::format(path, format!("ONNX: {e}"))
 }
 
+/// Most elements a tensor the graph builds from a constant shape may hold (ConstantOfShape,
+/// Expand): 2^28, 1 GiB of f32, far above any classifier's activations.
+pub const MAX_CONSTANT_ELEMENTS: u64 = 1 << 28;
+
+/// Refuses a graph whose ConstantOfShape or Expand asks for more than
+/// [`MAX_CONSTANT_ELEMENTS`] elements through a constant shape: tract would fold it into a
+/// constant while preparing the model, allocating it whole (a 300-byte file can ask for
+/// petabytes and abort the process).
+fn check_constant_shapes(path: &Path, model: &InferenceModel) -> Result<()> {
+    for node in model.nodes() {
+        let shape_input = match node.op.name().as_ref() {
+            "ConstantOfShape" => 0,
+            "Expand" => 1,
+            _ => continue,
+        };
+        let Some(outlet) = node.inputs.get(shape_input) else {
+            continue;
+        };
+        // Only a shape known now can be folded now; one computed from the input is checked
+        // against the input's (fixed) size when it runs.
+        let konst = model
+            .outlet_fact(*outlet)
+            .ok()
+            .and_then(|f| f.value.concretize());
+        let Some(konst) = konst else { continue };
+        let dims = konst.cast_to::<i64>().map_err(|e| {
+            err(
+                path,
+                format!("node '{}': shape is not integer: {e}", node.name),
+            )
+        })?;
+        let dims = dims
+            .as_slice::<i64>()
+            .map_err(|e| err(path, format!("node '{}': {e}", node.name)))?;
+        let elements = dims.iter().try_fold(1u64, |acc, &d| {
+            u64::try_from(d.max(1))
+                .ok()
+                .and_then(|d| acc.checked_mul(d))
+        });
+        if elements.is_none_or(|n| n > MAX_CONSTANT_ELEMENTS) {
+            return Err(err(
+                path,
+                format!(
+                    "node '{}' ({}) builds a tensor of shape {dims:?}, over the limit of {MAX_CONSTANT_ELEMENTS} elements",
+                    node.name,
+                    node.op.name()
+                ),
+            ));
+        }
+    }
+    Ok(())
+}
+
 impl OnnxOracle {
     /// Loads `path`. The input shape is read from the file where it is fixed; `shape` (the
     /// key's) fills in or must agree with it.
@@ -73,6 +126,7 @@ impl OnnxOracle {
         } else {
             vec![1, shape.channels, shape.height, shape.width]
         };
+        check_constant_shapes(path, &model)?;
         let plan = model
             .with_input_fact(0, f32::fact(input_dims.clone()).into())
             .and_then(|m| m.into_optimized())
@@ -173,5 +227,114 @@ impl Oracle for OnnxOracle {
 
     fn queries_made(&self) -> u64 {
         self.queries
+    }
+}
+
+/// True when `path` looks like an ONNX file.
+pub fn is_onnx(path: &Path) -> bool {
+    path.extension()
+        .is_some_and(|e| e.eq_ignore_ascii_case("onnx"))
+}
+
+#[cfg(test)]
+mod bomb_tests {
+    use super::*;
+    use prost::Message;
+    use tract_onnx::pb::{
+        GraphProto, ModelProto, NodeProto, OperatorSetIdProto, TensorProto, TensorShapeProto,
+        TypeProto, ValueInfoProto, tensor_proto::DataType, tensor_shape_proto::Dimension,
+        tensor_shape_proto::dimension, type_proto,
+    };
+
+    fn value_info(name: &str, dims: &[i64]) -> ValueInfoProto {
+        ValueInfoProto {
+            name: name.into(),
+            r#type: Some(TypeProto {
+                denotation: String::new(),
+                value: Some(type_proto::Value::TensorType(type_proto::Tensor {
+                    elem_type: DataType::Float as i32,
+                    shape: Some(TensorShapeProto {
+                        dim: dims
+                            .iter()
+                            .map(|&d| Dimension {
+                                denotation: String::new(),
+                                value: Some(dimension::Value::DimValue(d)),
+                            })
+                            .collect(),
+                    }),
+                })),
+            }),
+            doc_string: String::new(),
+        }
+    }
+
+    /// input [1,1,28,28] + ConstantOfShape(shape) -> output: the constant is broadcast into
+    /// the answer, so tract folds it while preparing the model.
+    fn model_with_constant(shape: &[i64]) -> Vec<u8> {
+        ModelProto {
+            ir_version: 8,
+            opset_import: vec![OperatorSetIdProto {
+                domain: String::new(),
+                version: 13,
+            }],
+            graph: Some(GraphProto {
+                node: vec![
+                    NodeProto {
+                        op_type: "ConstantOfShape".into(),
+                        input: vec!["shape".into()],
+                        output: vec!["big".into()],
+                        name: "bomb".into(),
+                        ..Default::default()
+                    },
+                    NodeProto {
+                        op_type: "Add".into(),
+                        input: vec!["input".into(), "big".into()],
+                        output: vec!["out".into()],
+                        name: "add".into(),
+                        ..Default::default()
+                    },
+                ],
+                initializer: vec![TensorProto {
+                    dims: vec![shape.len() as i64],
+                    data_type: DataType::Int64 as i32,
+                    int64_data: shape.to_vec(),
+                    name: "shape".into(),
+                    ..Default::default()
+                }],
+                input: vec![value_info("input", &[1, 1, 28, 28])],
+                output: vec![value_info("out", &[1, 1, 28, 28])],
+                ..Default::default()
+            }),
+            ..Default::default()
+        }
+        .encode_to_vec()
+    }
+
+    #[test]
+    fn a_constant_of_shape_bomb_is_refused_before_it_is_built() {
+        let dir = tempfile::tempdir().unwrap();
+        let bomb = dir.path().join("bomb.onnx");
+        // 1e5^3 floats: 4e15 bytes; preparing it used to abort the process.
+        std::fs::write(&bomb, model_with_constant(&[100_000, 100_000, 100_000])).unwrap();
+        let e = OnnxOracle::load(&bomb, None, Reveal::Label)
+            .map(|_| ())
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("bomb.onnx")
+                && e.contains("ConstantOfShape")
+                && e.contains("over the limit"),
+            "{e}"
+        );
+        // A small constant of the same graph passes the check (and is refused later only for
+        // not being a classifier).
+        let small = dir.path().join("small.onnx");
+        std::fs::write(&small, model_with_constant(&[1, 1, 28, 28])).unwrap();
+        let e = OnnxOracle::load(&small, None, Reveal::Label)
+            .map(|_| ())
+            .err()
+            .map(|e| e.to_string())
+            .unwrap_or_default();
+        assert!(!e.contains("over the limit"), "{e}");
     }
 }

@@ -61,7 +61,7 @@ pub fn load_model(
     shape: Option<ImageShape>,
     device: &nnmark::Device,
 ) -> Result<(ServedModel, String)> {
-    if crate::protocol::is_onnx(path) {
+    if crate::onnx::is_onnx(path) {
         let o = crate::onnx::OnnxOracle::load(path, shape, Reveal::Probabilities)?;
         return Ok((ServedModel::new(Box::new(o), "onnx-tract"), String::new()));
     }
@@ -181,17 +181,27 @@ impl From<Rejection> for ApiError {
     }
 }
 
-/// Checks `Authorization: Bearer <token>` in constant time.
+/// Checks `Authorization: Bearer <token>` (the scheme in any case, RFC 7235). The digests of
+/// both tokens are compared, in constant time, so neither the token's bytes nor its length
+/// leak through timing.
 fn authorised(headers: &HeaderMap, token: &str) -> bool {
     let Some(given) = headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
+        .and_then(|v| v.split_once(' '))
+        .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
+        .map(|(_, t)| t.trim())
     else {
         return false;
     };
-    let (a, b) = (given.as_bytes(), token.as_bytes());
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+    let (a, b) = (
+        nnmark::io::sha256_hex(given.as_bytes()),
+        nnmark::io::sha256_hex(token.as_bytes()),
+    );
+    a.bytes()
+        .zip(b.bytes())
+        .fold(0u8, |acc, (x, y)| acc | (x ^ y))
+        == 0
 }
 
 async fn guard(
@@ -520,37 +530,112 @@ pub fn router(model: ServedModel, cfg: ServeConfig) -> Result<Router> {
 /// How long requests in flight may run on after a shutdown signal before they are cut off.
 pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
 
-/// Serves `router` on `listener` until `shutdown` resolves, then stops accepting and lets
-/// requests in flight finish for at most `grace` (a hung client or handler cannot hold the
-/// process past it).
+/// What one peer's sockets can hold of a server: a peer that opens connections and sends
+/// nothing, or trickles its headers, is cut off after `header_read_timeout`; at most
+/// `max_connections` are served at once (further ones wait in the kernel's backlog).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct ConnectionLimits {
+    /// Connections served at once.
+    pub max_connections: usize,
+    /// Time a connection may take to send a request's headers, waiting included (an idle
+    /// keep-alive connection is closed after it too).
+    pub header_read_timeout: Duration,
+}
+
+impl Default for ConnectionLimits {
+    /// 512 connections, 10 s for headers.
+    fn default() -> Self {
+        ConnectionLimits {
+            max_connections: 512,
+            header_read_timeout: Duration::from_secs(10),
+        }
+    }
+}
+
+/// Serves `router` on `listener` with the default [`ConnectionLimits`]; see [`serve_with`].
 pub async fn serve(
     listener: tokio::net::TcpListener,
     router: Router,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
     grace: Duration,
 ) -> Result<()> {
-    let addr = listener
-        .local_addr()
-        .map_err(|e| Error::remote("listener", e.to_string()))?;
-    let (fired_tx, fired_rx) = tokio::sync::oneshot::channel::<()>();
-    let signal = async move {
-        shutdown.await;
-        let _ = fired_tx.send(());
-    };
-    let server = axum::serve(
+    serve_with(
         listener,
-        router.into_make_service_with_connect_info::<SocketAddr>(),
+        router,
+        shutdown,
+        grace,
+        ConnectionLimits::default(),
     )
-    .with_graceful_shutdown(signal);
-    let deadline = async move {
-        if fired_rx.await.is_err() {
-            std::future::pending::<()>().await;
-        }
-        tokio::time::sleep(grace).await;
-    };
+    .await
+}
+
+/// Serves `router` on `listener` until `shutdown` resolves, then stops accepting and lets
+/// requests in flight finish for at most `grace` (a hung client or handler cannot hold the
+/// process past it). Each connection is HTTP/1.1 with hyper's header-read timeout; a
+/// semaphore caps how many are served at once.
+pub async fn serve_with(
+    listener: tokio::net::TcpListener,
+    router: Router,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+    grace: Duration,
+    limits: ConnectionLimits,
+) -> Result<()> {
+    use hyper_util::rt::{TokioIo, TokioTimer};
+    use tower::ServiceExt;
+
+    if limits.max_connections == 0 || limits.header_read_timeout.is_zero() {
+        return Err(Error::invalid(
+            "connection limits",
+            format!("{limits:?}"),
+            "need at least one connection and a positive header timeout",
+        ));
+    }
+    let permits = Arc::new(tokio::sync::Semaphore::new(limits.max_connections));
+    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+    let mut http = hyper::server::conn::http1::Builder::new();
+    http.timer(TokioTimer::new())
+        .header_read_timeout(limits.header_read_timeout)
+        .keep_alive(true);
+    let mut shutdown = std::pin::pin!(shutdown);
+    loop {
+        let permit = tokio::select! {
+            p = permits.clone().acquire_owned() => match p {
+                Ok(p) => p,
+                Err(_) => break,
+            },
+            _ = &mut shutdown => break,
+        };
+        let (stream, peer) = tokio::select! {
+            r = listener.accept() => match r {
+                Ok(x) => x,
+                Err(e) => {
+                    // Out of file descriptors and the like: wait rather than spin.
+                    tracing::warn!("accept failed: {e}");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            _ = &mut shutdown => break,
+        };
+        let _ = stream.set_nodelay(true);
+        let router = router.clone();
+        let service =
+            hyper::service::service_fn(move |mut req: hyper::Request<hyper::body::Incoming>| {
+                req.extensions_mut().insert(ConnectInfo(peer));
+                router.clone().oneshot(req.map(axum::body::Body::new))
+            });
+        let conn = graceful.watch(http.serve_connection(TokioIo::new(stream), service));
+        tokio::spawn(async move {
+            if let Err(e) = conn.await {
+                tracing::debug!("connection from {peer} ended: {e}");
+            }
+            drop(permit);
+        });
+    }
+    drop(listener);
     tokio::select! {
-        r = server => r.map_err(|e| Error::remote(addr.to_string(), format!("server failed: {e}"))),
-        _ = deadline => {
+        _ = graceful.shutdown() => Ok(()),
+        _ = tokio::time::sleep(grace) => {
             tracing::warn!("requests still open {grace:?} after the shutdown signal: cutting them off");
             Ok(())
         }
@@ -596,6 +681,15 @@ impl RunningServer {
 
     /// Serves any router (a [`router`] wrapped in extra layers, a test double).
     pub fn start_router(router: Router, addr: SocketAddr) -> Result<Self> {
+        Self::start_router_with(router, addr, ConnectionLimits::default())
+    }
+
+    /// [`RunningServer::start_router`] with other connection limits.
+    pub fn start_router_with(
+        router: Router,
+        addr: SocketAddr,
+        limits: ConnectionLimits,
+    ) -> Result<Self> {
         let std_listener = std::net::TcpListener::bind(addr)
             .map_err(|e| Error::remote(addr.to_string(), format!("cannot listen: {e}")))?;
         std_listener
@@ -614,13 +708,14 @@ impl RunningServer {
             rt.block_on(async move {
                 let listener = tokio::net::TcpListener::from_std(std_listener)
                     .map_err(|e| Error::remote(addr.to_string(), e.to_string()))?;
-                serve(
+                serve_with(
                     listener,
                     router,
                     async {
                         let _ = rx.await;
                     },
                     Duration::from_secs(1),
+                    limits,
                 )
                 .await
             })
@@ -658,5 +753,38 @@ impl RunningServer {
 impl Drop for RunningServer {
     fn drop(&mut self) {
         let _ = self.shutdown();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn with_auth(v: &str) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        h.insert(header::AUTHORIZATION, HeaderValue::from_str(v).unwrap());
+        h
+    }
+
+    #[test]
+    fn bearer_scheme_is_case_insensitive_and_tokens_must_match_exactly() {
+        let token = "s3cret-token";
+        for ok in [
+            "Bearer s3cret-token",
+            "bearer s3cret-token",
+            "BEARER s3cret-token",
+        ] {
+            assert!(authorised(&with_auth(ok), token), "{ok}");
+        }
+        for bad in [
+            "Bearer s3cret-toke",
+            "Bearer s3cret-token2",
+            "Bearer ",
+            "Basic s3cret-token",
+            "s3cret-token",
+        ] {
+            assert!(!authorised(&with_auth(bad), token), "{bad}");
+        }
+        assert!(!authorised(&HeaderMap::new(), token));
     }
 }

@@ -12,7 +12,6 @@ pub mod data;
 pub mod demo;
 pub mod device;
 pub mod error;
-pub mod eval;
 pub mod io;
 pub mod keyfile;
 pub mod model;

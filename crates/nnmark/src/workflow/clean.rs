@@ -92,3 +92,70 @@ pub fn train_clean(
         report,
     })
 }
+
+/// A clean model trained, evaluated on the test split and written: what `nnmark train` reports.
+pub struct TrainedFile {
+    /// The training (recipe, report, metadata).
+    pub clean: CleanModel,
+    /// Test-split accuracy.
+    pub test: crate::train::Evaluation,
+    /// The weights file.
+    pub out: std::path::PathBuf,
+    /// Its SHA-256.
+    pub sha256: String,
+}
+
+/// Trains a clean model, evaluates it on `test`, and writes it (with its test accuracy in the
+/// metadata) to `out`.
+pub fn train_and_save(
+    req: &CleanTraining<'_>,
+    test: &Dataset,
+    out: &std::path::Path,
+    device: &Device,
+    observer: &mut dyn TrainObserver,
+) -> Result<TrainedFile> {
+    let mut clean = train_clean(req, device, observer)?;
+    let eval = train::evaluate(&clean.model, test, 256)?;
+    clean
+        .meta
+        .extra
+        .insert("test_accuracy".into(), format!("{:.6}", eval.accuracy));
+    let sha256 = crate::weights::save(&clean.model, &clean.meta, out)?;
+    Ok(TrainedFile {
+        clean,
+        test: eval,
+        out: out.to_path_buf(),
+        sha256,
+    })
+}
+
+impl TrainedFile {
+    /// The machine-readable report.
+    pub fn json(&self) -> serde_json::Value {
+        let (c, r, m) = (&self.clean.config, &self.clean.report, &self.clean.meta);
+        serde_json::json!({ "versions": super::render::versions(), "seed": c.seed, "dataset": m.dataset, "model": m.spec.architecture, "config": c, "epochs": r.epochs, "kept_epoch": r.kept_epoch, "stopped_early": r.stopped_early, "test_accuracy": self.test.accuracy, "out": self.out, "sha256": self.sha256 })
+    }
+}
+
+impl std::fmt::Display for TrainedFile {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let (c, r, m) = (&self.clean.config, &self.clean.report, &self.clean.meta);
+        write!(
+            f,
+            "test accuracy {:.2}% on {} images ({} {}, seed {}, {} epochs{})\nwrote {} (sha256 {})",
+            self.test.accuracy * 100.0,
+            self.test.examples,
+            m.spec.architecture,
+            m.dataset,
+            c.seed,
+            r.epochs.len(),
+            if r.stopped_early {
+                ", stopped early"
+            } else {
+                ""
+            },
+            self.out.display(),
+            self.sha256
+        )
+    }
+}

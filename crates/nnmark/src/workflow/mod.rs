@@ -34,17 +34,24 @@
 mod attack;
 mod clean;
 mod embed;
+mod evaluate;
 mod keys;
 mod render;
+mod timestamps;
 mod verify;
 
 pub use attack::{AttackJob, AttackReport, attack};
-pub use clean::{CleanModel, CleanTraining, train_clean};
+pub use clean::{CleanModel, CleanTraining, TrainedFile, train_and_save, train_clean};
 pub use embed::{
     EmbedJob, EmbedReport, ProofPolicy, Start, WrittenMark, aux_data_for, embed, start_models,
 };
+pub use evaluate::{FileEvaluation, evaluate_file};
 pub use keys::{KeySummary, inspect_key};
 pub use render::{commitment_line, verdict_lines, versions};
+pub use timestamps::{
+    CommitmentWritten, TimestampAttached, TimestampCheck, TimestampRequestWritten, commit_key,
+    timestamp_attach, timestamp_request, timestamp_verify,
+};
 pub use verify::{
     Calibration, CommitmentCheck, NullChoice, PreparedKey, PublicCheck, PublicReport,
     ReferenceRate, RevealJob, VerifyReport, check_commitment, default_commitment_path,

@@ -3,10 +3,10 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::attack;
-use crate::error::{Error, Result};
-use crate::model::Architecture;
-use crate::scheme::{self, EmbedMode};
+use nnmark::attack;
+use nnmark::error::{Error, Result};
+use nnmark::model::Architecture;
+use nnmark::scheme::{self, EmbedMode};
 
 /// A whole matrix: models × schemes × attacks × seeds.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -37,7 +37,7 @@ pub struct EvalConfig {
 }
 
 fn default_fpr() -> f64 {
-    crate::verdict::DEFAULT_FPR
+    nnmark::verdict::DEFAULT_FPR
 }
 fn default_plausible() -> f64 {
     5.0
@@ -109,6 +109,12 @@ impl EvalConfig {
         if self.seeds.is_empty() {
             return bad("seeds", &"[]", "give at least one seed");
         }
+        for (i, s) in self.seeds.iter().enumerate() {
+            if self.seeds[..i].contains(s) {
+                // The same seed twice is the same cells twice: duplicate records.
+                return bad("seeds", s, "appears twice");
+            }
+        }
         if !(self.fpr > 0.0 && self.fpr < 1.0) {
             return bad("fpr", &self.fpr, "must be in (0, 1)");
         }
@@ -134,7 +140,7 @@ impl EvalConfig {
             if m.epochs == 0 {
                 return bad("models.epochs", &0, "must be at least 1");
             }
-            crate::data::canonical_name(&m.dataset).ok_or_else(|| {
+            nnmark::data::canonical_name(&m.dataset).ok_or_else(|| {
                 Error::invalid(
                     "eval config models.dataset",
                     &m.dataset,
@@ -158,7 +164,7 @@ impl EvalConfig {
                 a.parse::<Architecture>()?;
             }
             if let Some(d) = &s.aux_dataset {
-                crate::data::canonical_name(d).ok_or_else(|| {
+                nnmark::data::canonical_name(d).ok_or_else(|| {
                     Error::invalid(
                         "eval config schemes.aux_dataset",
                         d,
@@ -178,5 +184,51 @@ impl EvalConfig {
             }
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn duplicate_seeds_are_refused() {
+        let text = r#"
+name = "dup"
+seeds = [1, 2, 1]
+attacks = ["none"]
+[[models]]
+arch = "mlp"
+dataset = "mnist10k"
+epochs = 1
+[[schemes]]
+name = "adi"
+epochs = 1
+"#;
+        let err = EvalConfig::from_toml(text, "dup.toml")
+            .map(|_| ())
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("seeds") && err.contains("appears twice"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn cached_floats_read_back_exactly() {
+        // Cells are cached as JSON; a resumed run must read back the very p-values it wrote.
+        let mut x = 0x9e37_79b9_7f4a_7c15u64;
+        for _ in 0..20_000 {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            let v = f64::from_bits(x);
+            if !v.is_finite() {
+                continue;
+            }
+            let back: f64 = serde_json::from_str(&serde_json::to_string(&v).unwrap()).unwrap();
+            assert_eq!(back.to_bits(), v.to_bits(), "{v:e}");
+        }
     }
 }

@@ -4,10 +4,14 @@
 //! (`--shard i/n`, or the index from `SLURM_ARRAY_TASK_ID` / `JOB_COMPLETION_INDEX`) split the
 //! work by (model, scheme, seed) group across machines; [`merge`] joins their outputs.
 
+#![warn(missing_docs)]
+
 mod config;
 pub mod report;
+mod run_file;
 
 pub use config::{EvalConfig, ModelEntry, SchemeEntry};
+pub use run_file::{MatrixRun, run_config_file};
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -16,18 +20,18 @@ use burn::prelude::Device;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
-use crate::attack::{self, AttackContext, TransformedOracle};
-use crate::data::{self, DataSource, DataSplit, Dataset};
-use crate::error::{Error, Result};
-use crate::keyfile::KeyFile;
-use crate::model::{Architecture, Model};
-use crate::oracle::{LocalOracle, Oracle, Reveal};
-use crate::scheme::{self, EmbedMode, Suspect};
-use crate::train::{self, Silent, TrainConfig};
-use crate::verdict::{NullModel, Verdict};
-use crate::watermark::{self, EmbedRequest};
-use crate::weights::{self, WeightsMeta};
-use crate::workflow::{self, CleanTraining, Start};
+use nnmark::attack::{self, AttackContext, TransformedOracle};
+use nnmark::data::{self, DataSource, DataSplit, Dataset};
+use nnmark::error::{Error, Result};
+use nnmark::keyfile::KeyFile;
+use nnmark::model::{Architecture, Model};
+use nnmark::oracle::{LocalOracle, Oracle, Reveal};
+use nnmark::scheme::{self, EmbedMode, Suspect};
+use nnmark::train::{self, Silent, TrainConfig};
+use nnmark::verdict::{NullModel, Verdict};
+use nnmark::watermark::{self, EmbedRequest};
+use nnmark::weights::{self, WeightsMeta};
+use nnmark::workflow::{self, CleanTraining, Start};
 
 /// Which part of the matrix this process runs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -189,7 +193,7 @@ fn digest(value: &serde_json::Value) -> String {
 }
 
 fn versions() -> serde_json::Value {
-    serde_json::json!({ "nnmark": crate::VERSION, "burn": crate::BURN_VERSION })
+    serde_json::json!({ "nnmark": nnmark::VERSION, "burn": nnmark::BURN_VERSION })
 }
 
 /// One (model entry, scheme entry, seed) group: a clean model, a marked model, its key.
@@ -338,7 +342,7 @@ pub fn run(
         let group_id = serde_json::json!({
             "dataset": ds, "arch": arch, "clean_epochs": g.model.epochs, "seed": g.seed,
             "scheme": sc.name(), "params": params, "mode": mode.name(),
-            "embed_epochs": g.scheme.epochs, "lr": g.scheme.lr, "aux": g.scheme.aux_dataset, "nnmark": crate::VERSION,
+            "embed_epochs": g.scheme.epochs, "lr": g.scheme.lr, "aux": g.scheme.aux_dataset, "nnmark": nnmark::VERSION,
         });
         let group_hash = digest(&group_id);
         let attacks = attacks_of(g);
@@ -404,7 +408,7 @@ pub fn run(
             )
             .map_err(|e| in_group(g, e))?;
             let text = serde_json::to_string_pretty(&rec).expect("serialises");
-            crate::io::write_atomic(&path, text.as_bytes(), Some(0o644))?;
+            nnmark::io::write_atomic(&path, text.as_bytes(), Some(0o644))?;
             progress.cell(&rec, false);
             records.push(rec);
             computed += 1;
@@ -456,7 +460,7 @@ fn prepare(
     };
     let clean_id = |seed: u64| {
         digest(&serde_json::json!({
-            "dataset": ds, "arch": arch, "epochs": g.model.epochs, "seed": seed, "nnmark": crate::VERSION,
+            "dataset": ds, "arch": arch, "epochs": g.model.epochs, "seed": seed, "nnmark": nnmark::VERSION,
         }))
     };
     progress.stage(&format!("clean {arch} on {ds}, seed {}", g.seed));
@@ -520,7 +524,7 @@ fn prepare(
             .meta
             .notes
             .insert("eval_embed_seconds".into(), secs.into());
-        crate::io::write_atomic(&marked_path, &e.model_bytes, None)?;
+        nnmark::io::write_atomic(&marked_path, &e.model_bytes, None)?;
         e.key.save(&key_path)?;
         (e.model, e.key, secs)
     };
@@ -692,7 +696,7 @@ pub fn write_jsonl(path: &Path, records: &[CellRecord]) -> Result<()> {
         text.push_str(&serde_json::to_string(r).expect("serialises"));
         text.push('\n');
     }
-    crate::io::write_atomic(path, text.as_bytes(), Some(0o644))
+    nnmark::io::write_atomic(path, text.as_bytes(), Some(0o644))
 }
 
 /// Reads a JSONL file of cell records; errors name the file and line.

@@ -4,7 +4,7 @@
 //! rejected before any work.
 
 use burn::prelude::Device;
-use nnmark::eval::{self, EvalConfig, EvalOptions, Quiet, Shard};
+use nnmark_eval::{self as eval, EvalConfig, EvalOptions, Quiet, Shard};
 
 const SMOKE: &str = r#"
 name = "smoke"

@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 use plotters::prelude::*;
 
 use super::CellRecord;
-use crate::error::{Error, Result};
+use nnmark::error::{Error, Result};
 
 /// Mean and (sample) standard deviation.
 pub fn mean_sd(v: &[f64]) -> (f64, f64) {
@@ -458,7 +458,7 @@ pub fn write(records: &[CellRecord], dir: &Path) -> Result<(PathBuf, PathBuf)> {
     std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
     let md = dir.join("report.md");
     let html_path = dir.join("report.html");
-    crate::io::write_atomic(&md, markdown(records).as_bytes(), Some(0o644))?;
-    crate::io::write_atomic(&html_path, html(records)?.as_bytes(), Some(0o644))?;
+    nnmark::io::write_atomic(&md, markdown(records).as_bytes(), Some(0o644))?;
+    nnmark::io::write_atomic(&html_path, html(records)?.as_bytes(), Some(0o644))?;
     Ok((md, html_path))
 }
