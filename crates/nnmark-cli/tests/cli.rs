@@ -76,6 +76,22 @@ fn bad_inputs_are_one_line_errors() {
     );
     assert_clean_error(&nnmark(&["train", "--model", "vgg"], d), &["vgg", "lenet"]);
     assert_clean_error(&nnmark(&["train", "--schedule", "step:x"], d), &["step:x"]);
+    // An image shape that would ask for gigabytes per image.
+    assert_clean_error(
+        &nnmark(
+            &[
+                "data",
+                "inspect",
+                "--image-folders",
+                "a",
+                "b",
+                "--image-shape",
+                "1x100000x100000",
+            ],
+            d,
+        ),
+        &["1x100000x100000", "4096"],
+    );
     assert_clean_error(
         &nnmark(&["train", "--epochs", "0"], d),
         &["epochs", "at least 1"],

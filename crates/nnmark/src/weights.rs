@@ -352,6 +352,23 @@ pub fn load(path: &Path, spec: Option<&ModelSpec>, device: &Device) -> Result<Lo
             });
         }
     };
+    // A std of 0 (or a non-finite statistic) in the metadata would turn every input into
+    // NaN or infinity: every answer garbage, silently.
+    let n = &meta.spec.normalization;
+    if let Some((what, v)) = n
+        .mean
+        .iter()
+        .map(|&m| ("mean", m))
+        .chain(n.std.iter().map(|&s| ("std", s)))
+        .find(|&(what, v)| !v.is_finite() || (what == "std" && v <= 0.0))
+    {
+        return Err(Error::Weights {
+            path: path.to_path_buf(),
+            problem: format!(
+                "normalisation {what} {v} in its metadata is unusable (a std must be positive and finite, a mean finite)"
+            ),
+        });
+    }
     let mut model = Model::new(meta.spec.clone(), device)?;
     let result = if is_pth {
         let mut store = PytorchStore::from_file(path)

@@ -304,3 +304,39 @@ fn half_double_and_non_finite_weights() {
         "{e}"
     );
 }
+
+/// A weights file whose metadata holds a normalisation std of 0 (or below) is refused with the
+/// file and the statistic named: it used to load and answer NaN for every input. (JSON cannot
+/// carry a NaN mean: it is written as null and refused as unreadable metadata.)
+#[test]
+fn unusable_normalisation_statistics_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let device = Device::flex();
+    let mut spec = lenet_spec();
+    spec.normalization = Normalization {
+        mean: vec![0.1],
+        std: vec![0.3],
+    };
+    let model = Model::new(spec.clone(), &device).unwrap();
+    for (name, mean, std, needle) in [
+        ("zero-std", 0.1f32, 0.0f32, "std 0"),
+        ("negative-std", 0.1, -0.5, "std -0.5"),
+    ] {
+        let mut meta = WeightsMeta::new(spec.clone(), "test", 1);
+        meta.spec.normalization = Normalization {
+            mean: vec![mean],
+            std: vec![std],
+        };
+        let path = dir.path().join(format!("{name}.safetensors"));
+        weights::save(&model, &meta, &path).unwrap();
+        let err = weights::load(&path, None, &device)
+            .map(|_| ())
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains(name) && err.contains(needle), "{err}");
+    }
+    // The same model with usable statistics loads.
+    let path = dir.path().join("ok.safetensors");
+    weights::save(&model, &WeightsMeta::new(spec, "test", 1), &path).unwrap();
+    assert!(weights::load(&path, None, &device).is_ok());
+}

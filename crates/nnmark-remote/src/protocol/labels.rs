@@ -27,17 +27,23 @@ pub fn parse_labels_request(
         }
         return check_count(pixels, list.len(), shape, max_batch, None);
     }
-    let img = image::load_from_memory(body)
-        .map_err(|e| Rejection::unprocessable(format!("body is not a readable image: {e}")))?;
-    if (img.width() as usize, img.height() as usize) != (shape.width, shape.height) {
+    let unreadable = |e: &dyn std::fmt::Display| {
+        Rejection::unprocessable(format!("body is not a readable image: {e}"))
+    };
+    let reader = || {
+        image::ImageReader::new(std::io::Cursor::new(body))
+            .with_guessed_format()
+            .map_err(|e| unreadable(&e))
+    };
+    // The size from the header first: a 16000x16000 PNG is refused before it is decoded.
+    let (width, height) = reader()?.into_dimensions().map_err(|e| unreadable(&e))?;
+    if (width as usize, height as usize) != (shape.width, shape.height) {
         return Err(Rejection::unprocessable(format!(
-            "image is {}x{}; this model takes {}x{}",
-            img.width(),
-            img.height(),
-            shape.width,
-            shape.height
+            "image is {width}x{height}; this model takes {}x{}",
+            shape.width, shape.height
         )));
     }
+    let img = reader()?.decode().map_err(|e| unreadable(&e))?;
     let pixels: Vec<f32> = match shape.channels {
         1 => img
             .to_luma8()

@@ -474,6 +474,34 @@ mod tests {
     }
 
     #[test]
+    fn a_huge_image_is_refused_from_its_header_before_decoding() {
+        fn crc32(bytes: &[u8]) -> u32 {
+            let mut c = 0xffff_ffffu32;
+            for &b in bytes {
+                c ^= u32::from(b);
+                for _ in 0..8 {
+                    c = if c & 1 == 1 {
+                        0xedb8_8320 ^ (c >> 1)
+                    } else {
+                        c >> 1
+                    };
+                }
+            }
+            !c
+        }
+        let mnist = ImageShape::MNIST;
+        let mut png = encode_png(&vec![0.5; mnist.numel()], mnist).unwrap();
+        // Claim 16000x16000 in the IHDR chunk (the pixel data stays 28x28).
+        png[16..20].copy_from_slice(&16_000u32.to_be_bytes());
+        png[20..24].copy_from_slice(&16_000u32.to_be_bytes());
+        let crc = crc32(&png[12..29]);
+        png[29..33].copy_from_slice(&crc.to_be_bytes());
+        let r = parse_labels_request(&png, "image/png", mnist, 8).unwrap_err();
+        assert_eq!(r.status, 422);
+        assert!(r.message.contains("16000x16000"), "{}", r.message);
+    }
+
+    #[test]
     fn bad_requests_name_the_problem() {
         let s = shape();
         let r = parse_v2_request(

@@ -38,17 +38,33 @@ impl std::fmt::Display for ImageShape {
     }
 }
 
+/// Largest image side a shape may name (the IDX reader's limit too): larger ones would ask for
+/// gigabytes per batch.
+pub const MAX_IMAGE_SIDE: usize = 4096;
+
 impl std::str::FromStr for ImageShape {
     type Err = crate::error::Error;
-    /// `CxHxW` (also with `X` or `,`), every dimension positive: `1x28x28`.
+    /// `CxHxW` (also with `X` or `,`): 1-4 channels, sides of 1 to [`MAX_IMAGE_SIDE`].
     fn from_str(s: &str) -> crate::error::Result<Self> {
-        let bad = || crate::error::Error::invalid("image shape", s, "expected CxHxW, e.g. 1x28x28");
+        let bad = || {
+            crate::error::Error::invalid(
+                "image shape",
+                s,
+                format!(
+                    "expected CxHxW with 1-4 channels and sides of 1-{MAX_IMAGE_SIDE}, e.g. 1x28x28"
+                ),
+            )
+        };
         let dims: Vec<usize> = s
             .split(['x', 'X', ','])
             .map(|d| d.trim().parse::<usize>().map_err(|_| bad()))
             .collect::<crate::error::Result<_>>()?;
         match dims[..] {
-            [channels, height, width] if channels > 0 && height > 0 && width > 0 => {
+            [channels, height, width]
+                if (1..=4).contains(&channels)
+                    && (1..=MAX_IMAGE_SIDE).contains(&height)
+                    && (1..=MAX_IMAGE_SIDE).contains(&width) =>
+            {
                 Ok(ImageShape {
                     channels,
                     height,

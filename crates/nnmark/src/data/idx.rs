@@ -30,17 +30,49 @@ pub fn read_maybe_gz(path: &Path) -> Result<Vec<u8>> {
     decode_maybe_gz(path, raw)
 }
 
-/// Gunzips `raw` when it carries the gzip magic; `path` only names the source in errors.
-pub fn decode_maybe_gz(path: &Path, raw: Vec<u8>) -> Result<Vec<u8>> {
-    if raw.len() >= 2 && raw[0] == 0x1f && raw[1] == 0x8b {
-        let mut out = Vec::with_capacity(raw.len() * 4);
-        flate2::read::GzDecoder::new(raw.as_slice())
-            .read_to_end(&mut out)
-            .map_err(|e| Error::format(path, format!("corrupt gzip stream: {e}")))?;
-        Ok(out)
-    } else {
-        Ok(raw)
+/// Most bytes an IDX file may decompress to: 1 GiB (Fashion-MNIST's training images are 47 MB).
+pub const MAX_IDX_BYTES: u64 = 1 << 30;
+
+/// The size an IDX file's header promises, from its first bytes (None when they do not hold
+/// a known header yet).
+fn promised_size(header: &[u8]) -> Option<u64> {
+    let u = |at: usize| {
+        header
+            .get(at..at + 4)
+            .map(|b| u64::from(u32::from_be_bytes([b[0], b[1], b[2], b[3]])))
+    };
+    match u32::try_from(u(0)?).ok()? {
+        IMAGES_MAGIC => Some(16 + u(4)?.checked_mul(u(8)?)?.checked_mul(u(12)?)?),
+        LABELS_MAGIC => Some(8 + u(4)?),
+        _ => None,
     }
+}
+
+/// Gunzips `raw` when it carries the gzip magic; `path` only names the source in errors.
+/// Decompression stops one byte past what the header promises (and never passes
+/// [`MAX_IDX_BYTES`]), so a small gzip bomb cannot fill memory before its size is checked.
+pub fn decode_maybe_gz(path: &Path, raw: Vec<u8>) -> Result<Vec<u8>> {
+    if !(raw.len() >= 2 && raw[0] == 0x1f && raw[1] == 0x8b) {
+        return Ok(raw);
+    }
+    let corrupt = |e: std::io::Error| Error::format(path, format!("corrupt gzip stream: {e}"));
+    let mut gz = flate2::read::GzDecoder::new(raw.as_slice());
+    let mut out = Vec::new();
+    (&mut gz).take(16).read_to_end(&mut out).map_err(corrupt)?;
+    let limit = promised_size(&out).map_or(MAX_IDX_BYTES, |n| n.min(MAX_IDX_BYTES));
+    (&mut gz)
+        .take(limit + 1 - out.len() as u64)
+        .read_to_end(&mut out)
+        .map_err(corrupt)?;
+    if out.len() as u64 > limit {
+        return Err(Error::format(
+            path,
+            format!(
+                "decompresses to more than the {limit} bytes its header promises (at most {MAX_IDX_BYTES})"
+            ),
+        ));
+    }
+    Ok(out)
 }
 
 fn be_u32(path: &Path, bytes: &[u8], at: usize, what: &str) -> Result<u32> {
@@ -171,6 +203,22 @@ pub fn gzip(bytes: &[u8]) -> Vec<u8> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_gzip_bomb_stops_at_the_promised_size() {
+        // A header promising 10 labels, then 64 MiB of zeros: about 64 KiB compressed.
+        let mut plain = encode_labels(&[1; 10]);
+        plain.extend(std::iter::repeat_n(0u8, 64 << 20));
+        let bomb = gzip(&plain);
+        assert!(bomb.len() < 1 << 20, "{}", bomb.len());
+        let err = decode_maybe_gz(Path::new("bomb.gz"), bomb)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("bomb.gz") && err.contains("18 bytes"), "{err}");
+        // An honest file decodes whole.
+        let ok = decode_maybe_gz(Path::new("ok.gz"), gzip(&encode_labels(&[3; 10]))).unwrap();
+        assert_eq!(parse_labels(Path::new("ok"), &ok).unwrap(), vec![3; 10]);
+    }
 
     #[test]
     fn round_trip_and_errors() {
