@@ -241,31 +241,13 @@ mod bomb_tests {
     use super::*;
     use prost::Message;
     use tract_onnx::pb::{
-        GraphProto, ModelProto, NodeProto, OperatorSetIdProto, TensorProto, TensorShapeProto,
-        TypeProto, ValueInfoProto, tensor_proto::DataType, tensor_shape_proto::Dimension,
-        tensor_shape_proto::dimension, type_proto,
+        GraphProto, ModelProto, NodeProto, OperatorSetIdProto, TensorProto, ValueInfoProto,
+        tensor_proto::DataType,
     };
 
     fn value_info(name: &str, dims: &[i64]) -> ValueInfoProto {
-        ValueInfoProto {
-            name: name.into(),
-            r#type: Some(TypeProto {
-                denotation: String::new(),
-                value: Some(type_proto::Value::TensorType(type_proto::Tensor {
-                    elem_type: DataType::Float as i32,
-                    shape: Some(TensorShapeProto {
-                        dim: dims
-                            .iter()
-                            .map(|&d| Dimension {
-                                denotation: String::new(),
-                                value: Some(dimension::Value::DimValue(d)),
-                            })
-                            .collect(),
-                    }),
-                })),
-            }),
-            doc_string: String::new(),
-        }
+        let dims: Vec<Option<i64>> = dims.iter().copied().map(Some).collect();
+        crate::export::value_info(name, &dims)
     }
 
     /// input [1,1,28,28] + ConstantOfShape(shape) -> output: the constant is broadcast into

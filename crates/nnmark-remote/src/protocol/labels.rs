@@ -207,10 +207,7 @@ impl WireFormat for Labels {
             return Ok((encode_png(pixels, shape)?, "image/png"));
         }
         let body = json!({"inputs": pixels.chunks(shape.numel()).collect::<Vec<_>>()});
-        Ok((
-            serde_json::to_vec(&body).expect("JSON of numbers"),
-            "application/json",
-        ))
+        Ok(json_body(&body))
     }
 
     fn parse_response(

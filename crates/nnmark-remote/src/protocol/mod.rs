@@ -322,6 +322,14 @@ impl Protocol {
     }
 }
 
+/// A JSON request body and its content type.
+fn json_body(v: &Value) -> (Vec<u8>, &'static str) {
+    (
+        serde_json::to_vec(v).expect("a JSON value of numbers and strings serialises"),
+        "application/json",
+    )
+}
+
 /// Parses any protocol's answer.
 pub fn parse_response(
     protocol: Protocol,

@@ -141,10 +141,7 @@ impl WireFormat for TfServing {
         _top_k: Option<usize>,
     ) -> Result<(Vec<u8>, &'static str)> {
         let body = json!({"instances": pixels.chunks(shape.numel()).collect::<Vec<_>>()});
-        Ok((
-            serde_json::to_vec(&body).expect("JSON of numbers"),
-            "application/json",
-        ))
+        Ok(json_body(&body))
     }
 
     fn parse_response(

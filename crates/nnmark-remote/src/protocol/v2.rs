@@ -236,10 +236,7 @@ impl WireFormat for V2 {
             req["outputs"] =
                 json!([{"name": "classification", "parameters": {"classification": k}}]);
         }
-        Ok((
-            serde_json::to_vec(&req).expect("JSON of numbers"),
-            "application/json",
-        ))
+        Ok(json_body(&req))
     }
 
     fn parse_response(
