@@ -142,7 +142,8 @@ fn train_eval_and_model_mismatches() {
     );
     assert_clean_error(&out, &["mlp.safetensors", "holds a mlp model", "lenet"]);
 
-    // A label out of range for the model (12 with a 10-class model).
+    // A label out of range for the model (12 with a 10-class model): the labels also skip
+    // classes, which the data loader refuses first, naming the largest label.
     let p = write_idx(d, &[1, 12, 3], true);
     let out = nnmark(
         &[

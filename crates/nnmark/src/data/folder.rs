@@ -49,6 +49,13 @@ pub fn load_image_folder(root: &Path, shape: ImageShape) -> Result<(Dataset, Vec
             })
             .collect();
         files.sort();
+        if files.is_empty() {
+            // A class without images cannot be learnt, and shifts nothing visibly: refuse it.
+            return Err(Error::format(
+                &dir,
+                "holds no PNG or JPEG image; every class folder needs at least one",
+            ));
+        }
         for file in files {
             let img = image::open(&file)
                 .map_err(|e| Error::format(&file, format!("cannot decode image: {e}")))?;
@@ -160,5 +167,23 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("bad.png"), "{err}");
+    }
+
+    #[test]
+    fn an_empty_class_folder_is_refused_by_name() {
+        let dir = tempfile::tempdir().unwrap();
+        for class in ["a", "b"] {
+            std::fs::create_dir(dir.path().join(class)).unwrap();
+        }
+        image::GrayImage::from_pixel(28, 28, image::Luma([9]))
+            .save(dir.path().join("a/0.png"))
+            .unwrap();
+        let err = load_image_folder(dir.path(), ImageShape::MNIST)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("/b") && err.contains("no PNG or JPEG"),
+            "{err}"
+        );
     }
 }

@@ -251,6 +251,26 @@ pub fn load(source: &DataSource, data_dir: Option<&Path>) -> Result<DataSplit> {
                     ),
                 });
             }
+            // Classes follow the largest label; a training set that skips classes below it
+            // (labels 0, 1 and 255) would silently make a 256-class model.
+            let missing: Vec<usize> = train
+                .class_counts()
+                .iter()
+                .enumerate()
+                .filter(|(_, n)| **n == 0)
+                .map(|(c, _)| c)
+                .collect();
+            if !missing.is_empty() {
+                return Err(Error::Data {
+                    source_name: train_labels.display().to_string(),
+                    problem: format!(
+                        "the largest training label is label {}, but {} classes below it have no training image (first: {:?}); relabel the classes 0..N-1",
+                        train.num_classes - 1,
+                        missing.len(),
+                        &missing[..missing.len().min(5)]
+                    ),
+                });
+            }
             let classes = train.num_classes.max(test.num_classes);
             let mut train = train;
             train.num_classes = classes;
@@ -343,5 +363,29 @@ mod tests {
             err.contains("2 images but 1 labels") && err.contains("l.idx"),
             "{err}"
         );
+    }
+
+    #[test]
+    fn training_labels_that_skip_classes_are_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = |n: &str| dir.path().join(n);
+        std::fs::write(p("ti"), idx::encode_images(2, 2, &[0; 12])).unwrap();
+        std::fs::write(p("tl"), idx::encode_labels(&[0, 1, 255])).unwrap();
+        std::fs::write(p("vi"), idx::encode_images(2, 2, &[0; 8])).unwrap();
+        std::fs::write(p("vl"), idx::encode_labels(&[0, 1])).unwrap();
+        let source = DataSource::Idx {
+            train_images: p("ti"),
+            train_labels: p("tl"),
+            test_images: p("vi"),
+            test_labels: p("vl"),
+        };
+        let err = load(&source, None).map(|_| ()).unwrap_err().to_string();
+        assert!(
+            err.contains("tl") && err.contains("253 classes") && err.contains("label 255"),
+            "{err}"
+        );
+        // Consecutive labels load (a test split may miss a class).
+        std::fs::write(p("tl"), idx::encode_labels(&[0, 1, 2])).unwrap();
+        assert_eq!(load(&source, None).unwrap().train.num_classes, 3);
     }
 }
