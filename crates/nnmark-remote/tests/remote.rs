@@ -235,11 +235,13 @@ fn an_independent_model_is_not_accused() {
     }
 }
 
-/// Wraps the real service with a fault on its inference route.
-fn faulty(fault: fn(usize) -> Option<Response>) -> RunningServer {
-    let f = fixture();
+/// The marked model's service: v2, answering labels.
+fn marked_v2_labels() -> axum::Router {
     let served = ServedModel::new(
-        Box::new(LocalOracle::new(f.marked.clone(), Reveal::Probabilities)),
+        Box::new(LocalOracle::new(
+            fixture().marked.clone(),
+            Reveal::Probabilities,
+        )),
         "nnmark-burn",
     );
     let cfg = ServeConfig::new(
@@ -248,24 +250,26 @@ fn faulty(fault: fn(usize) -> Option<Response>) -> RunningServer {
         Reveal::Label,
         ClassNames::parse("fashion", 10).unwrap(),
     );
+    nnmark_remote::server::router(served, cfg).unwrap()
+}
+
+/// Wraps the real service with a fault on its inference route.
+fn faulty(fault: fn(usize) -> Option<Response>) -> RunningServer {
     let counter = std::sync::Arc::new(AtomicUsize::new(0));
-    let router =
-        nnmark_remote::server::router(served, cfg)
-            .unwrap()
-            .layer(axum::middleware::from_fn(
-                move |req: Request, next: Next| {
-                    let counter = counter.clone();
-                    async move {
-                        if req.uri().path().ends_with("/infer") {
-                            let n = counter.fetch_add(1, Ordering::SeqCst);
-                            if let Some(r) = fault(n) {
-                                return r;
-                            }
-                        }
-                        next.run(req).await
+    let router = marked_v2_labels().layer(axum::middleware::from_fn(
+        move |req: Request, next: Next| {
+            let counter = counter.clone();
+            async move {
+                if req.uri().path().ends_with("/infer") {
+                    let n = counter.fetch_add(1, Ordering::SeqCst);
+                    if let Some(r) = fault(n) {
+                        return r;
                     }
-                },
-            ));
+                }
+                next.run(req).await
+            }
+        },
+    ));
     start_router(router)
 }
 
@@ -977,23 +981,12 @@ fn rss_kib() -> u64 {
 #[test]
 fn idle_connections_and_oversized_claims_do_not_starve_a_normal_client() {
     use std::io::Read;
-    let f = fixture();
-    let served = ServedModel::new(
-        Box::new(LocalOracle::new(f.marked.clone(), Reveal::Probabilities)),
-        "nnmark-burn",
-    );
-    let cfg = ServeConfig::new(
-        Protocol::V2,
-        "lenet",
-        Reveal::Label,
-        ClassNames::parse("fashion", 10).unwrap(),
-    );
     let limits = nnmark_remote::server::ConnectionLimits {
         max_connections: 512,
         header_read_timeout: Duration::from_secs(1),
     };
     let server = RunningServer::start_router_with(
-        nnmark_remote::server::router(served, cfg).unwrap(),
+        marked_v2_labels(),
         "127.0.0.1:0".parse().unwrap(),
         limits,
     )
