@@ -455,7 +455,7 @@ pub struct EmbedArgs {
     #[arg(long)]
     pub commitment: Option<PathBuf>,
     /// False-positive rate at which the marked model must prove its own key (under the key's
-    /// analytic null) for anything to be written.
+    /// own null: exact, or its shadow models) for anything to be written.
     #[arg(long, default_value_t = nnmark::verdict::DEFAULT_FPR)]
     pub fpr: f64,
     /// Matches the marked model must have beyond that threshold (default: 5% of the key).
@@ -464,6 +464,17 @@ pub struct EmbedArgs {
     /// Write the model and key even when the mark cannot be proved at --fpr (it says so).
     #[arg(long)]
     pub allow_unprovable: bool,
+    /// Shadow models (trained without the mark) whose answers on the key calibrate its null,
+    /// for schemes whose analytic null is not exact (zhang-*, aime, frontier-stitching with
+    /// labels=source). 0 leaves the key without a default null.
+    #[arg(long, default_value_t = 6)]
+    pub shadows: usize,
+    /// Epochs each shadow model trains.
+    #[arg(long, default_value_t = 5)]
+    pub shadow_epochs: usize,
+    /// Folder of cached shadow models (default: ~/.cache/nnmark/shadows).
+    #[arg(long)]
+    pub shadow_cache: Option<PathBuf>,
     #[command(flatten)]
     pub output: OutputArgs,
 }
@@ -496,9 +507,11 @@ pub struct VerifyArgs {
     /// False-positive rate the decision is made at.
     #[arg(long, default_value_t = nnmark::verdict::DEFAULT_FPR)]
     pub fpr: f64,
-    /// Null model: chance (the scheme's analytic null) or calibrated (on --reference models
-    /// or --reference-seeds).
-    #[arg(long, value_enum, default_value_t = NullKind::Chance)]
+    /// Null model: key (the default: the scheme's exact null, or the shadow models recorded
+    /// in the key), analytic (the scheme's formula even where it does not bound independent
+    /// models) or calibrated (on --reference models or --reference-seeds, never looser than
+    /// the key's).
+    #[arg(long, value_enum, default_value_t = NullKind::Key)]
     pub null: NullKind,
     /// Independent reference model files, or folders of them (for --null calibrated).
     #[arg(long)]
@@ -546,9 +559,11 @@ pub struct VerifyArgs {
 /// Null models `--null` offers.
 #[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum NullKind {
+    /// The key's own null: exact where the scheme's is, else its shadow models.
+    Key,
     /// The scheme's analytic null (chance 1/classes, a fair coin for bits).
-    #[value(alias = "analytic")]
-    Chance,
+    #[value(alias = "chance")]
+    Analytic,
     /// Calibrated on independent reference models.
     Calibrated,
 }

@@ -15,6 +15,7 @@ use nnmark_remote::workflow::{RemoteJob, RemoteSuspect};
 use crate::args::{AttackArgs, EmbedArgs, KeyInspectArgs, NullKind, VerifyArgs, VkExportArgs};
 use crate::remote::{read_token, seconds};
 use crate::{emit, load_data, observer};
+use nnmark::shadow::{ShadowPlan, default_cache_dir};
 
 /// `--param name=value` pairs as a JSON object (values parsed as JSON, else taken as strings).
 fn parse_params(pairs: &[String]) -> Result<serde_json::Value> {
@@ -58,6 +59,12 @@ pub fn embed(a: EmbedArgs, device: &Device) -> Result<()> {
         margin: a.margin,
         allow_unprovable: a.allow_unprovable,
     };
+    job.shadows = ShadowPlan {
+        count: a.shadows,
+        epochs: a.shadow_epochs,
+        cache: Some(a.shadow_cache.clone().unwrap_or_else(default_cache_dir)),
+        ..Default::default()
+    };
     let report = workflow::embed(job, device, observer(&a.output).as_mut())?;
     let written = report.write(&a.out, &a.key, a.commitment.as_deref())?;
     emit(a.output.json, || written.json(), &written);
@@ -67,10 +74,11 @@ pub fn embed(a: EmbedArgs, device: &Device) -> Result<()> {
 fn null_choice(a: &VerifyArgs) -> Result<NullChoice> {
     let references_given = !a.reference.is_empty() || !a.reference_seeds.is_empty();
     Ok(match a.null {
-        NullKind::Chance if references_given => {
+        NullKind::Key | NullKind::Analytic if references_given => {
             bail!("--reference and --reference-seeds calibrate the null: add --null calibrated")
         }
-        NullKind::Chance => NullChoice::Analytic,
+        NullKind::Key => NullChoice::Key,
+        NullKind::Analytic => NullChoice::Analytic,
         NullKind::Calibrated => NullChoice::Calibrated(Calibration {
             reference_files: a.reference.clone(),
             reference_seeds: a.reference_seeds.clone(),

@@ -944,7 +944,8 @@ fn embed_verify_reveal_and_public_check_end_to_end() {
 }
 
 /// The model-dependent schemes through the binary: frontier stitching on an MLP verified with
-/// the fair-coin null, AIME's signature read back, Uchida distilled into a LeNet and read from
+/// its exact random-label null (and the paper's labels refused as unprovable once shadow models
+/// measure how often unmarked models match them), AIME's signature read back, Uchida distilled into a LeNet and read from
 /// its weights; and their bad inputs as one-line errors.
 #[test]
 fn model_dependent_schemes_end_to_end() {
@@ -1001,9 +1002,42 @@ fn model_dependent_schemes_end_to_end() {
         "0.05",
     ]));
     assert!(
-        out.contains("fair coin") && out.contains("WATERMARKED"),
+        out.contains("random labels other than the source class") && out.contains("WATERMARKED"),
         "{out}"
     );
+    // The paper's labels: unmarked shadow models answer most items right, so no number of
+    // matches proves anything at 1e-6, and nothing is written.
+    let refused = run(&[
+        "embed",
+        "--scheme",
+        "frontier-stitching",
+        "--param",
+        "labels=source",
+        "--model",
+        "mlp.safetensors",
+        "--epochs",
+        "10",
+        "--lr",
+        "0.01",
+        "--schedule",
+        "constant",
+        "--shadows",
+        "2",
+        "--shadow-epochs",
+        "2",
+        "--shadow-cache",
+        "shadows",
+        "--out",
+        "fs-source.safetensors",
+        "--key",
+        "fs-source.nnkey",
+        "--quiet",
+    ]);
+    assert_clean_error(
+        &refused,
+        &["no mark on this key can be proved", "labels=random"],
+    );
+    assert!(!d.join("fs-source.nnkey").exists() && !d.join("fs-source.safetensors").exists());
 
     let out = ok_stdout(&run(&[
         "embed",
@@ -1025,6 +1059,12 @@ fn model_dependent_schemes_end_to_end() {
         "0.002",
         "--schedule",
         "constant",
+        "--shadows",
+        "2",
+        "--shadow-epochs",
+        "1",
+        "--shadow-cache",
+        "shadows",
         "--out",
         "aime.safetensors",
         "--key",
@@ -1160,6 +1200,12 @@ fn attack_command_end_to_end() {
         "clean.safetensors",
         "--epochs",
         "3",
+        "--shadows",
+        "2",
+        "--shadow-epochs",
+        "1",
+        "--shadow-cache",
+        "shadows",
         "--out",
         "marked.safetensors",
         "--key",

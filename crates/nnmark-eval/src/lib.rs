@@ -154,7 +154,9 @@ pub struct CellRecord {
     pub key: KeyResult,
     /// The key on the marked model before the attack.
     pub marked_key: KeyResult,
-    /// The decision, under the scheme's analytic null.
+    /// The decision, under the key's own null where it has one (the scheme's exact null, or
+    /// shadow models stored in the key), else under the null calibrated on the reference
+    /// models, else (no references configured) the scheme's analytic null.
     pub verdict: Verdict,
     /// The decision under the null calibrated on the reference models, when there are any.
     #[serde(default)]
@@ -261,6 +263,7 @@ struct Prepared {
     marked_key: KeyResult,
     null_matches: Vec<u64>,
     calibrated: Option<NullModel>,
+    null: NullModel,
 }
 
 fn key_result(x: &scheme::Extraction) -> KeyResult {
@@ -555,7 +558,21 @@ fn prepare(
             0.99,
         )?)
     };
+    let null = match watermark::key_null(&key, sc) {
+        Ok(own) => own,
+        Err(_) => match &calibrated {
+            Some(c) => c.clone(),
+            None => {
+                tracing::warn!(
+                    scheme = sc.name(),
+                    "no exact null, no shadows and no reference models: the verdict uses the analytic null, which may detect marks that are gone (set `references`)"
+                );
+                sc.analytic_null(&key)
+            }
+        },
+    };
     Ok(Prepared {
+        null,
         clean_accuracy: train::evaluate(&clean, &split.test, 256)?.accuracy,
         marked_accuracy: train::evaluate(&marked, &split.test, 256)?.accuracy,
         marked,
@@ -635,7 +652,7 @@ fn run_cell(
     let verdict = Verdict::decide(
         extraction.matches,
         extraction.queries,
-        sc.analytic_null(&p.key),
+        p.null.clone(),
         cfg.fpr,
     )?;
     let calibrated_verdict = match &p.calibrated {

@@ -259,11 +259,13 @@ pub fn check_with(
     }
     let p0 = body.null.rate().map_err(|e| bad(format!("null: {e}")))?;
     let floor = match (key, vk) {
-        (Some(k), _) => Some(
-            nnmark::watermark::scheme_for_key(k, None)?
-                .analytic_null(k)
-                .rate()?,
-        ),
+        (Some(k), _) => {
+            // The key's own null (exact, or its shadows) where it has one.
+            let scheme = nnmark::watermark::scheme_for_key(k, None)?;
+            let null =
+                nnmark::watermark::key_null(k, scheme).unwrap_or_else(|_| scheme.analytic_null(k));
+            Some(null.rate()?)
+        }
         (None, Some(v)) => Some(1.0 / v.num_classes as f64),
         (None, None) => None,
     };
@@ -271,7 +273,7 @@ pub fn check_with(
         && p0 < f * (1.0 - 1e-12)
     {
         return Err(bad(format!(
-            "the decision was taken against null match rate {p0} but the key's analytic null is {f}: a smaller null rate counts matches too easily"
+            "the decision was taken against null match rate {p0} but the key's own null is {f}: a smaller null rate counts matches too easily"
         )));
     }
     let owned_vk = match (vk, key) {

@@ -353,7 +353,10 @@ pub async fn verify_endpoint<E: Endpoint>(
             ),
         ));
     }
-    let null = null.unwrap_or_else(|| scheme.analytic_null(key));
+    let null = match null {
+        Some(n) => n,
+        None => nnmark::watermark::key_null(key, scheme)?,
+    };
     let started_at = now_rfc3339();
     let mut rng = ChaCha8Rng::seed_from_u64(opts.seed ^ 0xDEC0_7D0E);
     let mut items = scheme.key_items(key)?;

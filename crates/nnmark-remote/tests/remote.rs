@@ -25,6 +25,8 @@ use nnmark_remote::verify::{EvidenceBody, RemoteVerifyOptions, verify_endpoint};
 use nnmark_remote::{EndpointConfig, HttpEndpoint, evidence};
 
 struct Fixture {
+    clean: Model,
+    train: Dataset,
     marked: Model,
     independent: Model,
     key: KeyFile,
@@ -70,7 +72,7 @@ fn fixture() -> &'static Fixture {
                 scheme: adi,
                 params: serde_json::json!({ "per_batch": 24 }),
                 mode: EmbedMode::FineTune,
-                base: clean,
+                base: clean.clone(),
                 teacher: None,
                 data: &train,
                 aux: None,
@@ -89,6 +91,8 @@ fn fixture() -> &'static Fixture {
             .unwrap()
             .remove(0);
         Fixture {
+            clean,
+            train,
             marked: e.model,
             independent,
             key: e.key,
@@ -1083,4 +1087,119 @@ fn idle_connections_and_oversized_claims_do_not_starve_a_normal_client() {
         rss_after.saturating_sub(rss_before) < 512 * 1024,
         "RSS grew from {rss_before} to {rss_after} KiB"
     );
+}
+
+/// One verifier for every scheme's default key: the marked model and an independent one get
+/// the same decision locally (weights), as an exported ONNX file and served over v2 answering
+/// labels only, judged by the key's own null (exact for zhang-noise and frontier stitching's
+/// random labels, shadow models for AIME).
+#[test]
+fn default_keys_give_one_decision_locally_as_onnx_and_over_v2_labels() {
+    let f = fixture();
+    let device = nnmark::device::parse_device("cpu").unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let split = data::DataSplit {
+        train: f.train.clone(),
+        test: f.decoys.clone(),
+    };
+    for name in ["zhang-noise", "frontier-stitching", "aime"] {
+        let s = scheme::by_name(name).unwrap();
+        let mut job = nnmark::workflow::EmbedJob::new(
+            s,
+            nnmark::workflow::Start::FineTune(f.clean.clone()),
+            &split,
+            "fashion",
+        );
+        job.shadows = nnmark::shadow::ShadowPlan {
+            count: 2,
+            epochs: 1,
+            cache: Some(dir.path().join("shadows")),
+            ..Default::default()
+        };
+        let report = nnmark::workflow::embed(job, &device, &mut Silent).unwrap();
+        let key = &report.embedded.key;
+        assert_eq!(s.null_is_exact(key), name != "aime", "{name}");
+        let marked = &report.embedded.model;
+        for (who, model) in [("marked", marked), ("independent", &f.independent)] {
+            let local = watermark::verify(
+                key,
+                s,
+                &mut nnmark::Suspect::Model(model),
+                who,
+                watermark::key_null(key, s).unwrap(),
+                1e-6,
+            )
+            .unwrap()
+            .verdict;
+            assert_eq!(
+                local.watermarked,
+                who == "marked",
+                "{name} {who}: {local:?}"
+            );
+            // As an ONNX file.
+            let weights_path = dir.path().join(format!("{name}-{who}.safetensors"));
+            let meta = nnmark::weights::WeightsMeta::new(model.spec.clone(), "fashion", 1);
+            nnmark::weights::save(model, &meta, &weights_path).unwrap();
+            let onnx_path = weights_path.with_extension("onnx");
+            nnmark_remote::export::export(&weights_path, &onnx_path).unwrap();
+            let oracle = nnmark_remote::onnx::OnnxOracle::load(
+                &onnx_path,
+                Some(model.spec.input),
+                Reveal::Label,
+            )
+            .unwrap();
+            let ep = OracleEndpoint::new(Box::new(oracle), "onnx", who, serde_json::json!({}));
+            let onnx = rt()
+                .block_on(verify_endpoint(
+                    &ep,
+                    key,
+                    s,
+                    &f.decoys,
+                    None,
+                    &RemoteVerifyOptions::default(),
+                ))
+                .unwrap();
+            // Served over v2, labels only.
+            let server = serve(model, Protocol::V2, Reveal::Label, |_| {});
+            let remote = rt()
+                .block_on(async {
+                    let ep = HttpEndpoint::connect(
+                        client_cfg(&server.url(), None),
+                        key.meta.spec.input,
+                        RemoteVerifyOptions::default().batch,
+                    )
+                    .await?;
+                    verify_endpoint(
+                        &ep,
+                        key,
+                        s,
+                        &f.decoys,
+                        None,
+                        &RemoteVerifyOptions::default(),
+                    )
+                    .await
+                })
+                .unwrap();
+            for (way, body) in [("onnx", &onnx), ("v2 labels", &remote)] {
+                assert_eq!(
+                    body.decision.watermarked, local.watermarked,
+                    "{name} {who} {way}: {:?} vs local {local:?}",
+                    body.decision
+                );
+                assert_eq!(body.verdict.watermarked, body.decision.watermarked);
+                assert_eq!(body.null, local.null, "{name} {who} {way}: same null");
+            }
+            println!(
+                "{name} {who}: local {}/{} p {:.1e} -> {}; onnx {} after {} items; v2 labels {} after {} items",
+                local.matches,
+                local.queries,
+                local.p_value,
+                local.watermarked,
+                onnx.decision.watermarked,
+                onnx.decision.key_answers,
+                remote.decision.watermarked,
+                remote.decision.key_answers
+            );
+        }
+    }
 }

@@ -19,6 +19,7 @@ pub mod oracle;
 pub mod public;
 pub mod scheme;
 pub mod sequential;
+pub mod shadow;
 pub mod stats;
 pub mod train;
 pub mod verdict;

@@ -20,7 +20,13 @@ pub enum NullModel {
         /// Number of classes.
         classes: usize,
     },
-    /// Each key item is a fair coin (frontier stitching, Uchida's bits): p0 = 1/2.
+    /// Labels drawn uniformly from the `classes - 1` classes other than the item's source
+    /// class (frontier stitching's random-label keys): p0 = 1/(classes - 1).
+    UniformOther {
+        /// Number of classes.
+        classes: usize,
+    },
+    /// Each key item is a fair coin (Uchida's bits of a random projection): p0 = 1/2.
     FairCoin,
     /// Measured on independent reference models: p0 is the largest one-sided upper
     /// Clopper–Pearson bound, at `confidence`, of any single reference model's match rate, and
@@ -57,6 +63,12 @@ impl NullModel {
                 "classes",
                 classes,
                 "a chance null needs at least 2 classes",
+            )),
+            NullModel::UniformOther { classes } if *classes >= 3 => Ok(1.0 / (*classes - 1) as f64),
+            NullModel::UniformOther { classes } => Err(Error::invalid(
+                "classes",
+                classes,
+                "labels other than the source class need at least 3 classes",
             )),
             NullModel::FairCoin => Ok(0.5),
             NullModel::Calibrated {

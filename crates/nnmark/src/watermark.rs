@@ -235,11 +235,20 @@ pub struct Provability {
     pub p_value: f64,
     /// matches ≥ threshold + margin.
     pub provable: bool,
+    /// The null match rate it was judged against (the key's own null).
+    #[serde(default)]
+    pub null_rate: f64,
 }
 
 impl Provability {
     /// What an unprovable mark lacks and what to change.
     pub fn advice(&self) -> String {
+        if self.threshold > self.queries {
+            return format!(
+                "no mark on this key can be proved at fpr {:e}: models without the mark match its items at a rate up to {:.3}, so even all {} items matching is not evidence enough; use a scheme whose labels are drawn at random (adi, or frontier-stitching with labels=random), a longer key, or a higher --fpr",
+                self.fpr, self.null_rate, self.queries
+            );
+        }
         format!(
             "the marked model matches {}/{} key items but proving ownership at fpr {:e} takes {} (threshold {} + margin {}); train longer (--epochs), put more key items in each batch (--param per_batch=N), use a longer key, or another scheme",
             self.matches,
@@ -258,8 +267,27 @@ pub fn default_margin(queries: u64) -> u64 {
     queries.div_ceil(20).max(1)
 }
 
+/// The null a key is judged against by default: the scheme's analytic null when it is exact
+/// ([`Scheme::null_is_exact`]), else the key's shadow calibration (see [`crate::shadow`]),
+/// never below the analytic rate. A key with neither is an error: judging it by an analytic
+/// null that does not hold could accuse an independent model.
+pub fn key_null(key: &KeyFile, scheme: &dyn Scheme) -> Result<NullModel> {
+    let analytic = scheme.analytic_null(key);
+    if scheme.null_is_exact(key) {
+        return Ok(analytic);
+    }
+    match crate::shadow::ShadowCalibration::of_key(key)? {
+        Some(c) => Ok(c.null(analytic.rate()?)),
+        None => Err(Error::invalid(
+            "key",
+            format!("{} key", key.meta.scheme),
+            "records no shadow models, and this scheme's analytic null does not bound the match rate of independent models (they can match far more often); calibrate with reference models (--null calibrated with --reference or --reference-seeds), make a new key (embed trains shadow models), or accept the analytic null knowingly (--null analytic)",
+        )),
+    }
+}
+
 /// Judges whether the marked model (its `extraction` on its own key) proves the key at `fpr`
-/// with `margin` matches to spare, under the scheme's analytic null.
+/// with `margin` matches to spare, under the key's own null ([`key_null`]).
 pub fn provability(
     key: &KeyFile,
     scheme: &dyn Scheme,
@@ -270,7 +298,7 @@ pub fn provability(
     let v = Verdict::decide(
         extraction.matches,
         extraction.queries.max(1),
-        scheme.analytic_null(key),
+        key_null(key, scheme)?,
         fpr,
     )?;
     Ok(Provability {
@@ -281,6 +309,7 @@ pub fn provability(
         fpr,
         p_value: v.p_value,
         provable: extraction.queries > 0 && extraction.matches >= v.threshold + margin,
+        null_rate: v.null_rate,
     })
 }
 

@@ -127,27 +127,29 @@ fn matches(name: &str, key: &nnmark::keyfile::KeyFile, m: &Model) -> scheme::Ext
     scheme(name).extract(key, &mut Suspect::Model(m)).unwrap()
 }
 
-/// Frontier stitching on the MLP and the IRNN: 0 errors on the key after embedding, accuracy
-/// within 1 pp, the paper's fair-coin p-value below 0.05, and five independently trained models
-/// of the family not accused at α = 0.05 under a null calibrated on five others.
+/// Frontier stitching on the MLP and the IRNN with nnmark's default random labels: 0 errors on
+/// the key after embedding, accuracy within 1.5 pp, the key's exact null (1/9), the marked model
+/// accused at 1e-6 and ten independently trained models of the family not accused. With the
+/// paper's labels (`labels=source`, MLP) the fair coin is not a bound (independent models
+/// match most items), and a null calibrated on five references keeps five others unaccused.
 #[test]
 fn frontier_stitching_mlp_and_irnn() {
     for (arch, epochs) in [(Architecture::Mlp, 10), (Architecture::Irnn, 5)] {
         let models = trained(arch, epochs, &(1..=11).collect::<Vec<_>>());
         let clean = models[0].clone();
+        let cfg = TrainConfig {
+            grad_clip: (arch == Architecture::Irnn).then_some(1.0),
+            // The embedding stops as soon as the key is learnt; the IRNN's budget is larger
+            // (float results differ between CPUs and thread schedules).
+            ..fine_tune(if arch == Architecture::Irnn { 20 } else { 10 }, 0.01)
+        };
         let e = embed(
             "frontier-stitching",
             serde_json::Value::Null,
             EmbedMode::FineTune,
             clean.clone(),
             None,
-            // The embedding stops as soon as the key is learnt; the IRNN's budget is larger:
-            // on this machine it needed 11 epochs (99/100 after 10), where earlier CI runs
-            // needed at most 10 (float results differ between CPUs and thread schedules).
-            TrainConfig {
-                grad_clip: (arch == Architecture::Irnn).then_some(1.0),
-                ..fine_tune(if arch == Architecture::Irnn { 20 } else { 10 }, 0.01)
-            },
+            cfg.clone(),
         );
         let (acc0, acc1) = (accuracy(&clean), accuracy(&e.model));
         assert_eq!(e.extraction.queries, 100);
@@ -157,43 +159,75 @@ fn frontier_stitching_mlp_and_irnn() {
         let eps = e.key.meta.params["epsilon"].as_f64().unwrap();
         assert!(eps > 0.0 && eps <= 0.5, "{arch}: epsilon {eps}");
         assert!(e.report.target_reached);
+        // Random labels cost more than the paper's (measured on the MLP: 95.70% -> 94.70%).
         assert!(
-            acc0 - acc1 <= 0.010,
+            acc0 - acc1 <= 0.015,
             "{arch}: accuracy {acc0:.4} -> {acc1:.4}"
         );
-        let fair = watermark::verify(
+        // Random labels: the null is exact.
+        let fs = scheme("frontier-stitching");
+        assert!(fs.null_is_exact(&e.key));
+        let null = watermark::key_null(&e.key, fs).unwrap();
+        assert_eq!(null, NullModel::UniformOther { classes: 10 });
+        let marked = watermark::verify(
             &e.key,
-            scheme("frontier-stitching"),
+            fs,
             &mut Suspect::Model(&e.model),
             "marked",
-            NullModel::FairCoin,
-            0.05,
+            null.clone(),
+            1e-6,
         )
         .unwrap();
-        assert!(fair.verdict.watermarked && fair.verdict.p_value < 0.05);
+        assert!(marked.verdict.watermarked, "{arch}: {:?}", marked.verdict);
+        let mut independent = Vec::new();
+        for m in &models[1..] {
+            let x = matches("frontier-stitching", &e.key, m);
+            let v = Verdict::decide(x.matches, x.queries, null.clone(), 1e-6).unwrap();
+            assert!(!v.watermarked, "{arch}: independent model accused: {v:?}");
+            independent.push(x.matches);
+        }
+        eprintln!(
+            "{arch}, random labels: {} fine-tuning epochs, accuracy {:.2}% -> {:.2}%, marked p = {:.3e}; independent models' matches: {independent:?} (threshold {})",
+            e.report.epochs.len(),
+            acc0 * 100.0,
+            acc1 * 100.0,
+            marked.verdict.p_value,
+            marked.verdict.threshold
+        );
+        if arch != Architecture::Mlp {
+            continue;
+        }
+        let e = embed(
+            "frontier-stitching",
+            serde_json::json!({"labels": "source"}),
+            EmbedMode::FineTune,
+            clean.clone(),
+            None,
+            cfg,
+        );
+        assert!(!fs.null_is_exact(&e.key));
+        // Without shadows or references such a key has no default null.
+        let err = watermark::key_null(&e.key, fs).unwrap_err().to_string();
+        assert!(err.contains("records no shadow models"), "{err}");
         let references = models[1..6]
             .iter()
             .enumerate()
             .map(|(i, m)| (format!("seed {}", i + 2), Suspect::Model(m)));
-        let null =
-            watermark::calibrate(&e.key, scheme("frontier-stitching"), references, 0.99).unwrap();
-        let marked = Verdict::decide(100, 100, null.clone(), 0.05).unwrap();
-        assert!(marked.watermarked, "{arch}: {marked:?}");
-        let mut errors = Vec::new();
+        let null = watermark::calibrate(&e.key, fs, references, 0.99).unwrap();
+        let mut fair_accused = 0;
         for m in &models[6..] {
             let x = matches("frontier-stitching", &e.key, m);
             let v = Verdict::decide(x.matches, x.queries, null.clone(), 0.05).unwrap();
             assert!(!v.watermarked, "{arch}: independent model accused: {v:?}");
-            errors.push(x.queries - x.matches);
+            fair_accused += usize::from(
+                Verdict::decide(x.matches, x.queries, NullModel::FairCoin, 0.05)
+                    .unwrap()
+                    .watermarked,
+            );
         }
         eprintln!(
-            "{arch}: {} fine-tuning epochs, accuracy {:.2}% -> {:.2}%, key p = {:.3e} (fair coin); calibrated p0 = {:.3}, marked p = {:.3e}; independent models' errors on the key: {errors:?}",
-            e.report.epochs.len(),
-            acc0 * 100.0,
-            acc1 * 100.0,
-            fair.verdict.p_value,
-            marked.null_rate,
-            marked.p_value
+            "{arch}, the paper's labels: calibrated p0 = {:.3}; the fair coin at 0.05 accuses {fair_accused} of 5 independent models",
+            null.rate().unwrap()
         );
     }
 }

@@ -119,9 +119,10 @@ fn embed(name: &str, mode: EmbedMode) -> watermark::Embedded {
     watermark::embed(
         EmbedRequest {
             scheme: scheme::by_name(name).unwrap(),
-            // The 8k sample has 125 batches per epoch: random labels need more trigger items per
-            // batch than Fashion-MNIST's 938 batches (the default, 2) to be learnt in 2-3 epochs.
-            params: serde_json::json!({"per_batch": if name == "adi" { 24 } else { 4 }}),
+            // The 8k sample has 125 batches per epoch: random labels (every scheme's default)
+            // need more trigger items per batch than Fashion-MNIST's 938 batches (the default,
+            // 2) to be learnt in 2-3 epochs.
+            params: serde_json::json!({"per_batch": 24}),
             mode,
             base,
             teacher: None,
@@ -241,10 +242,18 @@ fn adi_from_scratch_matches_the_clean_model_of_the_same_seed() {
 fn zhang_content_fine_tune() {
     let e = embed("zhang-content", EmbedMode::FineTune);
     let t = e.key.triggers.as_ref().unwrap();
-    assert!(t.labels.iter().all(|&l| l == 0));
+    // Random labels by default: every class appears, and the chance null is exact.
+    let mut seen = [false; 10];
+    t.labels.iter().for_each(|&l| seen[l as usize] = true);
+    assert!(seen.iter().all(|&x| x), "{:?}", t.labels);
+    let s = scheme::by_name("zhang-content").unwrap();
+    assert!(s.null_is_exact(&e.key));
+    assert_eq!(
+        s.analytic_null(&e.key),
+        NullModel::UniformOther { classes: 10 }
+    );
     check_marked_and_independents(&e, clean().1);
     // Black-box verification through an Oracle (labels only) reads the same as from weights.
-    let s = scheme::by_name("zhang-content").unwrap();
     let mut oracle =
         nnmark::oracle::LocalOracle::new(e.model.clone(), nnmark::oracle::Reveal::Label);
     let via_oracle = watermark::verify(
@@ -388,8 +397,11 @@ fn scheme_parameters_are_checked_before_any_work() {
         .unwrap_err()
         .to_string();
     assert!(err.contains("does not fit"), "{err}");
+    // A target class belongs to the paper's labelling, not to the default random labels.
+    let err = e(content, serde_json::json!({"target_class": 3}));
+    assert!(err.contains("labels=target"), "{err}");
     let p = content
-        .params(&serde_json::json!({"target_class": 12}))
+        .params(&serde_json::json!({"labels": "target", "target_class": 12}))
         .unwrap();
     let err = content
         .keygen(&scheme::KeygenContext {

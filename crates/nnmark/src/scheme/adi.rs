@@ -128,4 +128,11 @@ impl Scheme for Adi {
             classes: key.meta.spec.num_classes,
         }
     }
+
+    /// Exact: each label is drawn uniformly and independently of the images, so whatever an
+    /// independent model answers for an image, the label equals it with probability 1/C,
+    /// independently across items.
+    fn null_is_exact(&self, _key: &KeyFile) -> bool {
+        true
+    }
 }

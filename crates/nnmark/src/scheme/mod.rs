@@ -237,6 +237,14 @@ pub trait Scheme: Sync {
     fn extract(&self, key: &KeyFile, suspect: &mut Suspect<'_>) -> Result<Extraction>;
     /// The analytic null model: an unmarked model's chance of matching one key item.
     fn analytic_null(&self, key: &KeyFile) -> NullModel;
+    /// True when [`Scheme::analytic_null`] bounds the match chance of *every* model trained
+    /// without the key, whatever its architecture, data or training, with items matching
+    /// independently: the key's labels (or bits) are drawn at random independently of
+    /// anything such a model could depend on. False (the default) when the null has to be
+    /// measured on shadow models (see [`crate::shadow`]).
+    fn null_is_exact(&self, _key: &KeyFile) -> bool {
+        false
+    }
     /// The trigger items a black-box check may query, each matching when the suspect answers
     /// the key's label (all of them unless the scheme says otherwise). Remote verification
     /// queries these one batch at a time; white-box schemes have none.

@@ -88,6 +88,18 @@ pub fn auto_per_batch(items: usize, examples: usize, batch_size: usize) -> usize
         .clamp(2, batch_size.max(2))
 }
 
+/// A label drawn uniformly from the `classes - 1` classes other than `source`: the label of a
+/// trigger made from an image of class `source`, so that whatever a model answers for it, the
+/// label equals that answer with probability at most 1/(classes − 1).
+pub(crate) fn random_other_label(
+    rng: &mut rand_chacha::ChaCha8Rng,
+    classes: usize,
+    source: u8,
+) -> u8 {
+    let r = rand::Rng::random_range(rng, 0..classes - 1) as u8;
+    if r >= source { r + 1 } else { r }
+}
+
 /// Trains `ctx.base` on the data with `per_batch` trigger items appended to every batch
 /// (unset: [`auto_per_batch`]).
 pub(crate) fn embed_triggers(
@@ -160,4 +172,49 @@ pub(crate) fn fine_tune_until_learnt(
             soft_targets,
         },
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use rand::SeedableRng;
+    use rand_chacha::ChaCha8Rng;
+
+    use super::random_other_label;
+    use crate::stats;
+
+    /// Random labels never name the source class, are uniform over the others, and match any
+    /// fixed answers at rate 1/(C − 1) at most: the count of matches of 100 items is
+    /// Binomial(100, 1/9) or smaller, whatever the suspect answers.
+    #[test]
+    fn random_other_labels_give_an_exact_null() {
+        let mut rng = ChaCha8Rng::seed_from_u64(7);
+        let mut counts = [0u32; 10];
+        for _ in 0..90_000 {
+            let l = random_other_label(&mut rng, 10, 3);
+            assert_ne!(l, 3);
+            counts[l as usize] += 1;
+        }
+        for (c, &n) in counts.iter().enumerate() {
+            if c != 3 {
+                // 10,000 expected; 5 standard deviations is 470.
+                assert!((n as i64 - 10_000).abs() < 470, "class {c}: {n}");
+            }
+        }
+        // A suspect that answers the other class most likely to be drawn still matches at
+        // 1/9 per item; its accusations at alpha 1e-3 over 20,000 keys of 100 items stay
+        // within the binomial bound.
+        let alpha = 1e-3;
+        let t = stats::upper_threshold(100, 1.0 / 9.0, alpha).unwrap();
+        let mut accused = 0;
+        for _ in 0..20_000 {
+            let sources: Vec<u8> = (0..100).map(|i| (i % 10) as u8).collect();
+            let matches = sources
+                .iter()
+                .filter(|&&s| random_other_label(&mut rng, 10, s) == (s + 1) % 10)
+                .count() as u64;
+            accused += u32::from(matches >= t);
+        }
+        // Expected at most 20 (alpha × 20,000); Poisson(20) exceeds 40 with probability 1e-5.
+        assert!(accused <= 40, "{accused} of 20000 accused at alpha {alpha}");
+    }
 }

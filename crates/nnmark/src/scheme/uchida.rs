@@ -385,6 +385,16 @@ impl Scheme for Uchida {
         NullModel::FairCoin
     }
 
+    /// Exact when the bits are random (no message: each key bit is a fair coin drawn
+    /// independently of the suspect, whatever it reads off its weights) or X is Gaussian (for
+    /// non-zero weights each column's projection is a centred normal variable, its sign a fair
+    /// coin, independent across columns). A message read through a direct or difference
+    /// matrix is neither: a model whose weights lean one way reads biased bits.
+    fn null_is_exact(&self, key: &KeyFile) -> bool {
+        parse_params::<UchidaParams>(self.name(), &key.meta.params)
+            .is_ok_and(|p| p.matrix == MatrixKind::Random || p.message.is_none())
+    }
+
     fn message(&self, key: &KeyFile) -> Result<Option<String>> {
         let p: UchidaParams = parse_params(self.name(), &key.meta.params)?;
         Ok(p.message)

@@ -11,7 +11,9 @@ use crate::data::{self, DataSource, DataSplit, Dataset};
 use crate::error::{Error, Result};
 use crate::model::{Architecture, Model, ModelSpec, Normalization};
 use crate::scheme::{EmbedMode, Scheme};
+use crate::shadow::{self, ShadowCalibration, ShadowPlan};
 use crate::train::{self, TrainConfig, TrainObserver};
+use crate::verdict::NullModel;
 use crate::watermark::{self, EmbedRequest, Embedded, Provability};
 
 use super::verify::default_commitment_path;
@@ -152,6 +154,9 @@ pub struct EmbedJob<'a> {
     pub train: TrainConfig,
     /// When the mark may be returned.
     pub proof: ProofPolicy,
+    /// Shadow models that calibrate the key's null (for schemes whose analytic null is not
+    /// exact; see [`crate::shadow`]).
+    pub shadows: ShadowPlan,
 }
 
 impl<'a> EmbedJob<'a> {
@@ -173,6 +178,7 @@ impl<'a> EmbedJob<'a> {
             data_dir: None,
             train,
             proof: ProofPolicy::default(),
+            shadows: ShadowPlan::default(),
         }
     }
 }
@@ -191,6 +197,10 @@ pub struct EmbedReport {
     pub test_accuracy: f64,
     /// Whether the marked model proves its own key.
     pub provability: Provability,
+    /// The shadow models' answers stored in the key, when it has them.
+    pub calibration: Option<ShadowCalibration>,
+    /// The null the key is judged against by default.
+    pub null: NullModel,
 }
 
 /// Embeds a mark and checks that it is provable; refuses (an error saying what to change)
@@ -211,8 +221,9 @@ pub fn embed(
         job.aux_data.as_deref(),
         job.data_dir.as_deref(),
     )?;
+    job.shadows.validate()?;
     let (base, teacher) = start_models(job.start, train_data, config.seed, device)?;
-    let embedded = watermark::embed(
+    let mut embedded = watermark::embed(
         EmbedRequest {
             scheme,
             params: job.params,
@@ -228,6 +239,33 @@ pub fn embed(
         observer,
     )?;
     let test_accuracy = train::evaluate(&embedded.model, &job.split.test, 256)?.accuracy;
+    let calibration = if job.shadows.applies_to(scheme, &embedded.key) {
+        let c = shadow::calibrate_key(
+            &embedded.key,
+            scheme,
+            &job.shadows,
+            train_data,
+            Some(&job.split.test),
+            device,
+            observer,
+        )?;
+        c.store(&mut embedded.key);
+        embedded.commitment = crate::commit::KeyCommitment::for_key(&embedded.key)?;
+        Some(c)
+    } else {
+        None
+    };
+    let null = watermark::key_null(&embedded.key, scheme)?;
+    if embedded.extraction.queries > 0 {
+        // The strongest evidence the key can give: every item matching, under its own null.
+        let n = embedded.extraction.queries;
+        let best = crate::verdict::Verdict::decide(n, n, null.clone(), job.proof.fpr)?;
+        embedded
+            .key
+            .meta
+            .notes
+            .insert("strongest_p_value".into(), best.p_value.into());
+    }
     let margin = job
         .proof
         .margin
@@ -255,6 +293,8 @@ pub fn embed(
         embedded,
         test_accuracy,
         provability,
+        calibration,
+        null,
     })
 }
 
@@ -311,6 +351,8 @@ impl WrittenMark<'_> {
             "key": self.key, "key_fingerprint": self.key_fingerprint,
             "commitment": self.commitment, "commitment_value": e.commitment.commitment,
             "provability": r.provability,
+            "null": r.null, "null_rate": r.null.rate().ok(),
+            "shadows": r.calibration.as_ref().map(|c| &c.shadows),
         })
     }
 }
@@ -336,6 +378,22 @@ impl std::fmt::Display for WrittenMark<'_> {
             r.test_accuracy * 100.0,
             e.report.epochs.len(),
             r.config.seed
+        )?;
+        if let Some(c) = &r.calibration {
+            let m: Vec<String> = c.shadows.iter().map(|s| s.matches.to_string()).collect();
+            writeln!(
+                f,
+                "{} shadow models (no mark) matched {} of {} key items",
+                c.shadows.len(),
+                m.join(", "),
+                c.shadows.first().map_or(0, |s| s.queries)
+            )?;
+        }
+        writeln!(
+            f,
+            "null match rate {:.4} ({})",
+            r.null.rate().unwrap_or(f64::NAN),
+            super::render::null_description(&r.null)
         )?;
         writeln!(
             f,

@@ -59,6 +59,33 @@ impl KeySummary {
     }
 }
 
+/// The key's default null in one line: exact, its shadow models, or none.
+fn null_line(key: &KeyFile) -> String {
+    let Ok(scheme) = crate::watermark::scheme_for_key(key, None) else {
+        return "unknown scheme".into();
+    };
+    match crate::watermark::key_null(key, scheme) {
+        Ok(null) => {
+            let rate = null.rate().map_or(f64::NAN, |r| r);
+            let shadows = crate::shadow::ShadowCalibration::of_key(key)
+                .ok()
+                .flatten()
+                .filter(|_| !scheme.null_is_exact(key))
+                .map(|c| {
+                    let m: Vec<String> = c.shadows.iter().map(|s| s.matches.to_string()).collect();
+                    format!("; shadows matched {}", m.join(", "))
+                })
+                .unwrap_or_default();
+            format!(
+                "p0 {rate:.4} ({}{}){shadows}",
+                super::render::null_description(&null),
+                if scheme.null_is_exact(key) { ", exact" } else { "" }
+            )
+        }
+        Err(_) => "none: no exact null and no shadow models (verify needs --null calibrated or --null analytic)".into(),
+    }
+}
+
 impl fmt::Display for KeySummary {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let (key, m) = (&self.key, &self.key.meta);
@@ -99,8 +126,10 @@ impl fmt::Display for KeySummary {
                 Err(_) => "none yet (`nnmark key commit` adds one)".into(),
             }
         )?;
+        writeln!(f, "  null          {}", null_line(key))?;
         for (k, v) in &m.notes {
-            if k != "train_config" {
+            // The shadows' answers are summarised on the null line above.
+            if k != "train_config" && k != crate::shadow::CALIBRATION_NOTE {
                 writeln!(f, "  {k:13} {v}")?;
             }
         }

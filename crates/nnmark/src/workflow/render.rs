@@ -11,22 +11,39 @@ pub fn versions() -> serde_json::Value {
     serde_json::json!({ "nnmark": crate::VERSION, "burn": crate::BURN_VERSION })
 }
 
-/// A verdict as lines of text: matches and their interval, how a public reveal was counted,
-/// the null model, the p-value and threshold, and the decision.
-pub fn verdict_lines(v: &Verdict, suspect: &str) -> String {
-    let null = match &v.null {
-        NullModel::Chance { classes } => format!("chance 1/{classes}"),
+/// What a null model is, in words.
+pub fn null_description(null: &NullModel) -> String {
+    match null {
+        NullModel::Chance { classes } => format!("chance 1/{classes}: uniformly random labels"),
+        NullModel::UniformOther { classes } => format!(
+            "chance 1/{}: random labels other than the source class",
+            classes.saturating_sub(1)
+        ),
         NullModel::FairCoin => "fair coin".into(),
         NullModel::Calibrated {
             references,
             confidence,
             ..
-        } => format!(
-            "calibrated on {} reference models: worst one's {:.0}% upper bound, at least the analytic rate",
-            references.len(),
-            confidence * 100.0
-        ),
-    };
+        } => {
+            let shadows = references.iter().all(|r| r.starts_with("shadow "));
+            format!(
+                "calibrated on {} {}: worst one's {:.0}% upper bound, at least the analytic rate",
+                references.len(),
+                if shadows {
+                    "shadow models stored in the key"
+                } else {
+                    "reference models"
+                },
+                confidence * 100.0
+            )
+        }
+    }
+}
+
+/// A verdict as lines of text: matches and their interval, how a public reveal was counted,
+/// the null model, the p-value and threshold, and the decision.
+pub fn verdict_lines(v: &Verdict, suspect: &str) -> String {
+    let null = null_description(&v.null);
     let mut s = String::new();
     let _ = writeln!(
         s,

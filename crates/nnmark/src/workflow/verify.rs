@@ -80,9 +80,14 @@ pub fn check_commitment(
 }
 
 /// The null model a verdict is judged against.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Default)]
 pub enum NullChoice {
-    /// The scheme's analytic null: chance (1/classes) for labels, a fair coin for bits.
+    /// The key's own null (the default): the scheme's analytic null where it is exact, else
+    /// the shadow models recorded in the key ([`watermark::key_null`]).
+    #[default]
+    Key,
+    /// The scheme's analytic null: chance (1/classes) for labels, a fair coin for bits, even
+    /// where it does not bound independent models (see [`Scheme::null_is_exact`]).
     Analytic,
     /// The largest upper confidence bound of independent reference models' match rates, never
     /// below the analytic rate.
@@ -144,7 +149,19 @@ pub fn prepare_key(
     let scheme = watermark::scheme_for_key(&key, scheme)?;
     let commitment = check_commitment(commitment, Some(key_path), Some(&key), None, tsa_certs)?;
     let (null, references) = match null {
-        NullChoice::Analytic => (scheme.analytic_null(&key), Vec::new()),
+        NullChoice::Key => (
+            watermark::key_null(&key, scheme)?,
+            shadow_rates(&key, scheme)?,
+        ),
+        NullChoice::Analytic => {
+            if !scheme.null_is_exact(&key) {
+                tracing::warn!(
+                    scheme = scheme.name(),
+                    "judging by the analytic null, which does not bound independent models for this key: an independent model may be accused"
+                );
+            }
+            (scheme.analytic_null(&key), Vec::new())
+        }
         NullChoice::Calibrated(c) => calibrated_null(&key, scheme, c, device)?,
     };
     Ok(PreparedKey {
@@ -155,6 +172,25 @@ pub fn prepare_key(
         references,
         commitment,
     })
+}
+
+/// The key's shadows' matches, when its null is calibrated by them.
+fn shadow_rates(key: &KeyFile, scheme: &dyn Scheme) -> Result<Vec<ReferenceRate>> {
+    if scheme.null_is_exact(key) {
+        return Ok(Vec::new());
+    }
+    Ok(crate::shadow::ShadowCalibration::of_key(key)?
+        .map(|c| {
+            c.shadows
+                .iter()
+                .map(|s| ReferenceRate {
+                    reference: format!("shadow {}", s.name),
+                    matches: s.matches,
+                    queries: s.queries,
+                })
+                .collect()
+        })
+        .unwrap_or_default())
 }
 
 fn calibrated_null(
@@ -192,12 +228,18 @@ fn calibrated_null(
                 .map(|(s, m)| (format!("{} seed {s}", spec.architecture), m)),
         );
     }
-    let null = watermark::calibrate(
+    let mut null = watermark::calibrate(
         key,
         scheme,
         refs.iter().map(|(n, m)| (n.clone(), Suspect::Model(m))),
         c.confidence,
     )?;
+    // The judge's references can only make the key's own null stricter, never looser.
+    if let (Ok(own), NullModel::Calibrated { floor, .. }) =
+        (watermark::key_null(key, scheme), &mut null)
+    {
+        *floor = floor.max(own.rate()?);
+    }
     let mut rates = Vec::new();
     if let NullModel::Calibrated {
         matches,
@@ -489,7 +531,10 @@ pub fn verify_public_files(c: &PublicCheck, device: &Device) -> Result<PublicRep
     };
     let suspect = load_suspect(&c.model, c.arch, &like, device)?;
     let (references, confidence) = match &c.null {
-        NullChoice::Analytic => (Vec::new(), watermark::DEFAULT_CALIBRATION_CONFIDENCE),
+        // Public verification is Adi's (uniformly random labels): its chance null is exact.
+        NullChoice::Key | NullChoice::Analytic => {
+            (Vec::new(), watermark::DEFAULT_CALIBRATION_CONFIDENCE)
+        }
         NullChoice::Calibrated(cal) => {
             if cal.reference_files.is_empty() || !cal.reference_seeds.is_empty() {
                 return Err(Error::invalid(
