@@ -204,6 +204,44 @@ fn authorised(headers: &HeaderMap, token: &str) -> bool {
         == 0
 }
 
+/// Clients the rate limiter remembers before it forgets those whose state is back to a fresh
+/// one (every client that has not spent part of its burst recently).
+pub const LIMITER_PRUNE_AT: usize = 4096;
+
+/// Keeps the per-client state bounded: one entry per address is unbounded with IPv6, where a
+/// client can use a new address for every request.
+fn prune_limiter(limiter: &DefaultKeyedRateLimiter<IpAddr>) {
+    if limiter.len() >= LIMITER_PRUNE_AT {
+        limiter.retain_recent();
+        limiter.shrink_to_fit();
+    }
+}
+
+/// Gives an error answer the JSON body every other error has, when the layer that made it
+/// (method routing's 405, the request timeout's 408) left it without one.
+async fn json_error_body(res: Response) -> Response {
+    let status = res.status();
+    if (status.is_client_error() || status.is_server_error())
+        && !res.headers().contains_key(header::CONTENT_TYPE)
+    {
+        let mut out = ApiError(
+            status,
+            status
+                .canonical_reason()
+                .unwrap_or("request failed")
+                .to_lowercase(),
+        )
+        .into_response();
+        for name in [header::ALLOW, header::RETRY_AFTER, header::WWW_AUTHENTICATE] {
+            if let Some(v) = res.headers().get(&name) {
+                out.headers_mut().insert(name, v.clone());
+            }
+        }
+        return out;
+    }
+    res
+}
+
 async fn guard(
     State(state): State<Arc<AppState>>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
@@ -212,6 +250,11 @@ async fn guard(
 ) -> Response {
     let path = req.uri().path();
     let open = path.starts_with("/v2/health") || path == "/ping";
+    if let Some(limiter) = &state.limiter
+        && !open
+    {
+        prune_limiter(limiter);
+    }
     if let Some(limiter) = &state.limiter
         && !open
         && let Err(not_until) = limiter.check_key(&peer.ip())
@@ -518,6 +561,7 @@ pub fn router(model: ServedModel, cfg: ServeConfig) -> Result<Router> {
             StatusCode::REQUEST_TIMEOUT,
             request_timeout,
         ))
+        .layer(middleware::map_response(json_error_body))
         .layer(middleware::from_fn_with_state(state.clone(), guard))
         .layer(
             TraceLayer::new_for_http()
@@ -764,6 +808,38 @@ mod tests {
         let mut h = HeaderMap::new();
         h.insert(header::AUTHORIZATION, HeaderValue::from_str(v).unwrap());
         h
+    }
+
+    #[test]
+    fn the_rate_limiter_forgets_idle_clients_once_it_holds_many() {
+        let limiter: DefaultKeyedRateLimiter<IpAddr> =
+            RateLimiter::keyed(Quota::per_second(NonZeroU32::new(1000).expect("non-zero")));
+        // One request from each of 5,000 IPv6 addresses, as a client rotating addresses would.
+        for i in 0..5000u128 {
+            let ip = IpAddr::V6(std::net::Ipv6Addr::from(0x2001_0db8_u128 << 96 | i));
+            assert!(limiter.check_key(&ip).is_ok());
+        }
+        assert_eq!(limiter.len(), 5000);
+        // Below the threshold nothing is pruned.
+        let small: DefaultKeyedRateLimiter<IpAddr> =
+            RateLimiter::keyed(Quota::per_second(NonZeroU32::new(1000).expect("non-zero")));
+        small.check_key(&IpAddr::from([127, 0, 0, 1])).ok();
+        std::thread::sleep(Duration::from_millis(20));
+        prune_limiter(&small);
+        assert_eq!(small.len(), 1);
+        // Above it, clients whose burst has refilled (1 ms at 1,000/s) are forgotten.
+        prune_limiter(&limiter);
+        assert_eq!(limiter.len(), 0);
+        // A client that just spent its burst is kept: forgetting it would reset its limit.
+        let busy = IpAddr::from([10, 0, 0, 1]);
+        for i in 0..5000u128 {
+            let ip = IpAddr::V6(std::net::Ipv6Addr::from(0x2001_0db8_u128 << 96 | i));
+            limiter.check_key(&ip).ok();
+        }
+        std::thread::sleep(Duration::from_millis(20));
+        while limiter.check_key(&busy).is_ok() {}
+        prune_limiter(&limiter);
+        assert_eq!(limiter.len(), 1);
     }
 
     #[test]

@@ -517,6 +517,16 @@ fn abuse_gets_the_right_status_and_the_server_keeps_serving() {
                 .status()
         };
         assert_eq!(ok().await, 200);
+        // A known route with the wrong method: 405 with a JSON body like every other error.
+        let wrong = reqwest::Client::new()
+            .get(&url)
+            .bearer_auth("s3cret")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(wrong.status(), 405);
+        assert!(wrong.headers().contains_key("allow"));
+        assert!(wrong.text().await.unwrap().contains("\"error\""));
         // Oversize body.
         let big = post(&url, Some("s3cret"), vec![b' '; 200 << 10]).await;
         assert_eq!(big.status(), 413);
@@ -573,12 +583,20 @@ fn abuse_gets_the_right_status_and_the_server_keeps_serving() {
         s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
         write!(s, "POST /v2/models/lenet/infer HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\ncontent-length: 1000\r\n\r\n{{\"inputs\"").unwrap();
         let started = Instant::now();
-        let mut answer = [0u8; 64];
-        let n = s.read(&mut answer).unwrap();
+        let mut answer = Vec::new();
+        let mut chunk = [0u8; 512];
+        while !String::from_utf8_lossy(&answer).contains("\"}") {
+            match s.read(&mut chunk) {
+                Ok(0) | Err(_) => break,
+                Ok(n) => answer.extend_from_slice(&chunk[..n]),
+            }
+        }
+        let text = String::from_utf8_lossy(&answer);
+        assert!(text.starts_with("HTTP/1.1 408"), "{text}");
+        // Like every other error, with a JSON body.
         assert!(
-            String::from_utf8_lossy(&answer[..n]).starts_with("HTTP/1.1 408"),
-            "{}",
-            String::from_utf8_lossy(&answer[..n])
+            text.contains("application/json") && text.contains("{\"error\":\"request timeout\"}"),
+            "{text}"
         );
         assert!(started.elapsed() < Duration::from_secs(3));
     }
