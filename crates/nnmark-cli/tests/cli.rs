@@ -184,11 +184,24 @@ fn demo_trains_and_writes_the_model() {
         String::from_utf8_lossy(&out.stderr)
     );
     assert!(
-        text.contains("WATERMARKED")
-            && dir.path().join("o/lenet-mnist10k.safetensors").exists()
+        dir.path().join("o/lenet-mnist10k.safetensors").exists()
             && dir.path().join("o/owner.nnkey").exists(),
         "{text}"
     );
+    // Each local verdict read from its own line: the marked model accused, the independent
+    // one not.
+    let verdict_of = |who: &str| {
+        text.lines()
+            .find(|l| l.starts_with(&format!("verify {who}:")))
+            .unwrap_or_else(|| panic!("no verdict line for the {who}: {text}"))
+            .rsplit("-> ")
+            .next()
+            .unwrap()
+            .trim()
+            .to_string()
+    };
+    assert_eq!(verdict_of("watermarked model"), "WATERMARKED", "{text}");
+    assert_eq!(verdict_of("independent model"), "not watermarked", "{text}");
     // The remote half: served on loopback, verified through the API, evidence signed.
     assert!(
         text.contains("verified it through the API: WATERMARKED")

@@ -141,6 +141,18 @@ mod tests {
         assert!(binomial_lower_tail(42, 100, 0.5).unwrap() >= 0.05);
     }
 
+    /// Values computed independently (exact binomial sums with Python's `math.comb`, and
+    /// bisection on the binomial CDF for the bound), not by these functions.
+    #[test]
+    fn thresholds_and_bounds_match_an_independent_computation() {
+        assert_eq!(upper_threshold(100, 0.1, 1e-6).unwrap(), 28);
+        assert_eq!(upper_threshold(100, 0.1, 1e-9).unwrap(), 33);
+        assert_eq!(upper_threshold(100, 0.1, 1e-3).unwrap(), 21);
+        assert_eq!(upper_threshold(100, 1.0 / 9.0, 1e-6).unwrap(), 29);
+        let u = clopper_pearson_upper(35, 100, 0.99).unwrap();
+        assert!((u - 0.470_239_051_3).abs() < 1e-8, "{u}");
+    }
+
     #[test]
     fn threshold_and_interval() {
         let k = upper_threshold(100, 0.1, 1e-6).unwrap();
