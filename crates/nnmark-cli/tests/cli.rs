@@ -1098,6 +1098,29 @@ fn model_dependent_schemes_end_to_end() {
         "0.001",
     ]));
     assert!(out.contains("read \"FCIS\" (exact)"), "{out}");
+    // Without shadow models an AIME key has no null to be judged by: nothing is written.
+    let refused = run(&[
+        "embed",
+        "--scheme",
+        "aime",
+        "--param",
+        "signature=FCIS",
+        "--param",
+        "width=2",
+        "--model",
+        "lenet.safetensors",
+        "--epochs",
+        "1",
+        "--shadows",
+        "0",
+        "--out",
+        "aime0.safetensors",
+        "--key",
+        "aime0.nnkey",
+        "--quiet",
+    ]);
+    assert_clean_error(&refused, &["records no shadow models", "--shadows N"]);
+    assert!(!d.join("aime0.nnkey").exists());
 
     let out = ok_stdout(&run(&[
         "embed",

@@ -287,20 +287,14 @@ pub fn key_null(key: &KeyFile, scheme: &dyn Scheme) -> Result<NullModel> {
 }
 
 /// Judges whether the marked model (its `extraction` on its own key) proves the key at `fpr`
-/// with `margin` matches to spare, under the key's own null ([`key_null`]).
+/// with `margin` matches to spare, against `null` (the key's own: [`key_null`]).
 pub fn provability(
-    key: &KeyFile,
-    scheme: &dyn Scheme,
+    null: NullModel,
     extraction: &Extraction,
     fpr: f64,
     margin: u64,
 ) -> Result<Provability> {
-    let v = Verdict::decide(
-        extraction.matches,
-        extraction.queries.max(1),
-        key_null(key, scheme)?,
-        fpr,
-    )?;
+    let v = Verdict::decide(extraction.matches, extraction.queries.max(1), null, fpr)?;
     Ok(Provability {
         matches: extraction.matches,
         queries: extraction.queries,

@@ -255,7 +255,21 @@ pub fn embed(
     } else {
         None
     };
-    let null = watermark::key_null(&embedded.key, scheme)?;
+    let null = match watermark::key_null(&embedded.key, scheme) {
+        Ok(null) => null,
+        // No shadows for a key that needs them (`--shadows 0`): the mark cannot be judged.
+        Err(e) if job.proof.allow_unprovable => {
+            tracing::warn!(
+                "{e}; writing it anyway (unprovable marks allowed), judged here by the analytic null"
+            );
+            scheme.analytic_null(&embedded.key)
+        }
+        Err(e) => {
+            return Err(Error::Unprovable(format!(
+                "{e}; nothing was written (train shadow models with --shadows N)"
+            )));
+        }
+    };
     if embedded.extraction.queries > 0 {
         // The strongest evidence the key can give: every item matching, under its own null.
         let n = embedded.extraction.queries;
@@ -270,13 +284,8 @@ pub fn embed(
         .proof
         .margin
         .unwrap_or_else(|| watermark::default_margin(embedded.extraction.queries));
-    let provability = watermark::provability(
-        &embedded.key,
-        scheme,
-        &embedded.extraction,
-        job.proof.fpr,
-        margin,
-    )?;
+    let provability =
+        watermark::provability(null.clone(), &embedded.extraction, job.proof.fpr, margin)?;
     if !provability.provable {
         let advice = provability.advice();
         if !job.proof.allow_unprovable {
