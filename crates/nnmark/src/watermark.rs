@@ -243,10 +243,15 @@ pub struct Provability {
 impl Provability {
     /// What an unprovable mark lacks and what to change.
     pub fn advice(&self) -> String {
-        if self.threshold > self.queries {
+        if self.threshold + self.margin > self.queries {
             return format!(
-                "no mark on this key can be proved at fpr {:e}: models without the mark match its items at a rate up to {:.3}, so even all {} items matching is not evidence enough; use a scheme whose labels are drawn at random (adi, or frontier-stitching with labels=random), a longer key, or a higher --fpr",
-                self.fpr, self.null_rate, self.queries
+                "no mark on this key can be proved at fpr {:e} with a margin of {}: models without the mark match its items at a rate up to {:.3}, so it takes {} of {} items matching (threshold {} + margin); use a scheme whose labels are drawn at random (adi, zhang-*, or frontier-stitching with labels=random), a longer key, or a higher --fpr",
+                self.fpr,
+                self.margin,
+                self.null_rate,
+                self.threshold + self.margin,
+                self.queries,
+                self.threshold
             );
         }
         format!(
