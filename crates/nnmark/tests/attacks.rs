@@ -192,14 +192,36 @@ fn quantization_stays_within_half_a_step_and_keeps_accuracy() {
                 );
             }
         }
-        let acc_q = accuracy(&out);
-        eprintln!("{spec_text}: accuracy {acc:.4} -> {acc_q:.4}");
-        if bits == 8 {
+        // The weights really are quantised: per tensor, at most 2^bits - 1 levels in each
+        // weight tensor (an identity "quantiser" keeps thousands); per output channel, each
+        // channel has its own step, so some tensor holds more levels than that.
+        let levels: Vec<usize> = after
+            .iter()
+            .filter(|t| t.len() > 120)
+            .map(|t| {
+                let mut v: Vec<u32> = t.iter().map(|x| x.to_bits()).collect();
+                v.sort_unstable();
+                v.dedup();
+                v.len()
+            })
+            .collect();
+        let max_levels = (1usize << bits) - 1;
+        if spec_text.contains("channel") {
             assert!(
-                (acc - acc_q).abs() <= 0.005,
-                "{spec_text}: {acc} -> {acc_q}"
+                levels.iter().any(|&l| l > max_levels),
+                "{spec_text}: per-channel steps look like one per tensor: {levels:?}"
+            );
+        } else {
+            assert!(
+                levels.iter().all(|&l| l <= max_levels),
+                "{spec_text}: more than {max_levels} levels: {levels:?}"
             );
         }
+        let acc_q = accuracy(&out);
+        eprintln!("{spec_text}: accuracy {acc:.4} -> {acc_q:.4}, levels per tensor {levels:?}");
+        // Measured: 8 bits 95.50% -> 95.60%, 4 bits -> 95.15% (tensor) and 95.05% (channel).
+        let tolerance = if bits == 8 { 0.005 } else { 0.02 };
+        assert!(acc - acc_q <= tolerance, "{spec_text}: {acc} -> {acc_q}");
     }
 }
 

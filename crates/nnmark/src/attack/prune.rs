@@ -150,6 +150,79 @@ mod tests {
         (m.0.iter().filter(|&&x| x == 0.0).count(), m.0.len())
     }
 
+    /// Each weight tensor's values, in visiting order.
+    struct Layers(Vec<Vec<f32>>);
+    impl ModuleVisitor for Layers {
+        fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
+            if D >= 2 {
+                self.0.push(values(&param.val()));
+            }
+        }
+    }
+
+    fn layers(model: &Model) -> Vec<Vec<f32>> {
+        let mut l = Layers(Vec::new());
+        model.net.visit(&mut l);
+        l.0
+    }
+
+    /// The largest magnitude zeroed and the smallest kept, over `pairs` of (before, after);
+    /// kept weights must be unchanged.
+    fn split<'a>(pairs: impl Iterator<Item = (&'a f32, &'a f32)>) -> (f32, f32) {
+        let (mut max_pruned, mut min_kept) = (0f32, f32::INFINITY);
+        for (&b, &a) in pairs {
+            if a == 0.0 && b != 0.0 {
+                max_pruned = max_pruned.max(b.abs());
+            } else {
+                assert_eq!(a, b, "a kept weight changed");
+                min_kept = min_kept.min(b.abs());
+            }
+        }
+        (max_pruned, min_kept)
+    }
+
+    /// Magnitude pruning removes the smallest weights, not any weights: every weight it zeroes
+    /// is no larger than every weight it keeps (per layer for layer-wise pruning, over the
+    /// network for global pruning), kept weights are untouched, and global pruning spreads the
+    /// rate unevenly over layers where layer-wise pruning gives each layer the same.
+    #[test]
+    fn prunes_the_smallest_weights_per_layer_or_over_the_network() {
+        let device = Device::flex();
+        let spec = ModelSpec {
+            architecture: Architecture::Lenet,
+            input: ImageShape::MNIST,
+            num_classes: 10,
+            normalization: Normalization::identity(1),
+        };
+        device.seed(3);
+        let model = Model::new(spec, &device).unwrap();
+        let before = layers(&model);
+        let per_layer = layers(&prune_magnitude(model.clone(), 0.5, PruneScope::Layer).unwrap());
+        let mut fractions = Vec::new();
+        for (b, a) in before.iter().zip(&per_layer) {
+            let (max_pruned, min_kept) = split(b.iter().zip(a));
+            assert!(max_pruned <= min_kept, "layer: {max_pruned} > {min_kept}");
+            fractions.push(a.iter().filter(|&&x| x == 0.0).count() as f64 / a.len() as f64);
+        }
+        assert!(
+            fractions.iter().all(|f| (f - 0.5).abs() < 0.02),
+            "{fractions:?}"
+        );
+        let global = layers(&prune_magnitude(model, 0.5, PruneScope::Global).unwrap());
+        let (max_pruned, min_kept) = split(before.iter().flatten().zip(global.iter().flatten()));
+        assert!(max_pruned <= min_kept, "global: {max_pruned} > {min_kept}");
+        // LeNet's layers are initialised at different scales (fan-in), so one threshold prunes
+        // them unevenly.
+        let spread: Vec<f64> = global
+            .iter()
+            .map(|a| a.iter().filter(|&&x| x == 0.0).count() as f64 / a.len() as f64)
+            .collect();
+        assert!(
+            spread.iter().any(|f| (f - 0.5).abs() > 0.1),
+            "global pruning left every layer at half: {spread:?}"
+        );
+    }
+
     #[test]
     fn prunes_the_requested_fraction_of_weights() {
         let device = Device::flex();
