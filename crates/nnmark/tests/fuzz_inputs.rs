@@ -24,9 +24,13 @@ fn cases() -> u32 {
 }
 
 fn runner() -> TestRunner {
+    runner_with(cases())
+}
+
+fn runner_with(cases: u32) -> TestRunner {
     TestRunner::new_with_rng(
         Config {
-            cases: cases(),
+            cases,
             failure_persistence: None,
             ..Config::default()
         },
@@ -196,14 +200,7 @@ fn weights_files_never_panic() {
     let path = dir.path().join("w.safetensors");
     // Loading writes nothing, so one file is rewritten per case. Fewer cases: each builds a
     // model.
-    let mut r = TestRunner::new_with_rng(
-        Config {
-            cases: cases() / 3,
-            failure_persistence: None,
-            ..Config::default()
-        },
-        TestRng::deterministic_rng(RngAlgorithm::ChaCha),
-    );
+    let mut r = runner_with(cases() / 3);
     r.run(&mutated(&bytes), |b| {
         let _ = weights::read_meta(&path, &b);
         std::fs::write(&path, &b).unwrap();
@@ -242,14 +239,7 @@ fn image_folders_never_panic() {
     };
     assert!(data::load(&source, None).is_ok());
     let victim = dir.path().join("train/b/0.png");
-    let mut r = TestRunner::new_with_rng(
-        Config {
-            cases: cases() / 3,
-            failure_persistence: None,
-            ..Config::default()
-        },
-        TestRng::deterministic_rng(RngAlgorithm::ChaCha),
-    );
+    let mut r = runner_with(cases() / 3);
     r.run(&prop_oneof![mutated(&png), arbitrary_bytes()], |b| {
         std::fs::write(&victim, &b).unwrap();
         let _ = data::load(&source, None);
