@@ -158,9 +158,11 @@ pub struct CellRecord {
     /// shadow models stored in the key), else under the null calibrated on the reference
     /// models, else (no references configured) the scheme's analytic null.
     pub verdict: Verdict,
-    /// The decision under the null calibrated on the reference models, when there are any.
+    /// The p-value the same matches would have under the null calibrated on the reference
+    /// models, when there are any: descriptive, for comparing nulls. `verdict` is the one
+    /// decision of the cell.
     #[serde(default)]
-    pub calibrated_verdict: Option<Verdict>,
+    pub reference_p_value: Option<f64>,
     /// Matches of each independent reference model on the key (the null distribution).
     #[serde(default)]
     pub null_matches: Vec<u64>,
@@ -655,13 +657,16 @@ fn run_cell(
         p.null.clone(),
         cfg.fpr,
     )?;
-    let calibrated_verdict = match &p.calibrated {
-        Some(null) => Some(Verdict::decide(
-            extraction.matches,
-            extraction.queries,
-            null.clone(),
-            cfg.fpr,
-        )?),
+    let reference_p_value = match &p.calibrated {
+        Some(null) => Some(
+            Verdict::decide(
+                extraction.matches,
+                extraction.queries,
+                null.clone(),
+                cfg.fpr,
+            )?
+            .p_value,
+        ),
         None => None,
     };
     let plausible = attacked_accuracy >= p.marked_accuracy - cfg.plausible_drop_pp / 100.0;
@@ -685,7 +690,7 @@ fn run_cell(
         marked_key: p.marked_key.clone(),
         removed: plausible && !verdict.watermarked,
         verdict,
-        calibrated_verdict,
+        reference_p_value,
         null_matches: p.null_matches.clone(),
         plausible,
         seconds: started.elapsed().as_secs_f64(),

@@ -55,7 +55,10 @@ fn smoke_matrix_caches_shards_merges_and_reports() {
     assert_eq!(records.len(), 16);
     for r in &records {
         assert_eq!(r.null_matches.len(), 2, "two reference models");
-        assert!(r.calibrated_verdict.is_some());
+        assert!(
+            r.reference_p_value
+                .is_some_and(|p| (0.0..=1.0).contains(&p))
+        );
         assert_eq!(r.removed, r.plausible && !r.verdict.watermarked);
         assert_eq!(
             r.plausible,

@@ -19,7 +19,7 @@ use nnmark::{Error, Result};
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 
-use crate::verify::{EVIDENCE_FORMAT, EvidenceBody, ItemKind, score};
+use crate::verify::{EVIDENCE_FORMATS_READ, EvidenceBody, ItemKind, score};
 
 /// The signature block.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -216,10 +216,11 @@ pub fn check_with(
     }
     let body: EvidenceBody =
         serde_json::from_str(file.body.get()).map_err(|e| bad(format!("body: {e}")))?;
-    if body.format != EVIDENCE_FORMAT {
+    if !EVIDENCE_FORMATS_READ.contains(&body.format.as_str()) {
         return Err(bad(format!(
-            "format '{}' is not {EVIDENCE_FORMAT}",
-            body.format
+            "format '{}' is not one of {}",
+            body.format,
+            EVIDENCE_FORMATS_READ.join(", ")
         )));
     }
     let (test, verdict, decision) = score(
@@ -233,11 +234,10 @@ pub fn check_with(
     let same = test.matches == body.sequential.matches
         && test.answers == body.sequential.answers
         && close(test.max_ln_ratio, body.sequential.max_ln_ratio)
-        && verdict.matches == body.verdict.matches
-        && verdict.queries == body.verdict.queries
-        && verdict.watermarked == body.verdict.watermarked
-        && verdict.threshold == body.verdict.threshold
-        && close(verdict.p_value, body.verdict.p_value)
+        && verdict.matches == body.binomial.matches
+        && verdict.queries == body.binomial.queries
+        && verdict.threshold == body.binomial.threshold
+        && close(verdict.p_value, body.binomial.p_value)
         && decision.watermarked == body.decision.watermarked
         && decision.key_answers == body.decision.key_answers
         && decision.sequential_state == body.decision.sequential_state
@@ -251,8 +251,8 @@ pub fn check_with(
             test.answers,
             decision.p_value,
             decision.watermarked,
-            body.verdict.matches,
-            body.verdict.queries,
+            body.binomial.matches,
+            body.binomial.queries,
             body.decision.p_value,
             body.decision.watermarked
         )));

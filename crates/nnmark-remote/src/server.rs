@@ -242,12 +242,31 @@ async fn json_error_body(res: Response) -> Response {
     res
 }
 
+/// Most bytes of header names and values a request may carry: real inference clients send a
+/// few hundred. Larger headers get a 431 with the usual JSON body; beyond hyper's own parse
+/// buffer (about 400 KiB) hyper answers 431 itself, before any handler runs, without a body.
+pub const MAX_HEADER_BYTES: usize = 32 << 10;
+
 async fn guard(
     State(state): State<Arc<AppState>>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
     req: Request,
     next: Next,
 ) -> Response {
+    let header_bytes: usize = req
+        .headers()
+        .iter()
+        .map(|(k, v)| k.as_str().len() + v.len())
+        .sum();
+    if header_bytes > MAX_HEADER_BYTES {
+        return ApiError(
+            StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+            format!(
+                "request headers hold {header_bytes} bytes; at most {MAX_HEADER_BYTES} are read"
+            ),
+        )
+        .into_response();
+    }
     let path = req.uri().path();
     let open = path.starts_with("/v2/health") || path == "/ping";
     if let Some(limiter) = &state.limiter

@@ -140,6 +140,43 @@ pub struct Decision {
     pub sequential_state: SequentialState,
 }
 
+/// Fixed-n binomial statistics of a run's key answers, without a decision of their own.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct BinomialSummary {
+    /// Key items that matched.
+    pub matches: u64,
+    /// Key items answered.
+    pub queries: u64,
+    /// matches / queries.
+    pub match_rate: f64,
+    /// The null match rate p0.
+    pub null_rate: f64,
+    /// P(X ≥ matches), X ~ Binomial(queries, p0).
+    pub p_value: f64,
+    /// Requested false-positive rate.
+    pub fpr: f64,
+    /// Fewest matches among `queries` that the binomial test finds decisive at `fpr`.
+    pub threshold: u64,
+    /// 95% Clopper–Pearson interval of the match rate.
+    pub match_rate_ci95: (f64, f64),
+}
+
+impl BinomialSummary {
+    /// The statistics of a fixed-n verdict.
+    pub fn of(v: &Verdict) -> Self {
+        BinomialSummary {
+            matches: v.matches,
+            queries: v.queries,
+            match_rate: v.match_rate,
+            null_rate: v.null_rate,
+            p_value: v.p_value,
+            fpr: v.fpr,
+            threshold: v.threshold,
+            match_rate_ci95: v.match_rate_ci95,
+        }
+    }
+}
+
 /// Tool and versions.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ToolInfo {
@@ -187,10 +224,13 @@ pub struct EvidenceBody {
     pub abandoned_requests: u64,
     /// The sequential test over the scored answers.
     pub sequential: SequentialTest,
-    /// Fixed-n binomial verdict over all key answers (the decision when not sequential;
-    /// descriptive after an early stop, where only the always-valid p-value holds).
-    pub verdict: Verdict,
-    /// The decision.
+    /// Fixed-n binomial statistics over the key answers: the rule of the decision when it is
+    /// not sequential, descriptive otherwise. It holds no verdict of its own: `decision` is the
+    /// one place that says whether the suspect is watermarked (format 1 files called this
+    /// field `verdict` and carried a second `watermarked` flag, which is ignored when read).
+    #[serde(alias = "verdict")]
+    pub binomial: BinomialSummary,
+    /// The decision: the one `watermarked` of the run.
     pub decision: Decision,
     /// For keys with commitments (Adi et al.): the published verification key's Merkle root
     /// and the commitment of every key item queried, so a later reveal of those items (or the
@@ -222,7 +262,11 @@ pub struct CommitmentLog {
 }
 
 /// Evidence format tag.
-pub const EVIDENCE_FORMAT: &str = "nnmark-evidence/1";
+pub const EVIDENCE_FORMAT: &str = "nnmark-evidence/2";
+
+/// Format tags `evidence check` reads: format 1 differs only in naming the binomial statistics
+/// `verdict` (with a redundant `watermarked` flag).
+pub const EVIDENCE_FORMATS_READ: [&str; 2] = ["nnmark-evidence/1", EVIDENCE_FORMAT];
 
 /// Replays the scored answers: the sequential test, the verdict and the decision they imply.
 pub fn score(
@@ -485,6 +529,7 @@ pub async fn verify_endpoint<E: Endpoint>(
     }
     let (sequential, verdict, decision) =
         score(&queries, &null, opts.fpr, key_planned, opts.sequential)?;
+    let binomial = BinomialSummary::of(&verdict);
     let commitments = match key.nonces {
         Some(_) => {
             let vk = nnmark::commit::VerificationKey::from_key(key)?;
@@ -521,7 +566,7 @@ pub async fn verify_endpoint<E: Endpoint>(
         queries,
         abandoned_requests: abandoned,
         sequential,
-        verdict,
+        binomial,
         decision,
         commitments,
         key_commitment: None,

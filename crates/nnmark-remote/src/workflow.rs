@@ -9,6 +9,7 @@ use std::time::Duration;
 use nnmark::data::{self, DataSource, Dataset};
 use nnmark::oracle::Reveal;
 use nnmark::sequential::SequentialState;
+use nnmark::verdict::Verdict;
 use nnmark::workflow::{PreparedKey, commitment_line, verdict_lines, versions};
 use nnmark::{Error, Result};
 use serde_json::json;
@@ -180,7 +181,7 @@ impl RemoteReport {
     pub fn json(&self, references: &[nnmark::workflow::ReferenceRate]) -> serde_json::Value {
         let b = &self.body;
         json!({"versions": versions(), "suspect": b.suspect, "key_fingerprint": b.key.fingerprint,
-               "references": references, "decision": b.decision, "verdict": b.verdict,
+               "references": references, "decision": b.decision, "binomial": b.binomial,
                "requests": b.queries.len(), "decoy_answers": self.decoy_answers(),
                "abandoned_requests": b.abandoned_requests,
                "key_commitment": b.key_commitment.as_ref().map(|c| &c.check),
@@ -214,7 +215,7 @@ impl fmt::Display for RemoteReport {
             writeln!(
                 f,
                 "sequential test (always-valid mixture likelihood ratio, null rate {:.4}, fpr {:e}): {} after {} of {} key items; p <= {:.3e}",
-                b.verdict.null_rate,
+                b.binomial.null_rate,
                 self.fpr,
                 match d.sequential_state {
                     SequentialState::Watermarked => "decisive",
@@ -249,7 +250,21 @@ impl fmt::Display for RemoteReport {
                     d.p_value
                 )?;
             }
-            writeln!(f, "{}", verdict_lines(&b.verdict, &s.location))?;
+            // Fixed-n: the binomial rule is the decision (`score`), so its lines are the verdict.
+            let verdict = Verdict {
+                matches: b.binomial.matches,
+                queries: b.binomial.queries,
+                match_rate: b.binomial.match_rate,
+                null: b.null.clone(),
+                null_rate: b.binomial.null_rate,
+                p_value: b.binomial.p_value,
+                fpr: b.binomial.fpr,
+                threshold: b.binomial.threshold,
+                watermarked: d.watermarked,
+                match_rate_ci95: b.binomial.match_rate_ci95,
+                reveal: None,
+            };
+            writeln!(f, "{}", verdict_lines(&verdict, &s.location))?;
         }
         write!(
             f,

@@ -266,3 +266,143 @@ fn the_onnx_loader_never_panics() {
         )
         .unwrap();
 }
+
+/// A well-formed signed evidence body: 40 key items hidden among decoys, scored by the
+/// library's own `score`, so `check` accepts it before any mutation.
+fn evidence_body() -> nnmark_remote::verify::EvidenceBody {
+    use nnmark_remote::client::SuspectInfo;
+    use nnmark_remote::verify::{
+        BinomialSummary, EVIDENCE_FORMAT, EvidenceBody, ItemKind, ItemRecord, KeyInfo, QueryRecord,
+        RemoteVerifyOptions, ToolInfo, score,
+    };
+    let null = nnmark::verdict::NullModel::Chance { classes: 10 };
+    let queries: Vec<QueryRecord> = (0..10u64)
+        .map(|q| QueryRecord {
+            seq: q,
+            sent_at: "2026-11-30T00:00:00Z".into(),
+            latency_ms: 1.5,
+            retries: 0,
+            status: 200,
+            request_sha256: "00".repeat(32),
+            response_sha256: "11".repeat(32),
+            items: (0..8usize)
+                .map(|i| {
+                    let key = i % 2 == 0;
+                    ItemRecord {
+                        kind: if key { ItemKind::Key } else { ItemKind::Decoy },
+                        item: q as usize * 8 + i,
+                        answer: i,
+                        matched: key.then_some(q % 3 != 0),
+                    }
+                })
+                .collect(),
+        })
+        .collect();
+    let opts = RemoteVerifyOptions::default();
+    let (sequential, verdict, decision) =
+        score(&queries, &null, opts.fpr, 40, opts.sequential).expect("scores");
+    EvidenceBody {
+        format: EVIDENCE_FORMAT.into(),
+        tool: ToolInfo {
+            name: "nnmark".into(),
+            version: nnmark::VERSION.into(),
+            burn: nnmark::BURN_VERSION.into(),
+        },
+        started_at: "2026-11-30T00:00:00Z".into(),
+        finished_at: "2026-11-30T00:00:01Z".into(),
+        suspect: SuspectInfo {
+            kind: "http".into(),
+            location: "http://127.0.0.1:9/".into(),
+            protocol: None,
+            model_name: Some("model".into()),
+            metadata: json!({}),
+        },
+        key: KeyInfo {
+            fingerprint: "22".repeat(32),
+            scheme: "adi".into(),
+            items_eligible: 100,
+        },
+        settings: opts,
+        null,
+        queries,
+        abandoned_requests: 0,
+        sequential,
+        binomial: BinomialSummary::of(&verdict),
+        decision,
+        commitments: None,
+        key_commitment: None,
+    }
+}
+
+/// Evidence files come from whoever ran the verification, possibly the party it accuses:
+/// `evidence check` must reject or accept every mutation of one cleanly (never panic), and
+/// with the signer pinned it must never accept a file whose signed body bytes changed.
+#[test]
+fn evidence_check_never_panics_and_never_accepts_a_changed_body() {
+    use nnmark_remote::evidence;
+    let dir = tempfile::tempdir().unwrap();
+    let signer_path = dir.path().join("owner.pem");
+    evidence::generate_keypair(&signer_path).unwrap();
+    let signer = evidence::load_signing_key(&signer_path).unwrap();
+    let pinned = signer.verifying_key();
+    let body = evidence_body();
+    let original = dir.path().join("evidence.json");
+    evidence::write(&original, &body, Some(&signer)).unwrap();
+    let report = evidence::check(&original, Some(&pinned), None, false).unwrap();
+    assert!(report.signed && report.statistics_match);
+    let file_bytes = std::fs::read(&original).unwrap();
+    // The signed bytes: the body exactly as it stands in the file.
+    let body_text = |bytes: &[u8]| -> Option<String> {
+        let file: std::collections::HashMap<String, Box<serde_json::value::RawValue>> =
+            serde_json::from_slice(bytes).ok()?;
+        Some(file.get("body")?.get().to_string())
+    };
+    let original_body = body_text(&file_bytes).expect("written file has a body");
+    let body_json = serde_json::to_value(&body).unwrap();
+    let case = dir.path().join("case.json");
+    let strategy = prop_oneof![
+        // The body with one value replaced, re-signed by the owner's key (a signer's own
+        // inconsistent evidence: the statistics check must catch it or accept it cleanly).
+        (json_value(), any::<usize>(), any::<usize>(), any::<bool>()).prop_map(
+            move |(v, i, j, sign)| {
+                let mut b = body_json.clone();
+                replace_somewhere(&mut b, v, i, j);
+                (b.to_string().into_bytes(), sign)
+            }
+        ),
+        // The signed file with bytes changed anywhere.
+        byte_mutated(file_bytes.clone()).prop_map(|b| (b, false)),
+        // Arbitrary bytes.
+        proptest::collection::vec(any::<u8>(), 0..256).prop_map(|b| (b, false)),
+    ];
+    runner(cases() / 2)
+        .run(&strategy, |(bytes, resign)| {
+            let written = if resign {
+                // A re-signed mutated body: only well-typed bodies can be written.
+                match serde_json::from_slice::<nnmark_remote::verify::EvidenceBody>(&bytes) {
+                    Ok(b) => {
+                        evidence::write(&case, &b, Some(&signer)).unwrap();
+                        true
+                    }
+                    Err(_) => false,
+                }
+            } else {
+                false
+            };
+            if !written {
+                std::fs::write(&case, &bytes).unwrap();
+            }
+            let pinned_result = evidence::check(&case, Some(&pinned), None, false);
+            let _ = evidence::check(&case, None, None, true);
+            if pinned_result.is_ok() && !written {
+                let now = body_text(&std::fs::read(&case).unwrap());
+                prop_assert_eq!(
+                    now.as_deref(),
+                    Some(original_body.as_str()),
+                    "a changed signed body was accepted"
+                );
+            }
+            Ok(())
+        })
+        .unwrap();
+}

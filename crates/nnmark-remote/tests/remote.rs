@@ -182,7 +182,13 @@ fn every_protocol_and_output_mode_accuses_the_marked_model_with_few_queries() {
             // The same decision as local verification of the whole key, and one decision in
             // the evidence.
             assert_eq!(d.method, "fixed-n-binomial");
-            assert_eq!(body.verdict.watermarked, d.watermarked);
+            assert_eq!(body.binomial.p_value <= body.binomial.fpr, d.watermarked);
+            let text = serde_json::to_string(&body).unwrap();
+            assert_eq!(
+                text.matches("\"watermarked\":").count(),
+                1,
+                "one watermarked field in the evidence"
+            );
             // Decoys were sent alongside and are not scored.
             let decoys = body
                 .queries
@@ -228,7 +234,7 @@ fn an_independent_model_is_not_accused() {
         }
         // One decision: the binomial verdict over the answers agrees with it.
         if !sequential {
-            assert_eq!(body.verdict.watermarked, d.watermarked);
+            assert_eq!(body.binomial.p_value <= body.binomial.fpr, d.watermarked);
         }
         if settle {
             assert!(
@@ -527,6 +533,17 @@ fn abuse_gets_the_right_status_and_the_server_keeps_serving() {
         assert_eq!(wrong.status(), 405);
         assert!(wrong.headers().contains_key("allow"));
         assert!(wrong.text().await.unwrap().contains("\"error\""));
+        // Oversize headers: 431 with a JSON body too.
+        let fat = reqwest::Client::new()
+            .post(&url)
+            .bearer_auth("s3cret")
+            .header("x-padding", "a".repeat(40 << 10))
+            .body(v2_body(&zeros(784)))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(fat.status(), 431);
+        assert!(fat.text().await.unwrap().contains("at most 32768"));
         // Oversize body.
         let big = post(&url, Some("s3cret"), vec![b' '; 200 << 10]).await;
         assert_eq!(big.status(), 413);
@@ -978,7 +995,7 @@ fn local_and_remote_verification_reach_the_same_decision_at_the_threshold() {
             .unwrap();
         let d = &body.decision;
         assert_eq!(d.watermarked, v.verdict.watermarked, "{right}: {d:?}");
-        assert_eq!(body.verdict.watermarked, d.watermarked);
+        assert_eq!(body.binomial.p_value <= body.binomial.fpr, d.watermarked);
         println!(
             "{right} of 100 right: local {}, remote {} after {} of {} key items",
             v.verdict.watermarked, d.watermarked, d.key_answers, d.key_planned
@@ -1204,7 +1221,10 @@ fn default_keys_give_one_decision_locally_as_onnx_and_over_v2_labels() {
                     "{name} {who} {way}: {:?} vs local {local:?}",
                     body.decision
                 );
-                assert_eq!(body.verdict.watermarked, body.decision.watermarked);
+                assert_eq!(
+                    body.binomial.p_value <= body.binomial.fpr,
+                    body.decision.watermarked
+                );
                 assert_eq!(body.null, local.null, "{name} {who} {way}: same null");
             }
             println!(

@@ -11,8 +11,8 @@ use std::path::Path;
 
 use burn::prelude::*;
 use burn::store::{
-    BurnToPyTorchAdapter, KeyRemapper, ModuleSnapshot, PyTorchToBurnAdapter, PytorchStore,
-    SafetensorsStore,
+    BurnToPyTorchAdapter, KeyRemapper, ModuleSnapshot, ModuleStore, PyTorchToBurnAdapter,
+    PytorchStore, SafetensorsStore,
 };
 use serde::{Deserialize, Serialize};
 
@@ -313,6 +313,48 @@ fn normalise_floats(path: &Path, bytes: Vec<u8>) -> Result<Vec<u8>> {
         .map_err(|e| bad(format!("cannot rewrite the weights as F32: {e}")))
 }
 
+/// A `.pth` file's tensors with every float one as F32 and finite, like [`normalise_floats`]
+/// does for safetensors: `torch.save` after `.half()`, `.bfloat16()` or `.double()` stores
+/// those types, which burn's CPU backend accepts on loading and panics on when computing.
+fn pth_tensors_as_f32(
+    path: &Path,
+    store: &mut PytorchStore,
+) -> Result<Vec<burn::store::burn_pack::Tensor>> {
+    use burn::store::bridge;
+    let bad = |problem: String| Error::Weights {
+        path: path.to_path_buf(),
+        problem,
+    };
+    let tensors: Vec<_> = store
+        .get_all_tensors()
+        .map_err(|e| bad(format!("not a readable PyTorch file: {e}")))?
+        .values()
+        .cloned()
+        .collect();
+    let mut out = Vec::with_capacity(tensors.len());
+    for t in tensors {
+        if !t.dtype.is_float() {
+            out.push(t);
+            continue;
+        }
+        let (name, param_id) = (t.name.clone(), t.param_id);
+        let data = bridge::into_data(t)
+            .map_err(|e| bad(format!("tensor '{name}' cannot be read: {e}")))?
+            .convert::<f32>();
+        let values = data
+            .as_slice::<f32>()
+            .map_err(|e| bad(format!("tensor '{name}' cannot be read as floats: {e:?}")))?;
+        if let Some(i) = values.iter().position(|x| !x.is_finite()) {
+            return Err(bad(format!(
+                "tensor '{name}' holds a non-finite value ({}) at element {i}; refusing a model that cannot compute",
+                values[i]
+            )));
+        }
+        out.push(bridge::from_data(data, name, param_id));
+    }
+    Ok(out)
+}
+
 /// Loads a weights file. nnmark files describe themselves; a foreign file (PyTorch
 /// `state_dict` as safetensors or `.pth`) needs `spec`. When both exist they must agree.
 pub fn load(path: &Path, spec: Option<&ModelSpec>, device: &Device) -> Result<LoadedModel> {
@@ -375,10 +417,10 @@ pub fn load(path: &Path, spec: Option<&ModelSpec>, device: &Device) -> Result<Lo
             .skip_enum_variants(true)
             .remap(from_torch_names())
             .allow_partial(true);
+        let tensors = pth_tensors_as_f32(path, &mut store)?;
         model
             .net
-            .load_from(&mut store)
-            .map_err(|e| mismatch(path, &meta.spec, e))?
+            .apply(tensors, None, Some(Box::new(PyTorchToBurnAdapter)), true)
     } else {
         let bytes = normalise_floats(path, bytes)?;
         let mut store = SafetensorsStore::from_bytes(Some(bytes))

@@ -305,6 +305,102 @@ fn half_double_and_non_finite_weights() {
     );
 }
 
+/// The `.pth` fixture as `torch.save` writes it after `.half()`, `.bfloat16()` or `.double()`:
+/// the pickle names another storage class and every storage holds that type's bytes.
+fn pth_as(original: &Path, storage: &str, convert: &dyn Fn(f32) -> Vec<u8>) -> Vec<u8> {
+    use std::io::{Read, Write};
+    let mut archive = zip::ZipArchive::new(std::fs::File::open(original).unwrap()).unwrap();
+    let mut out = zip::ZipWriter::new(std::io::Cursor::new(Vec::new()));
+    let options =
+        zip::write::SimpleFileOptions::default().compression_method(zip::CompressionMethod::Stored);
+    for i in 0..archive.len() {
+        let mut entry = archive.by_index(i).unwrap();
+        let name = entry.name().unwrap().to_string();
+        let mut bytes = Vec::new();
+        entry.read_to_end(&mut bytes).unwrap();
+        if name.ends_with("data.pkl") {
+            let from = b"ctorch\nFloatStorage\n";
+            let at = bytes
+                .windows(from.len())
+                .position(|w| w == from)
+                .expect("the fixture's pickle names torch.FloatStorage");
+            let to = format!("ctorch\n{storage}\n");
+            bytes.splice(at..at + from.len(), to.bytes());
+        } else if name.contains("/data/") {
+            bytes = bytes
+                .chunks_exact(4)
+                .flat_map(|c| convert(f32::from_le_bytes([c[0], c[1], c[2], c[3]])))
+                .collect();
+        }
+        out.start_file(name, options).unwrap();
+        out.write_all(&bytes).unwrap();
+    }
+    out.finish().unwrap().into_inner()
+}
+
+/// PyTorch's `.half()`, `.bfloat16()` and `.double()` state dicts saved as `.pth` load and
+/// compute like the F32 one (or are refused with a clear error): never a panic later.
+#[test]
+fn half_and_double_pth_files_load_and_compute() {
+    let dir = tempfile::tempdir().unwrap();
+    let (inputs, expected) = torch_io();
+    for (storage, tolerance, convert) in [
+        (
+            "HalfStorage",
+            0.05f32,
+            Box::new(|x: f32| half::f16::from_f32(x).to_le_bytes().to_vec())
+                as Box<dyn Fn(f32) -> Vec<u8>>,
+        ),
+        (
+            "BFloat16Storage",
+            0.2,
+            Box::new(|x: f32| half::bf16::from_f32(x).to_le_bytes().to_vec()),
+        ),
+        (
+            "DoubleStorage",
+            1e-4,
+            Box::new(|x: f32| (x as f64).to_le_bytes().to_vec()),
+        ),
+    ] {
+        let path = dir.path().join(format!("lenet-{storage}.pth"));
+        std::fs::write(
+            &path,
+            pth_as(&fixture("lenet_torch.pth"), storage, &convert),
+        )
+        .unwrap();
+        let loaded = std::panic::catch_unwind(|| {
+            weights::load(&path, Some(&lenet_spec()), &Device::flex())
+                .map(|l| logits(&l.model, &inputs))
+        })
+        .unwrap_or_else(|_| panic!("{storage}: loading or computing panicked"));
+        let got = loaded.unwrap_or_else(|e| panic!("{storage}: {e}"));
+        let worst = got
+            .iter()
+            .zip(&expected)
+            .map(|(a, b)| (a - b).abs())
+            .fold(0.0f32, f32::max);
+        assert!(worst < tolerance, "{storage}: logits differ by {worst}");
+    }
+    let nan = dir.path().join("lenet-nan.pth");
+    let to_nan = |x: f32| {
+        if x.abs() < 0.01 { f64::NAN } else { x as f64 }
+            .to_le_bytes()
+            .to_vec()
+    };
+    std::fs::write(
+        &nan,
+        pth_as(&fixture("lenet_torch.pth"), "DoubleStorage", &to_nan),
+    )
+    .unwrap();
+    let e = weights::load(&nan, Some(&lenet_spec()), &Device::flex())
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("lenet-nan.pth") && e.contains("non-finite"),
+        "{e}"
+    );
+}
+
 /// A weights file whose metadata holds a normalisation std of 0 (or below) is refused with the
 /// file and the statistic named: it used to load and answer NaN for every input. (JSON cannot
 /// carry a NaN mean: it is written as null and refused as unreadable metadata.)
