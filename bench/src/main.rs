@@ -38,6 +38,7 @@ fn embed_adi(
             aux: None,
             train: recipe(),
             dataset_name: "mnist10k".into(),
+            shadow_cache: None,
         },
         device,
         &mut Silent,
@@ -87,6 +88,7 @@ fn embed_model_dependent(
             aux: None,
             train: cfg,
             dataset_name: "mnist10k".into(),
+            shadow_cache: None,
         },
         device,
         &mut Silent,
@@ -164,6 +166,7 @@ fn frontier_sweep(split: &data::DataSplit, device: &nnmark::Device) -> serde_jso
                         ..cfg.clone()
                     },
                     dataset_name: "mnist10k".into(),
+                    shadow_cache: None,
                 },
                 device,
                 &mut Silent,

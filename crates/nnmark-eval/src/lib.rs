@@ -520,6 +520,7 @@ fn prepare(
                 aux: aux.as_ref(),
                 train: train_cfg,
                 dataset_name: format!("{ds} (owner 2/3)"),
+                shadow_cache: Some(models.join("shadows")),
             },
             device,
             &mut Silent,

@@ -89,7 +89,7 @@ pub fn markdown(records: &[CellRecord]) -> String {
     if let Some(r) = records.first() {
         let _ = writeln!(
             md,
-            "{} cells, seeds {:?}, nnmark {} (burn {}). A mark is *detected* when the verdict under the scheme's analytic null says watermarked at the configured false-positive rate; an attack *removes* it only if it is not detected and the attacked accuracy stays within the plausibility bound of the marked model's. Accuracies in %, mean ± sd over seeds.\n",
+            "{} cells, seeds {:?}, nnmark {} (burn {}). A mark is *detected* when the cell's verdict says watermarked at the configured false-positive rate, judged against the key's own null (the scheme's exact null, or shadow models stored in the key), else against the independent reference models (worst one's upper bound, never below the analytic rate); an attack *removes* it only if it is not detected and the attacked accuracy stays within the plausibility bound of the marked model's. Accuracies in %, mean ± sd over seeds.\n",
             records.len(),
             seeds,
             r.versions["nnmark"].as_str().unwrap_or("?"),

@@ -82,6 +82,7 @@ fn fixture() -> &'static Fixture {
                     ..tc.clone()
                 },
                 dataset_name: "fashion".into(),
+                shadow_cache: None,
             },
             &device,
             &mut Silent,

@@ -88,6 +88,7 @@ fn main() {
                         aux: None,
                         train: cfg,
                         dataset_name: "fashion".into(),
+                        shadow_cache: None,
                     },
                     &Device::flex(),
                     &mut Silent,

@@ -51,6 +51,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
                 params: &params,
                 seed: 1,
                 device: &device,
+                shadow_cache: None,
             })?;
             let t = key.triggers.expect("AIME has triggers");
             let pixels: Vec<f32> = t.pixels.iter().map(|&v| v as f32 / 255.0).collect();

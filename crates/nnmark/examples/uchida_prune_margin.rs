@@ -43,6 +43,7 @@ fn main() {
                 aux: None,
                 train: cfg,
                 dataset_name: "mnist10k".into(),
+                shadow_cache: None,
             },
             &Device::flex(),
             &mut Silent,

@@ -42,6 +42,9 @@ pub struct EmbedRequest<'a> {
     pub train: TrainConfig,
     /// Name of the data set, recorded in the model and the key.
     pub dataset_name: String,
+    /// Folder of cached shadow models, for schemes that train selection shadows while
+    /// generating keys (None: train them afresh).
+    pub shadow_cache: Option<std::path::PathBuf>,
 }
 
 /// The result of embedding.
@@ -120,6 +123,7 @@ pub fn embed(
         params: &params,
         seed,
         device,
+        shadow_cache: req.shadow_cache.as_deref(),
     })?;
     let params = material.params.clone().unwrap_or(params);
     let mut key = KeyFile {

@@ -85,6 +85,7 @@ fn embed(
             aux: None,
             train: cfg,
             dataset_name: dataset.into(),
+            shadow_cache: None,
         },
         &Device::flex(),
         &mut Silent,

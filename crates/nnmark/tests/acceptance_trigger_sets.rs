@@ -90,6 +90,7 @@ fn trigger_set_schemes_on_fashion_mnist() {
                     aux: Some(&mnist.train),
                     train: cfg,
                     dataset_name: "fashion".into(),
+                    shadow_cache: None,
                 },
                 &device,
                 &mut Silent,

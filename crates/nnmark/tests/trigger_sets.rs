@@ -130,6 +130,7 @@ fn embed(name: &str, mode: EmbedMode) -> watermark::Embedded {
             aux: Some(fashion_train()),
             train: cfg,
             dataset_name: "mnist10k".into(),
+            shadow_cache: None,
         },
         &device,
         &mut Silent,
@@ -393,6 +394,7 @@ fn scheme_parameters_are_checked_before_any_work() {
             params: &p,
             seed: 1,
             device: &Device::flex(),
+            shadow_cache: None,
         })
         .unwrap_err()
         .to_string();
@@ -412,6 +414,7 @@ fn scheme_parameters_are_checked_before_any_work() {
             params: &p,
             seed: 1,
             device: &Device::flex(),
+            shadow_cache: None,
         })
         .unwrap_err()
         .to_string();
@@ -427,6 +430,7 @@ fn scheme_parameters_are_checked_before_any_work() {
             params: &p,
             seed: 1,
             device: &Device::flex(),
+            shadow_cache: None,
         })
         .unwrap_err()
         .to_string();
@@ -448,6 +452,7 @@ fn key_generation_is_reproducible_from_the_seed() {
                 params: &p,
                 seed,
                 device: &Device::flex(),
+                shadow_cache: None,
             })
             .unwrap()
             .triggers

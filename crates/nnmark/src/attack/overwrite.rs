@@ -85,6 +85,7 @@ impl Overwrite {
                 // The attacker's key comes from its own seed.
                 train: attacker_recipe(self.epochs, self.lr, ctx.seed ^ 0x0BAD_5EED),
                 dataset_name: data.name.clone(),
+                shadow_cache: None,
             },
             ctx.device,
             &mut Silent,

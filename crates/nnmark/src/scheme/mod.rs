@@ -149,6 +149,9 @@ pub struct KeygenContext<'a> {
     pub seed: u64,
     /// Compute device, for schemes that run models while generating keys.
     pub device: &'a burn::prelude::Device,
+    /// Folder of cached shadow models, for schemes that train selection shadows (None: train
+    /// them afresh).
+    pub shadow_cache: Option<&'a std::path::Path>,
 }
 
 /// The secret material a scheme generates.

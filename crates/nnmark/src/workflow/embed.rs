@@ -234,6 +234,7 @@ pub fn embed(
             aux: aux.as_ref(),
             train: config.clone(),
             dataset_name: job.dataset_label,
+            shadow_cache: job.shadows.cache.clone(),
         },
         device,
         observer,
