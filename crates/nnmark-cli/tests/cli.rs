@@ -265,10 +265,26 @@ fn remote_commands(d: &Path) {
         .stderr(std::process::Stdio::piped())
         .spawn()
         .unwrap();
-    let mut line = String::new();
-    BufReader::new(server.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
+    // The first line names the address; read it on a thread so a server that hangs before
+    // printing fails the test after a minute instead of hanging CI.
+    let stdout = server.stdout.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let mut line = String::new();
+        let _ = BufReader::new(stdout).read_line(&mut line);
+        let _ = tx.send(line);
+    });
+    let line = match rx.recv_timeout(std::time::Duration::from_secs(60)) {
+        Ok(line) => line,
+        Err(_) => {
+            let _ = server.kill();
+            let out = server.wait_with_output().unwrap();
+            panic!(
+                "serve printed no address within 60 s; stderr: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+    };
     let url = line
         .split_whitespace()
         .find(|w| w.starts_with("http://"))

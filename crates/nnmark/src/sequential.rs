@@ -154,6 +154,56 @@ mod tests {
         }
     }
 
+    /// The exact probability that a statistic crosses its boundary within `budget` answers,
+    /// one answer at a time (the most peeking possible), when each item matches with
+    /// probability `p0`: dynamic programming over the match count of the paths that have not
+    /// crossed yet. `crosses(k, n)` says whether k matches in n answers is decisive.
+    fn exact_crossing_probability(p0: f64, budget: u64, crosses: impl Fn(u64, u64) -> bool) -> f64 {
+        let mut alive = vec![1.0f64]; // alive[k]: P(k matches so far, not crossed)
+        let mut crossed = 0.0;
+        for n in 1..=budget {
+            let mut next = vec![0.0f64; alive.len() + 1];
+            for (k, &mass) in alive.iter().enumerate() {
+                next[k] += mass * (1.0 - p0);
+                next[k + 1] += mass * p0;
+            }
+            for (k, mass) in next.iter_mut().enumerate() {
+                if *mass > 0.0 && crosses(k as u64, n) {
+                    crossed += *mass;
+                    *mass = 0.0;
+                }
+            }
+            alive = next;
+        }
+        crossed
+    }
+
+    /// The false-positive rate, computed exactly rather than simulated: under the null the
+    /// mixture test crosses 1/fpr within the whole budget, peeking after every answer, with
+    /// probability at most fpr, down to fpr 1e-6. The same computation shows a naive repeated
+    /// binomial test (decide at fpr after every answer) exceeding its rate, so it can fail.
+    #[test]
+    fn exact_false_positive_rate_of_continuous_peeking() {
+        for (p0, fpr, budget) in [
+            (0.1f64, 1e-6f64, 200u64),
+            (1.0 / 9.0, 1e-6, 100),
+            (0.5, 1e-6, 300),
+            (0.1, 1e-3, 400),
+            (0.5, 0.05, 500),
+        ] {
+            let target = (1.0 / fpr).ln();
+            let rate =
+                exact_crossing_probability(p0, budget, |k, n| ln_mixture_ratio(k, n, p0) >= target);
+            assert!(rate <= fpr, "p0 {p0} fpr {fpr} budget {budget}: {rate:e}");
+            // Conservative (Ville's bound is not tight for a discrete walk), but not vacuous.
+            assert!(rate > fpr / 100.0, "p0 {p0} fpr {fpr}: {rate:e}");
+            let naive = exact_crossing_probability(p0, budget, |k, n| {
+                crate::stats::binomial_upper_tail(k, n, p0).unwrap() <= fpr
+            });
+            assert!(naive > fpr, "naive peeking p0 {p0} fpr {fpr}: {naive:e}");
+        }
+    }
+
     /// Under the null (matches at rate p0, or below), the test stops with "watermarked" in at
     /// most fpr of runs, checked after every single answer (the most peeking possible).
     #[test]

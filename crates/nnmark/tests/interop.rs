@@ -190,6 +190,66 @@ fn every_architecture_round_trips() {
     }
 }
 
+/// A trained ResNet round-trips with its BatchNorm running statistics: after training they
+/// are far from their initial 0 and 1, so a file that lost them would answer differently in
+/// evaluation mode (an untrained round trip cannot tell).
+#[test]
+fn a_trained_resnet_round_trips_with_its_batchnorm_statistics() {
+    let device = Device::flex();
+    let dir = tempfile::tempdir().unwrap();
+    let data = nnmark::data::embedded_mnist10k().unwrap().train.take(256);
+    let spec = ModelSpec {
+        architecture: Architecture::Resnet,
+        normalization: Normalization::from_dataset(&data),
+        ..lenet_spec()
+    };
+    device.seed(5);
+    let untrained = Model::new(spec.clone(), &device).unwrap();
+    let cfg = nnmark::train::TrainConfig {
+        epochs: 1,
+        batch_size: 32,
+        seed: 5,
+        ..Default::default()
+    };
+    let (model, _) = nnmark::train::train(
+        untrained.clone(),
+        &data,
+        &cfg,
+        &device,
+        &mut nnmark::train::Silent,
+    )
+    .unwrap();
+    let path = dir.path().join("resnet.safetensors");
+    weights::save(&model, &WeightsMeta::new(spec, "mnist10k", 5), &path).unwrap();
+    // The running statistics moved: some stored running_var is far from 1.
+    let bytes = std::fs::read(&path).unwrap();
+    let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
+    let moved = st
+        .tensors()
+        .into_iter()
+        .filter(|(name, _)| name.ends_with("running_var"))
+        .flat_map(|(_, t)| {
+            t.data()
+                .chunks_exact(4)
+                .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+                .collect::<Vec<_>>()
+        })
+        .map(|v| (v - 1.0).abs())
+        .fold(0f32, f32::max);
+    assert!(moved > 0.1, "running variances stayed near 1 ({moved})");
+    let back = weights::load(&path, None, &device).unwrap().model;
+    let x: Vec<f32> = data.pixels()[..4 * 784].to_vec();
+    let want = logits(&model, &x);
+    assert_close(&want, &logits(&back, &x), 1e-5);
+    let before = logits(&untrained, &x);
+    let apart = want
+        .iter()
+        .zip(&before)
+        .map(|(a, b)| (a - b).abs())
+        .fold(0f32, f32::max);
+    assert!(apart > 1e-2, "training changed nothing ({apart})");
+}
+
 #[test]
 fn truncated_weights_file_is_a_clear_error() {
     let dir = tempfile::tempdir().unwrap();

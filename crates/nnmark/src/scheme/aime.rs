@@ -95,7 +95,10 @@ pub struct AimeParams {
     /// Copies of each digit in the key (1: the paper; 3, 5, ...: the repetition code).
     /// Default 3: with one copy the default signature's 18 items cannot reach fpr 1e-6 even
     /// when all match (p = 3.8e-6 under the fair-coin null); with three, 54 items embedded on
-    /// the MNIST sample in the default recipe all matched (p = 5.6e-17).
+    /// the MNIST sample in the default recipe all matched (p = 5.6e-17). Left unset, `embed`
+    /// grows it by two (up to [`MAX_AUTO_REPEAT`]) while the key's shadows leave no full match
+    /// provable: on an MLP, whose few mispredictions other MLPs share, three copies are not
+    /// enough.
     pub repeat: usize,
     /// Key items appended to each fine-tuning batch.
     pub per_batch: usize,
@@ -110,6 +113,10 @@ pub struct AimeParams {
     #[serde(default)]
     pub screen: usize,
 }
+
+/// The longest repetition code `embed` grows a default key to when its shadows leave the
+/// default three copies unprovable.
+pub const MAX_AUTO_REPEAT: usize = 9;
 
 /// Epochs each selection shadow trains (as the calibration shadows' default).
 const SCREEN_EPOCHS: usize = 5;
@@ -549,6 +556,24 @@ impl Scheme for Aime {
 
     /// A fair coin per key item, not the chance rate 1/C: independent models repeat natural
     /// mispredictions (see the module notes for the measurements).
+    /// Two more copies of each digit, up to [`MAX_AUTO_REPEAT`], unless the user set `repeat`:
+    /// a longer repetition code is the same signature with more evidence.
+    fn longer_key(
+        &self,
+        resolved: &serde_json::Value,
+        requested: &serde_json::Value,
+    ) -> Option<serde_json::Value> {
+        if requested.get("repeat").is_some() {
+            return None;
+        }
+        let mut p: AimeParams = parse_params(self.name(), resolved).ok()?;
+        if p.repeat + 2 > MAX_AUTO_REPEAT {
+            return None;
+        }
+        p.repeat += 2;
+        serde_json::to_value(p).ok()
+    }
+
     fn analytic_null(&self, _key: &KeyFile) -> NullModel {
         NullModel::FairCoin
     }
@@ -601,6 +626,32 @@ mod tests {
         );
         assert!(encode_signature("", 3).is_err());
         assert!(decode_signature(&[0, 0, 7], 3).is_none()); // control character
+    }
+
+    #[test]
+    fn a_default_key_grows_by_two_copies_up_to_the_cap_and_a_chosen_one_never() {
+        let defaults = Aime.params(&serde_json::Value::Null).unwrap();
+        let mut resolved = defaults.clone();
+        let mut seen = vec![3];
+        while let Some(longer) = Aime.longer_key(&resolved, &serde_json::Value::Null) {
+            let p: AimeParams = parse_params("aime", &longer).unwrap();
+            seen.push(p.repeat);
+            resolved = longer;
+        }
+        assert_eq!(seen, vec![3, 5, 7, 9]);
+        // Everything but the length stays.
+        let last: AimeParams = parse_params("aime", &resolved).unwrap();
+        assert_eq!(
+            last,
+            AimeParams {
+                repeat: MAX_AUTO_REPEAT,
+                ..AimeParams::default()
+            }
+        );
+        // A repeat the user chose is theirs.
+        let chosen = serde_json::json!({ "repeat": 3 });
+        let resolved = Aime.params(&chosen).unwrap();
+        assert!(Aime.longer_key(&resolved, &chosen).is_none());
     }
 
     #[test]

@@ -240,6 +240,17 @@ pub trait Scheme: Sync {
     fn extract(&self, key: &KeyFile, suspect: &mut Suspect<'_>) -> Result<Extraction>;
     /// The analytic null model: an unmarked model's chance of matching one key item.
     fn analytic_null(&self, key: &KeyFile) -> NullModel;
+    /// Parameters for a longer key of this scheme, or None when the key cannot grow or its
+    /// length was set by the user. `resolved` are the complete parameters of the key just made,
+    /// `requested` the user's overrides. `embed` asks for it when the key's own null leaves
+    /// no full match provable (unmarked models share too many items), and tries again.
+    fn longer_key(
+        &self,
+        _resolved: &serde_json::Value,
+        _requested: &serde_json::Value,
+    ) -> Option<serde_json::Value> {
+        None
+    }
     /// True when [`Scheme::analytic_null`] bounds the match chance of *every* model trained
     /// without the key, whatever its architecture, data or training, with items matching
     /// independently: the key's labels (or bits) are drawn at random independently of

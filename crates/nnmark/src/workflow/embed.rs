@@ -223,17 +223,115 @@ pub fn embed(
     )?;
     job.shadows.validate()?;
     let (base, teacher) = start_models(job.start, train_data, config.seed, device)?;
+    let ctx = AttemptContext {
+        scheme,
+        mode,
+        split: job.split,
+        dataset_label: &job.dataset_label,
+        aux: aux.as_ref(),
+        config: &config,
+        proof: &job.proof,
+        shadows: &job.shadows,
+    };
+    let mut params = job.params.clone();
+    let attempt = loop {
+        let a = embed_attempt(
+            &ctx,
+            params,
+            base.clone(),
+            teacher.clone(),
+            device,
+            observer,
+        )?;
+        let p = &a.provability;
+        let no_full_match_proves = p.threshold + p.margin > p.queries;
+        if !p.provable
+            && no_full_match_proves
+            && let Some(longer) = scheme.longer_key(&a.embedded.key.meta.params, &job.params)
+        {
+            tracing::info!(
+                "{} key of {} items: {}; trying a longer key",
+                scheme.name(),
+                p.queries,
+                p.advice()
+            );
+            params = longer;
+            continue;
+        }
+        break a;
+    };
+    let Attempt {
+        embedded,
+        test_accuracy,
+        calibration,
+        null,
+        provability,
+    } = attempt;
+    if !provability.provable {
+        let advice = provability.advice();
+        if !job.proof.allow_unprovable {
+            return Err(Error::Unprovable(format!(
+                "{advice}; nothing was written (--allow-unprovable writes it anyway)"
+            )));
+        }
+        tracing::warn!("{advice}; returning it anyway (unprovable marks allowed)");
+    }
+    Ok(EmbedReport {
+        scheme: scheme.name(),
+        mode,
+        config,
+        embedded,
+        test_accuracy,
+        provability,
+        calibration,
+        null,
+    })
+}
+
+/// One embedding with its calibration and provability, before the refusal.
+struct Attempt {
+    embedded: Embedded,
+    test_accuracy: f64,
+    calibration: Option<ShadowCalibration>,
+    null: NullModel,
+    provability: Provability,
+}
+
+/// What stays the same between attempts at one embedding.
+struct AttemptContext<'a> {
+    scheme: &'static dyn Scheme,
+    mode: EmbedMode,
+    split: &'a DataSplit,
+    dataset_label: &'a str,
+    aux: Option<&'a Dataset>,
+    config: &'a TrainConfig,
+    proof: &'a ProofPolicy,
+    shadows: &'a ShadowPlan,
+}
+
+/// Embeds with `params`, calibrates the key on shadow models where it needs them, and judges
+/// whether the marked model proves it.
+fn embed_attempt(
+    job: &AttemptContext<'_>,
+    params: serde_json::Value,
+    base: Model,
+    teacher: Option<Model>,
+    device: &Device,
+    observer: &mut dyn TrainObserver,
+) -> Result<Attempt> {
+    let scheme = job.scheme;
+    let train_data = &job.split.train;
     let mut embedded = watermark::embed(
         EmbedRequest {
             scheme,
-            params: job.params,
-            mode,
+            params,
+            mode: job.mode,
             base,
             teacher,
             data: train_data,
-            aux: aux.as_ref(),
-            train: config.clone(),
-            dataset_name: job.dataset_label,
+            aux: job.aux,
+            train: job.config.clone(),
+            dataset_name: job.dataset_label.to_string(),
             shadow_cache: job.shadows.cache.clone(),
         },
         device,
@@ -244,7 +342,7 @@ pub fn embed(
         let c = shadow::calibrate_key(
             &embedded.key,
             scheme,
-            &job.shadows,
+            job.shadows,
             train_data,
             Some(&job.split.test),
             device,
@@ -287,24 +385,12 @@ pub fn embed(
         .unwrap_or_else(|| watermark::default_margin(embedded.extraction.queries));
     let provability =
         watermark::provability(null.clone(), &embedded.extraction, job.proof.fpr, margin)?;
-    if !provability.provable {
-        let advice = provability.advice();
-        if !job.proof.allow_unprovable {
-            return Err(Error::Unprovable(format!(
-                "{advice}; nothing was written (--allow-unprovable writes it anyway)"
-            )));
-        }
-        tracing::warn!("{advice}; returning it anyway (unprovable marks allowed)");
-    }
-    Ok(EmbedReport {
-        scheme: scheme.name(),
-        mode,
-        config,
+    Ok(Attempt {
         embedded,
         test_accuracy,
-        provability,
         calibration,
         null,
+        provability,
     })
 }
 
