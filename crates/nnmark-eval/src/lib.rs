@@ -737,14 +737,49 @@ pub fn read_jsonl(path: &Path) -> Result<Vec<CellRecord>> {
         .collect()
 }
 
-/// Joins shard outputs: one record per cell, in a stable order.
+/// Two records of one cell agree on everything but wall time (a cell computed twice, in two
+/// shards or runs, differs only there).
+fn same_result(a: &CellRecord, b: &CellRecord) -> bool {
+    let strip = |r: &CellRecord| {
+        let mut v = serde_json::to_value(r).unwrap_or_default();
+        if let Some(o) = v.as_object_mut() {
+            o.remove("seconds");
+            o.remove("embed_seconds");
+        }
+        v
+    };
+    strip(a) == strip(b)
+}
+
+/// Joins shard outputs: one record per cell, in a stable order. A cell found twice must hold
+/// the same result (wall time aside): identical duplicates collapse, so merging is idempotent,
+/// and conflicting ones are an error naming the cell and both files.
 pub fn merge(inputs: &[PathBuf], out: &Path) -> Result<usize> {
-    let mut by_cell = std::collections::BTreeMap::new();
+    let mut by_cell: std::collections::BTreeMap<String, (CellRecord, &Path)> =
+        std::collections::BTreeMap::new();
     for p in inputs {
         for r in read_jsonl(p)? {
-            by_cell.insert(r.cell.clone(), r);
+            match by_cell.get(&r.cell) {
+                Some((seen, from)) if !same_result(seen, &r) => {
+                    return Err(Error::invalid(
+                        "eval results",
+                        &r.cell,
+                        format!(
+                            "{} and {} hold different results for this cell (another nnmark version or configuration?); merge files of one run",
+                            from.display(),
+                            p.display()
+                        ),
+                    ));
+                }
+                Some(_) => {}
+                None => {
+                    by_cell.insert(r.cell.clone(), (r, p.as_path()));
+                }
+            }
         }
     }
+    let by_cell: std::collections::BTreeMap<String, CellRecord> =
+        by_cell.into_iter().map(|(k, (r, _))| (k, r)).collect();
     let mut all: Vec<CellRecord> = by_cell.into_values().collect();
     all.sort_by(|a, b| {
         (&a.dataset, &a.arch, &a.scheme, &a.attack, a.seed)

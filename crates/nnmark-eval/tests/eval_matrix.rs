@@ -101,22 +101,73 @@ fn smoke_matrix_caches_shards_merges_and_reports() {
         serde_json::to_string(&records).unwrap()
     );
 
-    // Two shards partition the cells (here all cached); merged they are the whole matrix.
-    let s0 = run(&cfg, &out, Shard { index: 0, count: 2 });
-    let s1 = run(&cfg, &out, Shard { index: 1, count: 2 });
+    // Two shards, each run from an empty folder as on two machines, partition the cells;
+    // merged they are the unsharded run's records exactly, wall times aside.
+    let s0 = run(
+        &cfg,
+        &dir.path().join("shard0"),
+        Shard { index: 0, count: 2 },
+    );
+    let s1 = run(
+        &cfg,
+        &dir.path().join("shard1"),
+        Shard { index: 1, count: 2 },
+    );
+    assert_eq!((s0.cached, s1.cached), (0, 0), "fresh folders");
     assert_eq!(s0.cells + s1.cells, 16);
     assert!(s0.cells > 0 && s1.cells > 0);
     let merged = out.join("merged.jsonl");
-    assert_eq!(eval::merge(&[s0.results, s1.results], &merged).unwrap(), 16);
-    let mut a: Vec<String> = eval::read_jsonl(&merged)
-        .unwrap()
-        .into_iter()
-        .map(|r| r.cell)
-        .collect();
-    let mut b: Vec<String> = records.iter().map(|r| r.cell.clone()).collect();
-    a.sort();
-    b.sort();
-    assert_eq!(a, b);
+    assert_eq!(
+        eval::merge(&[s0.results.clone(), s1.results.clone()], &merged).unwrap(),
+        16
+    );
+    let without_times = |records: Vec<eval::CellRecord>| -> Vec<String> {
+        let mut lines: Vec<String> = records
+            .into_iter()
+            .map(|mut r| {
+                r.seconds = 0.0;
+                r.embed_seconds = 0.0;
+                serde_json::to_string(&r).unwrap()
+            })
+            .collect();
+        lines.sort();
+        lines
+    };
+    assert_eq!(
+        without_times(eval::read_jsonl(&merged).unwrap()),
+        without_times(records.clone()),
+        "sharded from scratch and merged = unsharded"
+    );
+    // Merging is idempotent: the merge with itself and with a shard again is the same file.
+    let twice = out.join("twice.jsonl");
+    eval::merge(
+        &[merged.clone(), merged.clone(), s0.results.clone()],
+        &twice,
+    )
+    .unwrap();
+    assert_eq!(
+        std::fs::read(&twice).unwrap(),
+        std::fs::read(&merged).unwrap()
+    );
+    // A cell whose two copies disagree (another version's result) is refused by name.
+    let mut changed = eval::read_jsonl(&s1.results).unwrap();
+    changed[0].attacked_accuracy += 0.01;
+    let conflicting = out.join("conflicting.jsonl");
+    std::fs::write(
+        &conflicting,
+        changed
+            .iter()
+            .map(|r| serde_json::to_string(r).unwrap() + "\n")
+            .collect::<String>(),
+    )
+    .unwrap();
+    let e = eval::merge(&[merged.clone(), conflicting], &out.join("bad.jsonl"))
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains(&changed[0].cell) && e.contains("different results"),
+        "{e}"
+    );
 
     let (md, html) = eval::report::write(&records, &dir.path().join("report")).unwrap();
     let md = std::fs::read_to_string(md).unwrap();
