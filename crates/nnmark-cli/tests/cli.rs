@@ -241,32 +241,21 @@ fn demo_trains_and_writes_the_model() {
     remote_commands(dir.path());
 }
 
-/// `serve` as a real process (token, TF Serving, top-k), `verify --endpoint` against it,
-/// a refused token, graceful SIGTERM, `export` to ONNX and the ONNX file as a suspect.
-fn remote_commands(d: &Path) {
+/// Starts `nnmark serve ARGS --listen 127.0.0.1:0` in `d` with `envs`; returns it and the
+/// address its first line names. The line is read on a thread, so a server that hangs before
+/// printing fails the test after a minute instead of hanging CI.
+fn spawn_serve(d: &Path, args: &[&str], envs: &[(&str, &str)]) -> (std::process::Child, String) {
     use std::io::{BufRead, BufReader};
-    std::fs::write(d.join("token"), "t0ps3cret\n").unwrap();
     let mut server = Command::new(env!("CARGO_BIN_EXE_nnmark"))
-        .args([
-            "serve",
-            "--model",
-            "o/lenet-mnist10k-marked.safetensors",
-            "--listen",
-            "127.0.0.1:0",
-            "--protocol",
-            "tf-serving",
-            "--reveal",
-            "top-k:2",
-            "--token-file",
-            "token",
-        ])
+        .arg("serve")
+        .args(args)
+        .args(["--listen", "127.0.0.1:0"])
+        .envs(envs.iter().copied())
         .current_dir(d)
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())
         .spawn()
         .unwrap();
-    // The first line names the address; read it on a thread so a server that hangs before
-    // printing fails the test after a minute instead of hanging CI.
     let stdout = server.stdout.take().unwrap();
     let (tx, rx) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
@@ -290,6 +279,47 @@ fn remote_commands(d: &Path) {
         .find(|w| w.starts_with("http://"))
         .unwrap_or_else(|| panic!("no address in {line:?}"))
         .to_string();
+    (server, url)
+}
+
+/// The status line of a raw HTTP/1.1 GET of `path` at `url` (`http://host:port`), with an
+/// optional bearer token.
+fn http_get_status(url: &str, path: &str, token: Option<&str>) -> String {
+    use std::io::{Read, Write};
+    let host = url.trim_start_matches("http://").trim_end_matches('/');
+    let mut s = std::net::TcpStream::connect(host).unwrap();
+    s.set_read_timeout(Some(std::time::Duration::from_secs(30)))
+        .unwrap();
+    let auth = token.map_or(String::new(), |t| format!("Authorization: Bearer {t}\r\n"));
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: {host}\r\n{auth}Connection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut answer = String::new();
+    let _ = s.read_to_string(&mut answer);
+    answer.lines().next().unwrap_or_default().to_string()
+}
+
+/// `serve` as a real process (token, TF Serving, top-k), `verify --endpoint` against it,
+/// a refused token, graceful SIGTERM, the token from `NNMARK_SERVE_TOKEN`, `export` to ONNX
+/// and the ONNX file as a suspect.
+fn remote_commands(d: &Path) {
+    std::fs::write(d.join("token"), "t0ps3cret\n").unwrap();
+    let (mut server, url) = spawn_serve(
+        d,
+        &[
+            "--model",
+            "o/lenet-mnist10k-marked.safetensors",
+            "--protocol",
+            "tf-serving",
+            "--reveal",
+            "top-k:2",
+            "--token-file",
+            "token",
+        ],
+        &[],
+    );
     let out = ok_stdout(&nnmark(
         &[
             "verify",
@@ -345,6 +375,23 @@ fn remote_commands(d: &Path) {
         log.contains("/v1/models/model") && !log.contains("t0ps3cret"),
         "{log}"
     );
+    // The token from the environment instead of a file: required, and accepted.
+    let (mut env_server, env_url) = spawn_serve(
+        d,
+        &[
+            "--model",
+            "o/lenet-mnist10k-marked.safetensors",
+            "--protocol",
+            "tf-serving",
+        ],
+        &[("NNMARK_SERVE_TOKEN", "fr0m-env")],
+    );
+    let path = "/v1/models/model";
+    assert!(http_get_status(&env_url, path, None).contains(" 401 "));
+    assert!(http_get_status(&env_url, path, Some("wrong")).contains(" 401 "));
+    assert!(http_get_status(&env_url, path, Some("fr0m-env")).contains(" 200 "));
+    env_server.kill().unwrap();
+    let _ = env_server.wait();
     // ONNX: export the marked model and verify the file directly.
     ok_stdout(&nnmark(
         &[
