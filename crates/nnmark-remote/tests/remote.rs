@@ -509,10 +509,11 @@ fn zeros(n: usize) -> String {
     vec!["0"; n].join(",")
 }
 
-/// A model that takes `delay` to answer.
+/// A model that takes `delay` to answer, counting the queries it has begun.
 struct SlowOracle {
     inner: LocalOracle,
     delay: std::time::Duration,
+    begun: std::sync::Arc<AtomicUsize>,
 }
 
 impl nnmark::Oracle for SlowOracle {
@@ -526,6 +527,7 @@ impl nnmark::Oracle for SlowOracle {
         "slow".into()
     }
     fn query(&mut self, pixels: &[f32]) -> nnmark::Result<Vec<nnmark::oracle::Answer>> {
+        self.begun.fetch_add(1, Ordering::SeqCst);
         std::thread::sleep(self.delay);
         self.inner.query(pixels)
     }
@@ -535,7 +537,8 @@ impl nnmark::Oracle for SlowOracle {
 }
 
 /// Inference slower than `--timeout` is answered 503 with a JSON body, and the server goes on
-/// answering once the model is free again.
+/// answering once the model is free again; a request in flight when the server stops is
+/// answered before it exits.
 #[test]
 fn slow_inference_gets_503_and_the_server_recovers() {
     use nnmark::Oracle;
@@ -543,6 +546,7 @@ fn slow_inference_gets_503_and_the_server_recovers() {
     let slow = SlowOracle {
         inner: LocalOracle::new(f.marked.clone(), Reveal::Probabilities),
         delay: std::time::Duration::from_millis(600),
+        begun: Default::default(),
     };
     let served = ServedModel::new(Box::new(slow), "slow");
     let mut cfg = ServeConfig::new(
@@ -581,8 +585,10 @@ fn slow_inference_gets_503_and_the_server_recovers() {
     ok_cfg.timeout = std::time::Duration::from_secs(5);
     let slow = SlowOracle {
         inner: LocalOracle::new(f.marked.clone(), Reveal::Probabilities),
-        delay: std::time::Duration::from_millis(50),
+        delay: std::time::Duration::from_millis(700),
+        begun: Default::default(),
     };
+    let begun = slow.begun.clone();
     assert_eq!(slow.num_classes(), 10);
     let server = RunningServer::start(
         ServedModel::new(Box::new(slow), "slow"),
@@ -591,10 +597,29 @@ fn slow_inference_gets_503_and_the_server_recovers() {
     )
     .unwrap();
     let url = format!("{}/v2/models/lenet/infer", server.url());
-    rt().block_on(async {
-        assert_eq!(post(&url, None, v2_body(&zeros(784))).await.status(), 200);
+    // A request in flight when the server is told to stop still gets its answer.
+    let in_flight = std::thread::spawn(move || {
+        rt().block_on(async { post(&url, None, v2_body(&zeros(784))).await.status() })
     });
+    let waiting = std::time::Instant::now();
+    while begun.load(Ordering::SeqCst) == 0 {
+        assert!(
+            waiting.elapsed().as_secs() < 30,
+            "the request never reached the model"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    let stopping = std::time::Instant::now();
     server.stop().unwrap();
+    assert_eq!(
+        in_flight.join().unwrap(),
+        200,
+        "the request in flight was cut off"
+    );
+    assert!(
+        stopping.elapsed() >= std::time::Duration::from_millis(100),
+        "stop returned before the request in flight finished"
+    );
 }
 
 #[test]
@@ -712,10 +737,12 @@ fn abuse_gets_the_right_status_and_the_server_keeps_serving() {
     });
     server.stop().unwrap();
 
-    // Flood: 5 per second with a burst of 5, 40 requests at once: some get 429 with Retry-After.
+    // Flood: 1 per second with a burst of 5, 40 requests at once: at most 5 + T pass when they
+    // arrive within T seconds, so at least 30 are limited (with Retry-After) even if a busy
+    // machine spreads them over five seconds.
     let server = serve(&f.marked, Protocol::V2, Reveal::Label, |c| {
         c.rate_limit = Some(RateLimit {
-            per_second: 5,
+            per_second: 1,
             burst: 5,
         });
     });
@@ -887,6 +914,32 @@ fn tampered_evidence_fails_the_check() {
             .to_string()
             .contains("key item")
     );
+    // A decision that the logged answers do not give, consistently signed: the recomputation
+    // catches it.
+    let mut inflated = body.clone();
+    inflated.decision.p_value /= 1e6;
+    evidence::write(&file, &inflated, Some(&sk)).unwrap();
+    let e = evidence::check(&file, Some(&pk), None, false)
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("recorded statistics differ"), "{e}");
+    // The honest file checked against another key, or another verification key: refused by
+    // fingerprint and by Merkle root.
+    evidence::write(&file, &body, Some(&sk)).unwrap();
+    let mut other_key = f.key.clone();
+    other_key.meta.seed += 1;
+    let e = evidence::check(&file, Some(&pk), Some(&other_key), false)
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("made with key"), "{e}");
+    if let Some(nonces) = other_key.nonces.as_mut() {
+        nonces[0][0] ^= 1;
+    }
+    let other_vk = nnmark::commit::VerificationKey::from_key(&other_key).unwrap();
+    let e = evidence::check_with(&file, Some(&pk), None, Some(&other_vk), &[], false)
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("Merkle root"), "{e}");
     // Unsigned files are refused unless allowed.
     evidence::write(&file, &body, None).unwrap();
     assert!(evidence::check(&file, None, None, false).is_err());

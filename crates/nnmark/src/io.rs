@@ -38,3 +38,36 @@ pub fn write_atomic(path: &Path, bytes: &[u8], mode: Option<u32>) -> Result<()> 
     tmp.persist(path).map_err(|e| Error::io(path, e.error))?;
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The old file is replaced, never rewritten in place: a reader that opened it before the
+    /// write still reads the old bytes in full (a truncate-and-write would show it a
+    /// truncated or new file), the new content appears whole, secrets get mode 0600 and no
+    /// temporary file is left behind.
+    #[test]
+    fn writes_replace_the_file_whole_and_leave_nothing_behind() {
+        use std::io::Read;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("model.safetensors");
+        let old = vec![7u8; 1 << 20];
+        write_atomic(&path, &old, None).unwrap();
+        let mut reader = std::fs::File::open(&path).unwrap();
+        let new = vec![9u8; 1000];
+        write_atomic(&path, &new, Some(0o600)).unwrap();
+        let mut seen = Vec::new();
+        reader.read_to_end(&mut seen).unwrap();
+        assert_eq!(seen, old, "the open reader saw the old file change");
+        assert_eq!(std::fs::read(&path).unwrap(), new);
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let mode = std::fs::metadata(&path).unwrap().permissions().mode();
+            assert_eq!(mode & 0o777, 0o600);
+        }
+        let entries: Vec<_> = std::fs::read_dir(dir.path()).unwrap().collect();
+        assert_eq!(entries.len(), 1, "a temporary file was left behind");
+    }
+}

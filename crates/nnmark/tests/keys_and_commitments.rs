@@ -288,3 +288,61 @@ fn key_commitments_bind_what_decides_the_verdict_and_hide_it() {
     key.save(&kpath).unwrap();
     assert!(c.matches_key(&KeyFile::load(&kpath).unwrap()).unwrap());
 }
+
+/// Records the images it is asked about (as bytes) and answers class 0.
+struct Recorder {
+    seen: Vec<Vec<u8>>,
+}
+
+impl nnmark::Oracle for Recorder {
+    fn input_shape(&self) -> ImageShape {
+        ImageShape::MNIST
+    }
+    fn num_classes(&self) -> usize {
+        10
+    }
+    fn describe(&self) -> String {
+        "recorder".into()
+    }
+    fn query(&mut self, pixels: &[f32]) -> nnmark::Result<Vec<nnmark::oracle::Answer>> {
+        let n = ImageShape::MNIST.numel();
+        for image in pixels.chunks(n) {
+            self.seen
+                .push(image.iter().map(|p| (p * 255.0).round() as u8).collect());
+        }
+        Ok(vec![
+            nnmark::oracle::Answer {
+                label: 0,
+                scores: Vec::new(),
+            };
+            pixels.len() / n
+        ])
+    }
+    fn queries_made(&self) -> u64 {
+        self.seen.len() as u64
+    }
+}
+
+/// Private verification after a public reveal asks the suspect only the unspent items (the
+/// revealed ones are public, so a thief may have trained on them), and a key with every item
+/// spent cannot be verified privately.
+#[test]
+fn private_verification_queries_only_unspent_items() {
+    let mut key = sample_key(30);
+    commit::reveal(&mut key, 10, "judge-2026").unwrap();
+    let adi = nnmark::scheme::by_name("adi").unwrap();
+    let mut rec = Recorder { seen: Vec::new() };
+    let x = adi
+        .extract(&key, &mut nnmark::Suspect::Oracle(&mut rec))
+        .unwrap();
+    assert_eq!(x.queries, 20);
+    assert_eq!(rec.seen.len(), 20);
+    let t = key.triggers.as_ref().unwrap();
+    for i in 0..30 {
+        let asked = rec.seen.iter().any(|s| s.as_slice() == t.image_u8(i));
+        assert_eq!(asked, !key.meta.spent.contains(&i), "item {i}");
+    }
+    key.meta.spent = (0..30).collect();
+    let e = err_of(adi.extract(&key, &mut nnmark::Suspect::Oracle(&mut rec)));
+    assert!(e.contains("every trigger item has been revealed"), "{e}");
+}

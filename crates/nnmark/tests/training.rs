@@ -9,6 +9,13 @@ use nnmark::model::{Architecture, Model, ModelSpec, Normalization};
 use nnmark::train::{self, EarlyStopping, Silent, TrainConfig};
 use nnmark::weights::{self, WeightsMeta};
 
+/// burn's random number generator is global to the process: tests that seed it and train
+/// hold this lock, or their draws interleave and the same seed stops giving the same model.
+fn rng_lock() -> std::sync::MutexGuard<'static, ()> {
+    static LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    LOCK.lock().unwrap_or_else(|p| p.into_inner())
+}
+
 /// A 10-class model of `arch` for `split`'s images, normalised with its training statistics.
 fn spec_for(arch: Architecture, split: &data::DataSplit) -> ModelSpec {
     ModelSpec {
@@ -20,6 +27,7 @@ fn spec_for(arch: Architecture, split: &data::DataSplit) -> ModelSpec {
 }
 
 fn train_mnist(arch: Architecture, cfg: &TrainConfig) -> (f64, String) {
+    let _rng = rng_lock();
     let device = Device::flex();
     let split = data::embedded_mnist10k().unwrap();
     let spec = spec_for(arch, &split);
@@ -74,8 +82,53 @@ fn mlp_reaches_94_percent_and_same_seed_gives_identical_weights() {
     assert_ne!(h1, h3);
 }
 
+/// nnmark's own convolution and pooling kernels keep training reproducible: LeNet, mnist_cnn
+/// and the ResNet trained twice from one seed give identical weights, and so do runs on one
+/// thread and on three (the kernels and burn flex split their work across rayon's threads, so
+/// a split-dependent summation order would show here).
+#[test]
+fn convolutional_training_is_identical_across_runs_and_thread_counts() {
+    let split = data::embedded_mnist10k().unwrap();
+    let train_set = split.train.take(600);
+    for arch in [
+        Architecture::Lenet,
+        Architecture::MnistCnn,
+        Architecture::Resnet,
+    ] {
+        let spec = spec_for(arch, &split);
+        let run = |threads: usize| -> String {
+            let _rng = rng_lock();
+            let pool = rayon::ThreadPoolBuilder::new()
+                .num_threads(threads)
+                .build()
+                .unwrap();
+            pool.install(|| {
+                let device = Device::flex();
+                device.seed(9);
+                let model = Model::new(spec.clone(), &device).unwrap();
+                let cfg = TrainConfig {
+                    epochs: 1,
+                    batch_size: 32,
+                    seed: 9,
+                    ..TrainConfig::default()
+                };
+                let (model, _) =
+                    train::train(model, &train_set, &cfg, &device, &mut Silent).unwrap();
+                nnmark::io::sha256_hex(
+                    &weights::to_bytes(&model, &WeightsMeta::new(spec.clone(), "mnist10k", 9))
+                        .unwrap(),
+                )
+            })
+        };
+        let (a, b, c) = (run(3), run(3), run(1));
+        assert_eq!(a, b, "{arch}: two runs from one seed differ");
+        assert_eq!(a, c, "{arch}: one thread and three threads differ");
+    }
+}
+
 #[test]
 fn mnist_cnn_and_resnet_learn() {
+    let _rng = rng_lock();
     // One short epoch each on a slice of the data: the point is that gradients flow through
     // dropout and batch norm, not the final accuracy.
     let device = Device::flex();
@@ -105,6 +158,7 @@ fn mnist_cnn_and_resnet_learn() {
 /// model keeps answering like the clean one elsewhere.
 #[test]
 fn soft_targets_anchor_the_data_while_triggers_are_learnt() {
+    let _rng = rng_lock();
     let device = Device::flex();
     let split = data::embedded_mnist10k().unwrap();
     let spec = spec_for(Architecture::Mlp, &split);
@@ -199,6 +253,7 @@ fn soft_targets_anchor_the_data_while_triggers_are_learnt() {
 
 #[test]
 fn early_stopping_keeps_the_best_epoch() {
+    let _rng = rng_lock();
     let device = Device::flex();
     let split = data::embedded_mnist10k().unwrap();
     let spec = ModelSpec {
@@ -236,6 +291,7 @@ fn early_stopping_keeps_the_best_epoch() {
 
 #[test]
 fn evaluation_and_input_gradients_are_consistent() {
+    let _rng = rng_lock();
     let device = Device::flex();
     let split = data::embedded_mnist10k().unwrap();
     let spec = spec_for(Architecture::Lenet, &split);
@@ -294,6 +350,7 @@ fn evaluation_and_input_gradients_are_consistent() {
 #[test]
 #[ignore]
 fn lenet_reaches_89_percent_on_fashion_mnist() {
+    let _rng = rng_lock();
     let shared = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../../shared/data");
     let split = data::load_or_fetch("fashion", Some(&shared)).unwrap();
     let device = Device::flex();
