@@ -541,22 +541,28 @@ impl nnmark::Oracle for SlowOracle {
 /// answered before it exits.
 #[test]
 fn slow_inference_gets_503_and_the_server_recovers() {
-    use nnmark::Oracle;
     let f = fixture();
-    let slow = SlowOracle {
-        inner: LocalOracle::new(f.marked.clone(), Reveal::Probabilities),
-        delay: std::time::Duration::from_millis(600),
-        begun: Default::default(),
+    // The marked model behind a v2 label server, taking `delay` per request; returns the
+    // server and the count of requests the model has begun.
+    let slow_server = |delay_ms: u64, timeout: Duration| {
+        let begun = std::sync::Arc::new(AtomicUsize::new(0));
+        let slow = SlowOracle {
+            inner: LocalOracle::new(f.marked.clone(), Reveal::Probabilities),
+            delay: Duration::from_millis(delay_ms),
+            begun: begun.clone(),
+        };
+        let mut cfg = ServeConfig::new(
+            Protocol::V2,
+            "lenet",
+            Reveal::Label,
+            ClassNames::parse("fashion", 10).unwrap(),
+        );
+        cfg.timeout = timeout;
+        let served = ServedModel::new(Box::new(slow), "slow");
+        let server = RunningServer::start(served, cfg, "127.0.0.1:0".parse().unwrap()).unwrap();
+        (server, begun)
     };
-    let served = ServedModel::new(Box::new(slow), "slow");
-    let mut cfg = ServeConfig::new(
-        Protocol::V2,
-        "lenet",
-        Reveal::Label,
-        ClassNames::parse("fashion", 10).unwrap(),
-    );
-    cfg.timeout = std::time::Duration::from_millis(100);
-    let server = RunningServer::start(served, cfg, "127.0.0.1:0".parse().unwrap()).unwrap();
+    let (server, _) = slow_server(600, Duration::from_millis(100));
     let url = format!("{}/v2/models/lenet/infer", server.url());
     rt().block_on(async {
         let r = post(&url, None, v2_body(&zeros(784))).await;
@@ -566,36 +572,16 @@ fn slow_inference_gets_503_and_the_server_recovers() {
             text.contains("\"error\"") && text.contains("longer than"),
             "{text}"
         );
-        // The slow answer finishes in the background; then the model is free again and a
-        // generous timeout gets an answer.
-        tokio::time::sleep(std::time::Duration::from_millis(800)).await;
+        // The slow answer finishes in the background; the server stays healthy.
+        tokio::time::sleep(Duration::from_millis(800)).await;
         let live = reqwest::get(format!("{}/v2/health/live", server.url()))
             .await
             .unwrap();
         assert_eq!(live.status(), 200);
     });
     server.stop().unwrap();
-    // The same model within the timeout answers 200.
-    let mut ok_cfg = ServeConfig::new(
-        Protocol::V2,
-        "lenet",
-        Reveal::Label,
-        ClassNames::parse("fashion", 10).unwrap(),
-    );
-    ok_cfg.timeout = std::time::Duration::from_secs(5);
-    let slow = SlowOracle {
-        inner: LocalOracle::new(f.marked.clone(), Reveal::Probabilities),
-        delay: std::time::Duration::from_millis(700),
-        begun: Default::default(),
-    };
-    let begun = slow.begun.clone();
-    assert_eq!(slow.num_classes(), 10);
-    let server = RunningServer::start(
-        ServedModel::new(Box::new(slow), "slow"),
-        ok_cfg,
-        "127.0.0.1:0".parse().unwrap(),
-    )
-    .unwrap();
+    // Within a generous timeout the same slow model answers.
+    let (server, begun) = slow_server(700, Duration::from_secs(5));
     let url = format!("{}/v2/models/lenet/infer", server.url());
     // A request in flight when the server is told to stop still gets its answer.
     let in_flight = std::thread::spawn(move || {

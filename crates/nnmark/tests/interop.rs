@@ -297,6 +297,51 @@ fn rewrite_floats(
     safetensors::serialize(views, header.metadata().clone()).unwrap()
 }
 
+/// A float format PyTorch saves weights in besides F32.
+struct FloatFormat {
+    /// Short name.
+    name: &'static str,
+    /// Its safetensors dtype.
+    dtype: safetensors::Dtype,
+    /// The storage class `torch.save` names for it.
+    storage: &'static str,
+    /// How far LeNet's logits may move after the round trip through it.
+    tolerance: f32,
+    /// An F32 value in it, little-endian.
+    encode: fn(f32) -> Vec<u8>,
+}
+
+const FLOAT_FORMATS: [FloatFormat; 3] = [
+    FloatFormat {
+        name: "f16",
+        dtype: safetensors::Dtype::F16,
+        storage: "HalfStorage",
+        tolerance: 0.05,
+        encode: |x| half::f16::from_f32(x).to_le_bytes().to_vec(),
+    },
+    FloatFormat {
+        name: "bf16",
+        dtype: safetensors::Dtype::BF16,
+        storage: "BFloat16Storage",
+        tolerance: 0.2,
+        encode: |x| half::bf16::from_f32(x).to_le_bytes().to_vec(),
+    },
+    FloatFormat {
+        name: "f64",
+        dtype: safetensors::Dtype::F64,
+        storage: "DoubleStorage",
+        tolerance: 1e-5,
+        encode: |x| (x as f64).to_le_bytes().to_vec(),
+    },
+];
+
+fn largest_difference(a: &[f32], b: &[f32]) -> f32 {
+    a.iter()
+        .zip(b)
+        .map(|(x, y)| (x - y).abs())
+        .fold(0.0f32, f32::max)
+}
+
 /// PyTorch's `.half()`, `.bfloat16()` and `.double()` weights load as F32 and compute (they
 /// used to load and then panic in the backend); a NaN weight is refused with the tensor's name.
 #[test]
@@ -312,39 +357,14 @@ fn half_double_and_non_finite_weights() {
     let (inputs, _) = torch_io();
     let want = logits(&original, &inputs);
     let bytes = std::fs::read(fixture("lenet_torch.safetensors")).unwrap();
-    for (name, dtype, tolerance, convert) in [
-        (
-            "f16",
-            safetensors::Dtype::F16,
-            0.05f32,
-            Box::new(|x: f32| half::f16::from_f32(x).to_le_bytes().to_vec())
-                as Box<dyn Fn(f32) -> Vec<u8>>,
-        ),
-        (
-            "bf16",
-            safetensors::Dtype::BF16,
-            0.2,
-            Box::new(|x: f32| half::bf16::from_f32(x).to_le_bytes().to_vec()),
-        ),
-        (
-            "f64",
-            safetensors::Dtype::F64,
-            1e-5,
-            Box::new(|x: f32| (x as f64).to_le_bytes().to_vec()),
-        ),
-    ] {
-        let path = dir.path().join(format!("lenet-{name}.safetensors"));
-        std::fs::write(&path, rewrite_floats(&bytes, dtype, convert)).unwrap();
+    for f in &FLOAT_FORMATS {
+        let path = dir.path().join(format!("lenet-{}.safetensors", f.name));
+        std::fs::write(&path, rewrite_floats(&bytes, f.dtype, f.encode)).unwrap();
         let m = weights::load(&path, Some(&lenet_spec()), &Device::flex())
             .unwrap()
             .model;
-        let got = logits(&m, &inputs);
-        let worst = got
-            .iter()
-            .zip(&want)
-            .map(|(a, b)| (a - b).abs())
-            .fold(0.0f32, f32::max);
-        assert!(worst < tolerance, "{name}: logits differ by {worst}");
+        let worst = largest_difference(&logits(&m, &inputs), &want);
+        assert!(worst < f.tolerance, "{}: logits differ by {worst}", f.name);
     }
     let nan = dir.path().join("lenet-nan.safetensors");
     std::fs::write(
@@ -404,42 +424,25 @@ fn pth_as(original: &Path, storage: &str, convert: &dyn Fn(f32) -> Vec<u8>) -> V
 fn half_and_double_pth_files_load_and_compute() {
     let dir = tempfile::tempdir().unwrap();
     let (inputs, expected) = torch_io();
-    for (storage, tolerance, convert) in [
-        (
-            "HalfStorage",
-            0.05f32,
-            Box::new(|x: f32| half::f16::from_f32(x).to_le_bytes().to_vec())
-                as Box<dyn Fn(f32) -> Vec<u8>>,
-        ),
-        (
-            "BFloat16Storage",
-            0.2,
-            Box::new(|x: f32| half::bf16::from_f32(x).to_le_bytes().to_vec()),
-        ),
-        (
-            "DoubleStorage",
-            1e-4,
-            Box::new(|x: f32| (x as f64).to_le_bytes().to_vec()),
-        ),
-    ] {
-        let path = dir.path().join(format!("lenet-{storage}.pth"));
+    for f in &FLOAT_FORMATS {
+        let path = dir.path().join(format!("lenet-{}.pth", f.storage));
         std::fs::write(
             &path,
-            pth_as(&fixture("lenet_torch.pth"), storage, &convert),
+            pth_as(&fixture("lenet_torch.pth"), f.storage, &f.encode),
         )
         .unwrap();
         let loaded = std::panic::catch_unwind(|| {
             weights::load(&path, Some(&lenet_spec()), &Device::flex())
                 .map(|l| logits(&l.model, &inputs))
         })
-        .unwrap_or_else(|_| panic!("{storage}: loading or computing panicked"));
-        let got = loaded.unwrap_or_else(|e| panic!("{storage}: {e}"));
-        let worst = got
-            .iter()
-            .zip(&expected)
-            .map(|(a, b)| (a - b).abs())
-            .fold(0.0f32, f32::max);
-        assert!(worst < tolerance, "{storage}: logits differ by {worst}");
+        .unwrap_or_else(|_| panic!("{}: loading or computing panicked", f.storage));
+        let got = loaded.unwrap_or_else(|e| panic!("{}: {e}", f.storage));
+        let worst = largest_difference(&got, &expected);
+        assert!(
+            worst < f.tolerance,
+            "{}: logits differ by {worst}",
+            f.storage
+        );
     }
     let nan = dir.path().join("lenet-nan.pth");
     let to_nan = |x: f32| {
