@@ -1322,29 +1322,59 @@ fn attack_command_end_to_end() {
     ]));
     assert!(
         out.contains("prune:0.3+ftll:epochs=1,lr=0.01: accuracy")
-            && out.contains("attacker data 2666 images"),
-        "{out}"
+            && out.contains("attacker data 2666 images")
+            && !out.contains("watermark:"),
+        "without a key the report says nothing about the mark: {out}"
     );
-    let json: serde_json::Value = serde_json::from_str(&ok_stdout(&run(&[
-        "attack",
-        "--model",
-        "marked.safetensors",
-        "--attack",
-        "quantize:4",
-        "--key",
-        "owner.nnkey",
-        "--seed",
-        "3",
-        "--out",
-        "q4.safetensors",
-        "--json",
-    ])))
-    .unwrap();
+    // With the key, the report measures what the attack did to the mark: the key's verdict on
+    // the model before and after, at the default false-positive rate against the key's null.
+    let attacked = |attack: &str| -> serde_json::Value {
+        let json: serde_json::Value = serde_json::from_str(&ok_stdout(&run(&[
+            "attack",
+            "--model",
+            "marked.safetensors",
+            "--attack",
+            attack,
+            "--key",
+            "owner.nnkey",
+            "--seed",
+            "3",
+            "--out",
+            "attacked.safetensors",
+            "--json",
+        ])))
+        .unwrap();
+        let before = &json["watermark"]["before"];
+        assert_eq!(before["watermarked"], true, "{json}");
+        assert_eq!(before["queries"], 100, "{json}");
+        json
+    };
+    let matches = |json: &serde_json::Value, when: &str| {
+        json["watermark"][when]["matches"].as_u64().unwrap()
+    };
+    let json = attacked("quantize:4");
     assert_eq!(json["attack"], "quantize:4,scope=tensor");
     assert_eq!(json["seed"], 3);
     assert!(json["accuracy_after"].as_f64().unwrap() > 0.8, "{json}");
     assert!(json["versions"]["nnmark"].is_string());
-    // The noise triggers survive a mild blur in front of the model.
+    assert_eq!(json["watermark"]["after"]["watermarked"], true, "{json}");
+    // Fine-tuning every layer at a high learning rate erases the noise triggers: the report
+    // must show the mark lost, not echo the key's strength.
+    let json = attacked("ftal:epochs=3,lr=0.05");
+    let threshold = json["watermark"]["after"]["threshold"].as_u64().unwrap();
+    assert_eq!(json["watermark"]["after"]["watermarked"], false, "{json}");
+    assert!(
+        matches(&json, "after") < threshold && matches(&json, "before") >= threshold + 20,
+        "{json}"
+    );
+    // A query filter leaves the weights; its effect is measured through it, accuracy too.
+    let json = attacked("blur:2");
+    assert!(matches(&json, "after") < matches(&json, "before"), "{json}");
+    assert!(
+        json["accuracy_after"].as_f64().unwrap() < json["accuracy_before"].as_f64().unwrap(),
+        "accuracy behind a strong blur is measured through it: {json}"
+    );
+    // The noise triggers survive a mild blur in front of the model, and verify says so.
     let text = ok_stdout(&run(&[
         "verify",
         "--key",
@@ -1354,7 +1384,24 @@ fn attack_command_end_to_end() {
         "--through",
         "blur:0.5",
     ]));
-    assert!(text.contains("through blur:0.5"), "{text}");
+    assert!(
+        text.contains("marked.safetensors through blur:0.5: ")
+            && text.contains("verdict: WATERMARKED"),
+        "{text}"
+    );
+    let text = ok_stdout(&run(&[
+        "verify",
+        "--key",
+        "owner.nnkey",
+        "--model",
+        "marked.safetensors",
+        "--through",
+        "noise:0.5",
+    ]));
+    assert!(
+        text.contains("verdict: not shown to carry the watermark"),
+        "heavy noise in front of the model hides the mark: {text}"
+    );
     assert_clean_error(
         &run(&[
             "attack",

@@ -25,7 +25,7 @@ use nnmark::data::{self, DataSource, DataSplit, Dataset};
 use nnmark::error::{Error, Result};
 use nnmark::keyfile::KeyFile;
 use nnmark::model::{Architecture, Model};
-use nnmark::oracle::{LocalOracle, Oracle, Reveal};
+use nnmark::oracle::{LocalOracle, Reveal};
 use nnmark::scheme::{self, EmbedMode, Suspect};
 use nnmark::train::{self, Silent, TrainConfig};
 use nnmark::verdict::{NullModel, Verdict};
@@ -587,21 +587,6 @@ fn prepare(
     })
 }
 
-/// Accuracy of answers to the test set through an oracle.
-fn oracle_accuracy(oracle: &mut dyn Oracle, test: &Dataset) -> Result<f64> {
-    let n = test.shape.numel();
-    let mut right = 0usize;
-    for (chunk, labels) in test.pixels().chunks(256 * n).zip(test.labels().chunks(256)) {
-        right += oracle
-            .query(chunk)?
-            .iter()
-            .zip(labels)
-            .filter(|(a, l)| a.label == **l as usize)
-            .count();
-    }
-    Ok(right as f64 / test.len().max(1) as f64)
-}
-
 #[allow(clippy::too_many_arguments)]
 fn run_cell(
     cfg: &EvalConfig,
@@ -638,14 +623,14 @@ fn run_cell(
             let x = sc.extract(&p.key, &mut Suspect::Oracle(&mut through))?;
             let mut local = LocalOracle::new(attacked, Reveal::Label);
             let mut through = TransformedOracle::new(&mut local, t.clone());
-            (x, oracle_accuracy(&mut through, &split.test)?)
+            (x, nnmark::oracle::accuracy(&mut through, &split.test)?)
         }
         (Some(t), true) => {
             // The owner reads the weights; the thief's filter only changes what users get.
             let x = sc.extract(&p.key, &mut Suspect::Model(&attacked))?;
             let mut local = LocalOracle::new(attacked, Reveal::Label);
             let mut through = TransformedOracle::new(&mut local, t.clone());
-            (x, oracle_accuracy(&mut through, &split.test)?)
+            (x, nnmark::oracle::accuracy(&mut through, &split.test)?)
         }
         (None, _) => (
             sc.extract(&p.key, &mut Suspect::Model(&attacked))?,

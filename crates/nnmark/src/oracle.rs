@@ -57,6 +57,21 @@ pub fn check_batch(pixels: &[f32], shape: ImageShape) -> Result<usize> {
     Ok(pixels.len() / n)
 }
 
+/// Share of `test` that `oracle` labels correctly, asked in batches of 256 images.
+pub fn accuracy(oracle: &mut dyn Oracle, test: &crate::data::Dataset) -> Result<f64> {
+    let n = test.shape.numel();
+    let mut right = 0usize;
+    for (chunk, labels) in test.pixels().chunks(256 * n).zip(test.labels().chunks(256)) {
+        right += oracle
+            .query(chunk)?
+            .iter()
+            .zip(labels)
+            .filter(|(a, l)| a.label == **l as usize)
+            .count();
+    }
+    Ok(right as f64 / test.len().max(1) as f64)
+}
+
 /// A model held in memory, answering as a service configured with `reveal` would.
 pub struct LocalOracle {
     model: Model,

@@ -7,11 +7,16 @@ use std::path::{Path, PathBuf};
 use burn::prelude::Device;
 use serde_json::json;
 
-use crate::attack::{self, AttackContext};
+use crate::attack::{self, AttackContext, InputTransform};
 use crate::data::DataSplit;
 use crate::error::Result;
 use crate::keyfile::KeyFile;
+use crate::model::Model;
+use crate::oracle::{LocalOracle, Reveal};
+use crate::scheme::{Access, Suspect};
 use crate::train;
+use crate::verdict::Verdict;
+use crate::watermark;
 use crate::weights::{self, WeightsMeta};
 
 use super::render::versions;
@@ -22,8 +27,9 @@ pub struct AttackJob<'a> {
     pub attack: &'a str,
     /// The model file attacked.
     pub model: &'a Path,
-    /// The watermark key, when the attack is sized by it (adversarial fine-tuning) or needs
-    /// the scheme (overwriting); nothing secret from it is used.
+    /// The watermark key: the attack may be sized by it (adversarial fine-tuning) or need its
+    /// scheme (overwriting), but nothing secret from it reaches the attack. The report shows the
+    /// key's evidence in the model before and after the attack.
     pub key: Option<&'a Path>,
     /// The data set: the attacker gets the last third of its training split; the test split
     /// measures accuracy.
@@ -44,7 +50,7 @@ pub struct AttackReport {
     pub model_sha256: String,
     /// Images the attacker trained with.
     pub attacker_examples: usize,
-    /// Test accuracy before and after.
+    /// Test accuracy before and after (through the filter, for a query filter).
     pub accuracy: (f64, f64),
     /// Test images.
     pub test_examples: usize,
@@ -56,6 +62,48 @@ pub struct AttackReport {
     pub out: (PathBuf, String),
     /// The attack filters queries instead of changing weights.
     pub query_filter: bool,
+    /// The key's evidence before and after the attack, when a key was given.
+    pub watermark: Option<WatermarkEffect>,
+}
+
+/// What an attack did to a watermark: the key's verdict on the model before the attack and on
+/// the attacked model (through the filter, for a query filter), both at the default
+/// false-positive rate against the key's own null.
+#[derive(Debug, Clone)]
+pub struct WatermarkEffect {
+    /// Verdict on the model attacked.
+    pub before: Verdict,
+    /// Verdict on the attacked model.
+    pub after: Verdict,
+}
+
+/// The key's verdict on `model`. Behind a query filter the thief answers labels only; a
+/// white-box key is still read from the weights, which the filter does not change.
+fn key_verdict(
+    key: &KeyFile,
+    model: &Model,
+    filter: Option<InputTransform>,
+    name: &str,
+) -> Result<Verdict> {
+    let scheme = crate::scheme::by_name(&key.meta.scheme)?;
+    let null = watermark::key_null(key, scheme)?;
+    let fpr = watermark::DEFAULT_FPR;
+    let verification = match filter {
+        Some(t) if scheme.access() != Access::WhiteBox => {
+            let mut local = LocalOracle::new(model.clone(), Reveal::Label);
+            let mut filtered = attack::TransformedOracle::new(&mut local, t);
+            watermark::verify(
+                key,
+                scheme,
+                &mut Suspect::Oracle(&mut filtered),
+                name,
+                null,
+                fpr,
+            )?
+        }
+        _ => watermark::verify(key, scheme, &mut Suspect::Model(model), name, null, fpr)?,
+    };
+    Ok(verification.verdict)
 }
 
 /// Runs an attack and writes the attacked model (its metadata names the attack and the
@@ -74,6 +122,10 @@ pub fn attack(job: &AttackJob<'_>, device: &Device) -> Result<AttackReport> {
         None => None,
     };
     let before = train::evaluate(&loaded.model, &job.split.test, 256)?;
+    let verdict_before = key
+        .as_ref()
+        .map(|k| key_verdict(k, &loaded.model, None, "before the attack"))
+        .transpose()?;
     let started = std::time::Instant::now();
     let model = attack.remove(
         loaded.model,
@@ -86,7 +138,17 @@ pub fn attack(job: &AttackJob<'_>, device: &Device) -> Result<AttackReport> {
         },
     )?;
     let seconds = started.elapsed().as_secs_f64();
-    let after = train::evaluate(&model, &job.split.test, 256)?;
+    // What users of a filtered model get is the filter's answers.
+    let accuracy_after = match attack.query_transform() {
+        Some(t) => {
+            let mut local = LocalOracle::new(model.clone(), Reveal::Label);
+            crate::oracle::accuracy(
+                &mut attack::TransformedOracle::new(&mut local, t),
+                &job.split.test,
+            )?
+        }
+        None => train::evaluate(&model, &job.split.test, 256)?.accuracy,
+    };
     let mut meta = WeightsMeta::new(model.spec.clone(), loaded.meta.dataset.clone(), job.seed);
     meta.extra.insert("attack".into(), attack.describe());
     meta.extra
@@ -97,24 +159,36 @@ pub fn attack(job: &AttackJob<'_>, device: &Device) -> Result<AttackReport> {
             .insert("query_transform".into(), format!("{t:?}"));
     }
     let sha = weights::save(&model, &meta, job.out)?;
+    let watermark = match (&key, verdict_before) {
+        (Some(k), Some(before)) => Some(WatermarkEffect {
+            before,
+            after: key_verdict(k, &model, attack.query_transform(), "after the attack")?,
+        }),
+        _ => None,
+    };
     Ok(AttackReport {
         attack: attack.describe(),
         model: job.model.to_path_buf(),
         model_sha256: loaded.sha256,
         attacker_examples: attacker.len(),
-        accuracy: (before.accuracy, after.accuracy),
-        test_examples: after.examples,
+        accuracy: (before.accuracy, accuracy_after),
+        test_examples: before.examples,
         seconds,
         seed: job.seed,
         out: (job.out.to_path_buf(), sha),
         query_filter: attack.query_transform().is_some(),
+        watermark,
     })
 }
 
 impl AttackReport {
     /// The machine-readable report.
     pub fn json(&self) -> serde_json::Value {
-        json!({ "versions": versions(), "seed": self.seed, "attack": self.attack, "model": self.model, "model_sha256": self.model_sha256, "attacker_examples": self.attacker_examples, "accuracy_before": self.accuracy.0, "accuracy_after": self.accuracy.1, "seconds": self.seconds, "out": self.out.0, "sha256": self.out.1 })
+        let watermark = self
+            .watermark
+            .as_ref()
+            .map(|w| json!({ "before": w.before, "after": w.after }));
+        json!({ "versions": versions(), "seed": self.seed, "attack": self.attack, "model": self.model, "model_sha256": self.model_sha256, "attacker_examples": self.attacker_examples, "accuracy_before": self.accuracy.0, "accuracy_after": self.accuracy.1, "seconds": self.seconds, "out": self.out.0, "sha256": self.out.1, "watermark": watermark })
     }
 }
 
@@ -136,6 +210,27 @@ impl fmt::Display for AttackReport {
                 f,
                 "the weights are unchanged: this attack filters queries; verify through it with `nnmark verify --through {}`",
                 self.attack
+            )?;
+        }
+        if let Some(w) = &self.watermark {
+            let proven = |v: &Verdict| {
+                if v.watermarked {
+                    "proven"
+                } else {
+                    "not proven"
+                }
+            };
+            writeln!(
+                f,
+                "watermark: {}/{} -> {}/{} key items (threshold {} at false-positive rate {:e}): {} -> {}",
+                w.before.matches,
+                w.before.queries,
+                w.after.matches,
+                w.after.queries,
+                w.after.threshold,
+                w.after.fpr,
+                proven(&w.before),
+                proven(&w.after)
             )?;
         }
         write!(f, "wrote {} (sha256 {})", self.out.0.display(), self.out.1)
