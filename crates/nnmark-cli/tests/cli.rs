@@ -1349,9 +1349,8 @@ fn attack_command_end_to_end() {
         assert_eq!(before["queries"], 100, "{json}");
         json
     };
-    let matches = |json: &serde_json::Value, when: &str| {
-        json["watermark"][when]["matches"].as_u64().unwrap()
-    };
+    let matches =
+        |json: &serde_json::Value, when: &str| json["watermark"][when]["matches"].as_u64().unwrap();
     let json = attacked("quantize:4");
     assert_eq!(json["attack"], "quantize:4,scope=tensor");
     assert_eq!(json["seed"], 3);

@@ -466,9 +466,15 @@ pub async fn verify_endpoint<E: Endpoint>(
     let mut queries = Vec::new();
     while let Some((seq, slots, sent_at, result)) = requests.next().await {
         let x = result.map_err(|e| {
+            let location = endpoint.info().location;
+            // The endpoint's own errors already name it: say it once.
+            let problem = match e {
+                Error::Remote { endpoint, problem } if endpoint == location => problem,
+                other => other.to_string(),
+            };
             Error::remote(
-                endpoint.info().location,
-                format!("{e} ({} requests answered before it; no answer was counted from the failed one)", queries.len()),
+                location,
+                format!("{problem} ({} requests answered before it; no answer was counted from the failed one)", queries.len()),
             )
         })?;
         let mut matched = 0u64;

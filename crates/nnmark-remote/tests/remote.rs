@@ -749,6 +749,97 @@ fn abuse_gets_the_right_status_and_the_server_keeps_serving() {
     });
 }
 
+/// The server's batch cap holds over HTTP for every protocol: a batch at the cap is answered,
+/// one over it gets 422 naming the limit (a declared size is refused before anything is
+/// allocated for it), and a client whose batch fits verifies through it.
+#[test]
+fn the_batch_cap_holds_over_http() {
+    let f = fixture();
+    let image = zeros(784);
+    let images = |n: usize| vec![image.as_str(); n].join(",");
+    for protocol in Protocol::ALL {
+        let server = serve(&f.marked, protocol, Reveal::Label, |c| c.max_batch = 4);
+        let (url, body): (String, fn(usize, &str) -> Vec<u8>) = match protocol {
+            Protocol::V2 => (format!("{}/v2/models/lenet/infer", server.url()), |n, v| {
+                format!(r#"{{"inputs":[{{"name":"input","shape":[{n},1,28,28],"datatype":"FP32","data":[{v}]}}]}}"#).into_bytes()
+            }),
+            Protocol::TfServing => (
+                format!("{}/v1/models/lenet:predict", server.url()),
+                |n, v| {
+                    let one: Vec<&str> = v.split(',').collect();
+                    let rows: Vec<String> = one
+                        .chunks(784)
+                        .take(n)
+                        .map(|c| format!("[{}]", c.join(",")))
+                        .collect();
+                    format!(r#"{{"instances":[{}]}}"#, rows.join(",")).into_bytes()
+                },
+            ),
+            Protocol::Labels => (format!("{}/predictions/lenet", server.url()), |n, v| {
+                let one: Vec<&str> = v.split(',').collect();
+                let rows: Vec<String> = one
+                    .chunks(784)
+                    .take(n)
+                    .map(|c| format!("[{}]", c.join(",")))
+                    .collect();
+                format!(r#"{{"inputs":[{}]}}"#, rows.join(",")).into_bytes()
+            }),
+        };
+        rt().block_on(async {
+            let at_cap = post(&url, None, body(4, &images(4))).await;
+            assert_eq!(
+                at_cap.status(),
+                200,
+                "{protocol}: {}",
+                at_cap.text().await.unwrap()
+            );
+            let over = post(&url, None, body(5, &images(5))).await;
+            assert_eq!(over.status(), 422, "{protocol}");
+            let text = over.text().await.unwrap();
+            assert!(
+                text.contains("batch of 5 images exceeds this server's limit of 4"),
+                "{protocol}: {text}"
+            );
+        });
+        if protocol == Protocol::V2 {
+            // A huge declared shape with one image of data: refused by the declaration.
+            rt().block_on(async {
+                let r = post(&url, None, body(1_000_000, &image)).await;
+                assert_eq!(r.status(), 422);
+                let text = r.text().await.unwrap();
+                assert!(text.contains("limit of 4"), "{text}");
+            });
+        }
+        // A client batching within the cap verifies through it; one over it fails with the
+        // server's reason.
+        let fits = RemoteVerifyOptions {
+            batch: 4,
+            seed: 7,
+            ..Default::default()
+        };
+        let body = run(client_cfg(&server.url(), Some(protocol)), &fits).unwrap();
+        assert!(body.decision.watermarked, "{protocol}");
+        assert!(
+            body.queries.iter().all(|q| q.items.len() <= 4),
+            "{protocol}"
+        );
+        let too_big = RemoteVerifyOptions {
+            batch: 16,
+            ..fits.clone()
+        };
+        let over = run(client_cfg(&server.url(), Some(protocol)), &too_big);
+        if protocol == Protocol::Labels {
+            // This protocol's client sends one image per request whatever the batch.
+            assert!(over.unwrap().decision.watermarked);
+        } else {
+            let e = over.map(|_| ()).unwrap_err().to_string();
+            assert!(e.contains("limit of 4"), "{protocol}: {e}");
+            assert_eq!(e.matches("http://").count(), 1, "the URL once: {e}");
+        }
+        server.stop().unwrap();
+    }
+}
+
 /// `budget` caps every image sent (key and decoys), and key items are shuffled among the
 /// decoys rather than sent first, in an order the seed sets.
 #[test]
