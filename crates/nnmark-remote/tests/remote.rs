@@ -749,6 +749,9 @@ fn abuse_gets_the_right_status_and_the_server_keeps_serving() {
     });
 }
 
+/// A request body of `n` images from their comma-separated values.
+type RequestBody = fn(usize, &str) -> Vec<u8>;
+
 /// The server's batch cap holds over HTTP for every protocol: a batch at the cap is answered,
 /// one over it gets 422 naming the limit (a declared size is refused before anything is
 /// allocated for it), and a client whose batch fits verifies through it.
@@ -759,7 +762,7 @@ fn the_batch_cap_holds_over_http() {
     let images = |n: usize| vec![image.as_str(); n].join(",");
     for protocol in Protocol::ALL {
         let server = serve(&f.marked, protocol, Reveal::Label, |c| c.max_batch = 4);
-        let (url, body): (String, fn(usize, &str) -> Vec<u8>) = match protocol {
+        let (url, body): (String, RequestBody) = match protocol {
             Protocol::V2 => (format!("{}/v2/models/lenet/infer", server.url()), |n, v| {
                 format!(r#"{{"inputs":[{{"name":"input","shape":[{n},1,28,28],"datatype":"FP32","data":[{v}]}}]}}"#).into_bytes()
             }),

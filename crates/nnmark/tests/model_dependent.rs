@@ -147,8 +147,8 @@ fn frontier_stitching_mlp_and_irnn() {
         let clean = models[0].clone();
         let cfg = TrainConfig {
             grad_clip: (arch == Architecture::Irnn).then_some(1.0),
-            // The embedding stops as soon as the key is learnt; the IRNN's budget is larger
-            // (float results differ between CPUs and thread schedules).
+            // The embedding stops as soon as the key is learnt: MLPs of seeds 1-5 took 3-4
+            // epochs, IRNNs of seeds 1-3 took 11-16, so each budget leaves room.
             ..fine_tune(if arch == Architecture::Irnn { 20 } else { 10 }, 0.01)
         };
         let e = embed(
@@ -167,9 +167,13 @@ fn frontier_stitching_mlp_and_irnn() {
         let eps = e.key.meta.params["epsilon"].as_f64().unwrap();
         assert!(eps > 0.0 && eps <= 0.5, "{arch}: epsilon {eps}");
         assert!(e.report.target_reached);
-        // Random labels cost more than the paper's (measured on the MLP: 95.70% -> 94.70%).
+        // Random labels cost more than the paper's. The bound comes from the spread over
+        // seeds, not one run: drops of 0.20-1.00 pp on MLPs of seeds 1-5 and -1.50 to +0.20 pp
+        // on IRNNs of seeds 1-3, whose clean accuracies span 2.45 pp
+        // (`cargo run --release -p nnmark --example frontier_accuracy_spread -- mlp 1 2 3 4 5`,
+        // BENCHMARKS.md).
         assert!(
-            acc0 - acc1 <= 0.015,
+            acc0 - acc1 <= 0.02,
             "{arch}: accuracy {acc0:.4} -> {acc1:.4}"
         );
         // Random labels: the null is exact.
@@ -432,6 +436,13 @@ fn aime_screening_avoids_mispredictions_independent_models_share() {
     let items = plain.triggers.as_ref().unwrap().labels.len() * (models.len() - 1);
     eprintln!("four independent LeNets matched {a} of {items} unscreened key items, {b} screened");
     assert!(b < a, "screening did not help: {b} vs {a} of {items}");
+    // Why AIME is never judged against chance: independent models repeat its natural
+    // mispredictions far more often than 1 in 10 (measured 48 of 216 unscreened; a chance
+    // count, Binomial(216, 0.1), stays at or below 32 with probability 0.99).
+    assert!(
+        a as f64 > 0.15 * items as f64,
+        "independent models matched only {a} of {items}: the chance null would hold here"
+    );
 }
 
 /// AIME's default key on an MLP: other MLPs share its few training mispredictions, so three
@@ -526,7 +537,13 @@ fn uchida_embed(mode: EmbedMode, params: serde_json::Value) -> (watermark::Embed
 }
 
 /// Uchida on LeNet's second convolution in the paper's three situations: BER 0, accuracy within
-/// 0.5 pp of the unmarked counterpart, BER 0 after 50% pruning; unmarked models read ≈ 0.5.
+/// 1 pp of the unmarked counterpart, BER 0 after 50% pruning; unmarked models read ≈ 0.5.
+///
+/// The accuracy bound comes from the measured spread, not from one run: over LeNet seeds 1-5
+/// the marked model's accuracy differed from its unmarked counterpart's by -0.30 to +0.50 pp
+/// from scratch and 0.00 to +0.15 pp distilled, and unmarked LeNets of different seeds span
+/// 0.6 pp (`cargo run --release -p nnmark --example uchida_accuracy_spread`, BENCHMARKS.md).
+/// A bound at the largest drop seen would fail on another machine's rounding.
 #[test]
 fn uchida_in_three_situations() {
     let unmarked = trained(Architecture::Lenet, 5, &[2, 3]);
@@ -544,7 +561,7 @@ fn uchida_in_three_situations() {
             "{mode:?}: BER > 0"
         );
         let (a0, a1) = (accuracy(&baseline), accuracy(&e.model));
-        assert!(a0 - a1 <= 0.005, "{mode:?}: accuracy {a0:.4} -> {a1:.4}");
+        assert!(a0 - a1 <= 0.01, "{mode:?}: accuracy {a0:.4} -> {a1:.4}");
         let pruned = nnmark::attack::prune_magnitude(
             e.model.clone(),
             0.5,
