@@ -1,7 +1,6 @@
 //! The `nnmark` command: turns flags into requests for the library's workflows
 //! (`nnmark::workflow`, `nnmark_remote::workflow`) and prints their reports.
 
-mod args;
 mod evaluate;
 mod marks;
 mod model;
@@ -15,6 +14,7 @@ use anyhow::Result;
 use clap::Parser;
 use nnmark::data;
 use nnmark::train::{Silent, TrainObserver};
+use nnmark_args as args;
 
 use args::{
     Cli, Command, DataArgs, DataCommand, EvidenceCommand, KeyCommand, KeysCommand, OutputArgs,

@@ -8,10 +8,7 @@ use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
 
 use super::abstract_art::abstract_image;
-use super::{
-    EmbedContext, Extraction, KeyMaterial, KeygenContext, Scheme, Suspect, merge_params,
-    parse_params, trigger,
-};
+use super::{EmbedContext, Extraction, KeyMaterial, KeygenContext, Suspect, TypedScheme, trigger};
 use crate::error::{Error, Result};
 use crate::keyfile::{KeyFile, TriggerSet};
 use crate::model::Model;
@@ -43,7 +40,9 @@ impl Default for AdiParams {
 /// The scheme.
 pub struct Adi;
 
-impl Scheme for Adi {
+impl TypedScheme for Adi {
+    type Params = AdiParams;
+
     fn name(&self) -> &'static str {
         "adi"
     }
@@ -52,8 +51,11 @@ impl Scheme for Adi {
         "Adi et al. 2018: abstract images with random labels, hash commitments for public verification"
     }
 
-    fn params(&self, overrides: &serde_json::Value) -> Result<serde_json::Value> {
-        let p: AdiParams = merge_params(self.name(), AdiParams::default(), overrides)?;
+    fn defaults(&self) -> AdiParams {
+        AdiParams::default()
+    }
+
+    fn check(&self, p: &mut AdiParams) -> Result<()> {
         if p.items == 0 || p.per_batch == Some(0) {
             return Err(Error::invalid(
                 "adi parameters",
@@ -61,11 +63,10 @@ impl Scheme for Adi {
                 "items and per_batch must be at least 1",
             ));
         }
-        Ok(serde_json::to_value(p).expect("serialises"))
+        Ok(())
     }
 
-    fn keygen(&self, ctx: &KeygenContext<'_>) -> Result<KeyMaterial> {
-        let p: AdiParams = parse_params(self.name(), ctx.params)?;
+    fn keygen(&self, p: &AdiParams, ctx: &KeygenContext<'_>) -> Result<KeyMaterial> {
         let mut rng = ChaCha8Rng::seed_from_u64(ctx.seed ^ 0xAD1_2018);
         let shape = ctx.spec.input;
         let mut pixels = Vec::with_capacity(p.items * shape.numel());
@@ -93,18 +94,23 @@ impl Scheme for Adi {
 
     fn embed(
         &self,
+        p: &AdiParams,
         ctx: EmbedContext<'_>,
         key: &KeyMaterial,
         observer: &mut dyn TrainObserver,
     ) -> Result<(Model, TrainReport)> {
-        let p: AdiParams = parse_params(self.name(), ctx.params)?;
         let triggers = key.triggers.as_ref().expect("adi keys hold triggers");
         trigger::embed_triggers(ctx, triggers, p.per_batch, observer)
     }
 
     /// Queries the unspent items only: revealed items are public and an attacker may have
     /// trained them away.
-    fn extract(&self, key: &KeyFile, suspect: &mut Suspect<'_>) -> Result<Extraction> {
+    fn extract(
+        &self,
+        _p: &AdiParams,
+        key: &KeyFile,
+        suspect: &mut Suspect<'_>,
+    ) -> Result<Extraction> {
         let unspent = self.key_items(key)?;
         trigger::trigger_match(key, suspect, Some(&unspent))
     }
@@ -123,7 +129,7 @@ impl Scheme for Adi {
     }
 
     /// Labels are uniform over the classes, so an unrelated model matches with probability 1/C.
-    fn analytic_null(&self, key: &KeyFile) -> NullModel {
+    fn analytic_null(&self, _p: &AdiParams, key: &KeyFile) -> NullModel {
         NullModel::Chance {
             classes: key.meta.spec.num_classes,
         }
@@ -132,7 +138,7 @@ impl Scheme for Adi {
     /// Exact: each label is drawn uniformly and independently of the images, so whatever an
     /// independent model answers for an image, the label equals it with probability 1/C,
     /// independently across items.
-    fn null_is_exact(&self, _key: &KeyFile) -> bool {
+    fn null_is_exact(&self, _p: &AdiParams, _key: &KeyFile) -> bool {
         true
     }
 }

@@ -70,10 +70,7 @@ use rand::seq::IndexedRandom;
 use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
 
-use super::{
-    EmbedContext, Extraction, KeyMaterial, KeygenContext, Scheme, Suspect, merge_params,
-    parse_params, trigger,
-};
+use super::{EmbedContext, Extraction, KeyMaterial, KeygenContext, Suspect, TypedScheme, trigger};
 use crate::error::{Error, Result};
 use crate::keyfile::{KeyFile, KeyTensor, TriggerSet};
 use crate::model::Model;
@@ -296,7 +293,9 @@ impl Aime {
     }
 }
 
-impl Scheme for Aime {
+impl TypedScheme for Aime {
+    type Params = AimeParams;
+
     fn name(&self) -> &'static str {
         "aime"
     }
@@ -305,8 +304,11 @@ impl Scheme for Aime {
         "AIME: an owner signature written in the model's natural mispredictions (optional repetition code)"
     }
 
-    fn params(&self, overrides: &serde_json::Value) -> Result<serde_json::Value> {
-        let p: AimeParams = merge_params(self.name(), AimeParams::default(), overrides)?;
+    fn defaults(&self) -> AimeParams {
+        AimeParams::default()
+    }
+
+    fn check(&self, p: &mut AimeParams) -> Result<()> {
         if p.repeat == 0 || p.repeat.is_multiple_of(2) {
             return Err(Error::invalid(
                 "aime parameter repeat",
@@ -328,13 +330,12 @@ impl Scheme for Aime {
                 "must be 2 or 3",
             ));
         }
-        Self::digits(&p)?;
-        Ok(serde_json::to_value(p).expect("serialises"))
+        Self::digits(p)?;
+        Ok(())
     }
 
-    fn keygen(&self, ctx: &KeygenContext<'_>) -> Result<KeyMaterial> {
-        let p: AimeParams = parse_params(self.name(), ctx.params)?;
-        let digits = Self::digits(&p)?;
+    fn keygen(&self, p: &AimeParams, ctx: &KeygenContext<'_>) -> Result<KeyMaterial> {
+        let digits = Self::digits(p)?;
         let classes = ctx.spec.num_classes;
         if classes < 10 {
             return Err(Error::invalid(
@@ -493,11 +494,11 @@ impl Scheme for Aime {
     /// batch, until the whole key answers the signature or the epochs run out.
     fn embed(
         &self,
+        p: &AimeParams,
         ctx: EmbedContext<'_>,
         key: &KeyMaterial,
         observer: &mut dyn TrainObserver,
     ) -> Result<(Model, TrainReport)> {
-        let p: AimeParams = parse_params(self.name(), ctx.params)?;
         let triggers = key.triggers.as_ref().expect("aime keys hold triggers");
         // The key's inputs come from the training data with their true labels; fine-tuning on
         // both labels at once would fight itself, so they leave the training data.
@@ -535,9 +536,13 @@ impl Scheme for Aime {
     }
 
     /// Queries the key in order and decodes the signature (majority per digit when repeated).
-    fn extract(&self, key: &KeyFile, suspect: &mut Suspect<'_>) -> Result<Extraction> {
-        let p: AimeParams = parse_params(self.name(), &key.meta.params)?;
-        let digits = Self::digits(&p)?;
+    fn extract(
+        &self,
+        p: &AimeParams,
+        key: &KeyFile,
+        suspect: &mut Suspect<'_>,
+    ) -> Result<Extraction> {
+        let digits = Self::digits(p)?;
         let mut x = trigger::trigger_match(key, suspect, None)?;
         let decoded = repetition_decode(&x.answers, digits.len(), p.repeat);
         let text: String = decoded
@@ -558,38 +563,29 @@ impl Scheme for Aime {
     /// mispredictions (see the module notes for the measurements).
     /// Two more copies of each digit, up to [`MAX_AUTO_REPEAT`], unless the user set `repeat`:
     /// a longer repetition code is the same signature with more evidence.
-    fn longer_key(
-        &self,
-        resolved: &serde_json::Value,
-        requested: &serde_json::Value,
-    ) -> Option<serde_json::Value> {
-        if requested.get("repeat").is_some() {
+    fn longer_key(&self, p: &AimeParams, requested: &serde_json::Value) -> Option<AimeParams> {
+        if requested.get("repeat").is_some() || p.repeat + 2 > MAX_AUTO_REPEAT {
             return None;
         }
-        let mut p: AimeParams = parse_params(self.name(), resolved).ok()?;
-        if p.repeat + 2 > MAX_AUTO_REPEAT {
-            return None;
-        }
-        p.repeat += 2;
-        serde_json::to_value(p).ok()
+        Some(AimeParams {
+            repeat: p.repeat + 2,
+            ..p.clone()
+        })
     }
 
-    fn analytic_null(&self, _key: &KeyFile) -> NullModel {
+    fn analytic_null(&self, _p: &AimeParams, _key: &KeyFile) -> NullModel {
         NullModel::FairCoin
     }
 
-    fn message(&self, key: &KeyFile) -> Result<Option<String>> {
-        let p: AimeParams = parse_params(self.name(), &key.meta.params)?;
-        Ok(Some(match p.digits {
-            Some(d) => d,
-            None => p.signature,
-        }))
+    fn message(&self, p: &AimeParams, _key: &KeyFile) -> Result<Option<String>> {
+        Ok(Some(
+            p.digits.clone().unwrap_or_else(|| p.signature.clone()),
+        ))
     }
 
     /// ∏ over digits of P(strict majority of its `repeat` copies matches) at rate `p0`.
-    fn message_chance(&self, key: &KeyFile, p0: f64) -> Result<Option<f64>> {
-        let p: AimeParams = parse_params(self.name(), &key.meta.params)?;
-        let n = Self::digits(&p)?.len();
+    fn message_chance(&self, p: &AimeParams, _key: &KeyFile, p0: f64) -> Result<Option<f64>> {
+        let n = Self::digits(p)?.len();
         let per_digit = stats::binomial_upper_tail((p.repeat / 2 + 1) as u64, p.repeat as u64, p0)?;
         Ok(Some(per_digit.powi(n as i32)))
     }
@@ -598,6 +594,7 @@ impl Scheme for Aime {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::scheme::{Scheme, parse_params};
 
     #[test]
     fn signatures_encode_and_decode() {
@@ -630,10 +627,10 @@ mod tests {
 
     #[test]
     fn a_default_key_grows_by_two_copies_up_to_the_cap_and_a_chosen_one_never() {
-        let defaults = Aime.params(&serde_json::Value::Null).unwrap();
+        let defaults = Scheme::params(&Aime, &serde_json::Value::Null).unwrap();
         let mut resolved = defaults.clone();
         let mut seen = vec![3];
-        while let Some(longer) = Aime.longer_key(&resolved, &serde_json::Value::Null) {
+        while let Some(longer) = Scheme::longer_key(&Aime, &resolved, &serde_json::Value::Null) {
             let p: AimeParams = parse_params("aime", &longer).unwrap();
             seen.push(p.repeat);
             resolved = longer;
@@ -650,8 +647,8 @@ mod tests {
         );
         // A repeat the user chose is theirs.
         let chosen = serde_json::json!({ "repeat": 3 });
-        let resolved = Aime.params(&chosen).unwrap();
-        assert!(Aime.longer_key(&resolved, &chosen).is_none());
+        let resolved = Scheme::params(&Aime, &chosen).unwrap();
+        assert!(Scheme::longer_key(&Aime, &resolved, &chosen).is_none());
     }
 
     #[test]

@@ -23,10 +23,7 @@ use rand::seq::SliceRandom;
 use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
 
-use super::{
-    EmbedContext, Extraction, KeyMaterial, KeygenContext, Scheme, Suspect, merge_params,
-    parse_params, trigger,
-};
+use super::{EmbedContext, Extraction, KeyMaterial, KeygenContext, Suspect, TypedScheme, trigger};
 use crate::error::{Error, Result};
 use crate::keyfile::{KeyFile, KeyTensor, TriggerSet};
 use crate::model::Model;
@@ -174,7 +171,9 @@ fn adversaries(
     })
 }
 
-impl Scheme for FrontierStitching {
+impl TypedScheme for FrontierStitching {
+    type Params = FrontierParams;
+
     fn name(&self) -> &'static str {
         "frontier-stitching"
     }
@@ -183,15 +182,15 @@ impl Scheme for FrontierStitching {
         "Le Merrer et al.: FGSM true/false adversaries near the decision frontier, zero-bit, binomial decision"
     }
 
-    fn params(&self, overrides: &serde_json::Value) -> Result<serde_json::Value> {
-        let p: FrontierParams = merge_params(self.name(), FrontierParams::default(), overrides)?;
-        check(&p)?;
-        Ok(serde_json::to_value(p).expect("serialises"))
+    fn defaults(&self) -> FrontierParams {
+        FrontierParams::default()
     }
 
-    fn keygen(&self, ctx: &KeygenContext<'_>) -> Result<KeyMaterial> {
-        let p: FrontierParams = parse_params(self.name(), ctx.params)?;
-        check(&p)?;
+    fn check(&self, p: &mut FrontierParams) -> Result<()> {
+        check(p)
+    }
+
+    fn keygen(&self, p: &FrontierParams, ctx: &KeygenContext<'_>) -> Result<KeyMaterial> {
         let clean = ctx.clean.ok_or_else(|| {
             Error::invalid(
                 "embedding mode",
@@ -314,7 +313,7 @@ impl Scheme for FrontierStitching {
             params: Some(
                 serde_json::to_value(FrontierParams {
                     epsilon: Some(epsilon),
-                    ..p
+                    ..p.clone()
                 })
                 .expect("serialises"),
             ),
@@ -325,11 +324,11 @@ impl Scheme for FrontierStitching {
     /// classified as labelled, or the epoch budget runs out (the report says which).
     fn embed(
         &self,
+        p: &FrontierParams,
         ctx: EmbedContext<'_>,
         key: &KeyMaterial,
         observer: &mut dyn TrainObserver,
     ) -> Result<(Model, TrainReport)> {
-        let p: FrontierParams = parse_params(self.name(), ctx.params)?;
         let triggers = key
             .triggers
             .as_ref()
@@ -356,14 +355,19 @@ impl Scheme for FrontierStitching {
         Ok((model, report))
     }
 
-    fn extract(&self, key: &KeyFile, suspect: &mut Suspect<'_>) -> Result<Extraction> {
+    fn extract(
+        &self,
+        _p: &FrontierParams,
+        key: &KeyFile,
+        suspect: &mut Suspect<'_>,
+    ) -> Result<Extraction> {
         trigger::trigger_match(key, suspect, None)
     }
 
     /// Random labels: 1/(C − 1), exact. The paper's labels: its fair coin, which is not a
     /// bound for independent models (see the module docs); shadows measure it.
-    fn analytic_null(&self, key: &KeyFile) -> NullModel {
-        if self.null_is_exact(key) {
+    fn analytic_null(&self, p: &FrontierParams, key: &KeyFile) -> NullModel {
+        if TypedScheme::null_is_exact(self, p, key) {
             NullModel::UniformOther {
                 classes: key.meta.spec.num_classes,
             }
@@ -372,8 +376,7 @@ impl Scheme for FrontierStitching {
         }
     }
 
-    fn null_is_exact(&self, key: &KeyFile) -> bool {
-        parse_params::<FrontierParams>(self.name(), &key.meta.params)
-            .is_ok_and(|p| p.labelling() == FrontierLabels::Random)
+    fn null_is_exact(&self, p: &FrontierParams, _key: &KeyFile) -> bool {
+        p.labelling() == FrontierLabels::Random
     }
 }

@@ -208,7 +208,8 @@ impl Extraction {
     }
 }
 
-/// A watermarking scheme.
+/// A watermarking scheme, as the registry, the workflows and the evaluation matrix see it:
+/// parameters as JSON (what keys store). Schemes implement [`TypedScheme`] instead.
 pub trait Scheme: Sync {
     /// Registry name (`adi`, `zhang-content`, ...).
     fn name(&self) -> &'static str;
@@ -280,6 +281,177 @@ pub trait Scheme: Sync {
     /// reproduces the whole message; None for zero-bit schemes.
     fn message_chance(&self, _key: &KeyFile, _p0: f64) -> Result<Option<f64>> {
         Ok(None)
+    }
+}
+
+/// A scheme written against its own parameter struct. Every registered scheme implements this
+/// trait; the registry sees it as a [`Scheme`] through the blanket implementation below, which
+/// is the one place where parameters are read from JSON (the user's overrides, or the complete
+/// parameters a key stores) into `Params`. A scheme's own code never sees JSON.
+pub trait TypedScheme: Sync {
+    /// The scheme's parameters, as stored in its keys (missing fields need a serde default, so
+    /// older keys still load).
+    type Params: Serialize + for<'de> Deserialize<'de>;
+    /// Registry name (`adi`, `zhang-content`, ...).
+    fn name(&self) -> &'static str;
+    /// One line for `--help` and reports.
+    fn summary(&self) -> &'static str;
+    /// What extraction needs from a suspect.
+    fn access(&self) -> Access {
+        Access::BlackBox
+    }
+    /// See [`Scheme::aux_data`].
+    fn aux_data(&self, _owner_dataset: &str) -> Option<&'static str> {
+        None
+    }
+    /// The paper's parameters.
+    fn defaults(&self) -> Self::Params;
+    /// Fields of `Params` this scheme does not use (a struct shared by several schemes);
+    /// overriding one is an error rather than silently ignored.
+    fn inapplicable_params(&self) -> &'static [&'static str] {
+        &[]
+    }
+    /// Checks complete parameters (ranges, combinations) before any work; may fill values
+    /// derived from the others.
+    fn check(&self, _params: &mut Self::Params) -> Result<()> {
+        Ok(())
+    }
+    /// See [`Scheme::keygen`].
+    fn keygen(&self, params: &Self::Params, ctx: &KeygenContext<'_>) -> Result<KeyMaterial>;
+    /// See [`Scheme::embed`].
+    fn embed(
+        &self,
+        params: &Self::Params,
+        ctx: EmbedContext<'_>,
+        key: &KeyMaterial,
+        observer: &mut dyn TrainObserver,
+    ) -> Result<(Model, TrainReport)>;
+    /// See [`Scheme::extract`].
+    fn extract(
+        &self,
+        params: &Self::Params,
+        key: &KeyFile,
+        suspect: &mut Suspect<'_>,
+    ) -> Result<Extraction>;
+    /// See [`Scheme::analytic_null`].
+    fn analytic_null(&self, params: &Self::Params, key: &KeyFile) -> NullModel;
+    /// See [`Scheme::longer_key`]: the parameters of a longer key than `params`, or None.
+    fn longer_key(
+        &self,
+        _params: &Self::Params,
+        _requested: &serde_json::Value,
+    ) -> Option<Self::Params> {
+        None
+    }
+    /// See [`Scheme::null_is_exact`].
+    fn null_is_exact(&self, _params: &Self::Params, _key: &KeyFile) -> bool {
+        false
+    }
+    /// See [`Scheme::key_items`].
+    fn key_items(&self, key: &KeyFile) -> Result<Vec<usize>> {
+        if self.access() == Access::WhiteBox {
+            return Err(Error::invalid(
+                "scheme",
+                self.name(),
+                "is white-box: it reads weights and has no trigger items to query",
+            ));
+        }
+        Ok((0..key.trigger_set()?.len()).collect())
+    }
+    /// See [`Scheme::message`].
+    fn message(&self, _params: &Self::Params, _key: &KeyFile) -> Result<Option<String>> {
+        Ok(None)
+    }
+    /// See [`Scheme::message_chance`].
+    fn message_chance(
+        &self,
+        _params: &Self::Params,
+        _key: &KeyFile,
+        _p0: f64,
+    ) -> Result<Option<f64>> {
+        Ok(None)
+    }
+}
+
+impl<T: TypedScheme> Scheme for T {
+    fn name(&self) -> &'static str {
+        TypedScheme::name(self)
+    }
+    fn summary(&self) -> &'static str {
+        TypedScheme::summary(self)
+    }
+    fn access(&self) -> Access {
+        TypedScheme::access(self)
+    }
+    fn aux_data(&self, owner_dataset: &str) -> Option<&'static str> {
+        TypedScheme::aux_data(self, owner_dataset)
+    }
+    fn params(&self, overrides: &serde_json::Value) -> Result<serde_json::Value> {
+        if let Some(o) = overrides.as_object()
+            && let Some(k) = o
+                .keys()
+                .find(|k| self.inapplicable_params().contains(&k.as_str()))
+        {
+            return Err(Error::invalid(
+                format!("{} parameter", TypedScheme::name(self)),
+                k,
+                "does not apply to this scheme",
+            ));
+        }
+        let mut p = merge_params(TypedScheme::name(self), self.defaults(), overrides)?;
+        self.check(&mut p)?;
+        Ok(serde_json::to_value(p).expect("parameter structs serialise"))
+    }
+    fn keygen(&self, ctx: &KeygenContext<'_>) -> Result<KeyMaterial> {
+        let mut p = parse_params(TypedScheme::name(self), ctx.params)?;
+        self.check(&mut p)?;
+        TypedScheme::keygen(self, &p, ctx)
+    }
+    fn embed(
+        &self,
+        ctx: EmbedContext<'_>,
+        key: &KeyMaterial,
+        observer: &mut dyn TrainObserver,
+    ) -> Result<(Model, TrainReport)> {
+        let p = parse_params(TypedScheme::name(self), ctx.params)?;
+        TypedScheme::embed(self, &p, ctx, key, observer)
+    }
+    fn extract(&self, key: &KeyFile, suspect: &mut Suspect<'_>) -> Result<Extraction> {
+        let p = parse_params(TypedScheme::name(self), &key.meta.params)?;
+        TypedScheme::extract(self, &p, key, suspect)
+    }
+    /// A key whose parameters do not parse gets the fair coin, the loosest null of any scheme
+    /// here; no decision is made with it, because extraction refuses such a key first.
+    fn analytic_null(&self, key: &KeyFile) -> NullModel {
+        match parse_params(TypedScheme::name(self), &key.meta.params) {
+            Ok(p) => TypedScheme::analytic_null(self, &p, key),
+            Err(_) => NullModel::FairCoin,
+        }
+    }
+    fn longer_key(
+        &self,
+        resolved: &serde_json::Value,
+        requested: &serde_json::Value,
+    ) -> Option<serde_json::Value> {
+        let p = parse_params(TypedScheme::name(self), resolved).ok()?;
+        let longer = TypedScheme::longer_key(self, &p, requested)?;
+        serde_json::to_value(longer).ok()
+    }
+    /// Not exact when the key's parameters do not parse (the safe answer).
+    fn null_is_exact(&self, key: &KeyFile) -> bool {
+        parse_params(TypedScheme::name(self), &key.meta.params)
+            .is_ok_and(|p| TypedScheme::null_is_exact(self, &p, key))
+    }
+    fn key_items(&self, key: &KeyFile) -> Result<Vec<usize>> {
+        TypedScheme::key_items(self, key)
+    }
+    fn message(&self, key: &KeyFile) -> Result<Option<String>> {
+        let p = parse_params(TypedScheme::name(self), &key.meta.params)?;
+        TypedScheme::message(self, &p, key)
+    }
+    fn message_chance(&self, key: &KeyFile, p0: f64) -> Result<Option<f64>> {
+        let p = parse_params(TypedScheme::name(self), &key.meta.params)?;
+        TypedScheme::message_chance(self, &p, key, p0)
     }
 }
 

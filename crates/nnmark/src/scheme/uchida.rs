@@ -20,10 +20,7 @@ use rand_distr::StandardNormal;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
-use super::{
-    Access, EmbedContext, Extraction, KeyMaterial, KeygenContext, Scheme, Suspect, merge_params,
-    parse_params,
-};
+use super::{Access, EmbedContext, Extraction, KeyMaterial, KeygenContext, Suspect, TypedScheme};
 use crate::error::{Error, Result};
 use crate::keyfile::{KeyFile, KeyTensor};
 use crate::model::{Architecture, Model};
@@ -156,9 +153,11 @@ impl Uchida {
         }
     }
 
-    fn key_arrays(key: &KeyFile) -> Result<(String, &KeyTensor, &KeyTensor)> {
-        let p: UchidaParams = parse_params("uchida", &key.meta.params)?;
-        let layer = Self::layer_of(&p, key.meta.spec.architecture)?;
+    fn key_arrays<'k>(
+        p: &UchidaParams,
+        key: &'k KeyFile,
+    ) -> Result<(String, &'k KeyTensor, &'k KeyTensor)> {
+        let layer = Self::layer_of(p, key.meta.spec.architecture)?;
         let x = key.extra_tensor("x")?;
         let bits = key.extra_tensor("bits")?;
         if x.shape.len() != 2 || bits.shape != [x.shape[1]] {
@@ -171,7 +170,7 @@ impl Uchida {
         // The ambiguity-attack defence: X and b must be what the owner id and seed produce.
         if p.owner.is_some() {
             let (m, t) = (x.shape[0], x.shape[1]);
-            let (x2, b2) = draw(&p, m, t, key.meta.seed);
+            let (x2, b2) = draw(p, m, t, key.meta.seed);
             if x2 != x.values || b2 != bits.values {
                 return Err(Error::invalid(
                     "key",
@@ -184,7 +183,9 @@ impl Uchida {
     }
 }
 
-impl Scheme for Uchida {
+impl TypedScheme for Uchida {
+    type Params = UchidaParams;
+
     fn name(&self) -> &'static str {
         "uchida"
     }
@@ -197,8 +198,11 @@ impl Scheme for Uchida {
         Access::WhiteBox
     }
 
-    fn params(&self, overrides: &serde_json::Value) -> Result<serde_json::Value> {
-        let p: UchidaParams = merge_params(self.name(), UchidaParams::default(), overrides)?;
+    fn defaults(&self) -> UchidaParams {
+        UchidaParams::default()
+    }
+
+    fn check(&self, p: &mut UchidaParams) -> Result<()> {
         if !(p.lambda > 0.0 && p.lambda.is_finite()) {
             return Err(Error::invalid(
                 "uchida parameter lambda",
@@ -223,11 +227,12 @@ impl Scheme for Uchida {
                 format!("needs {} bits but only {t} are embedded", m.len() * 8),
             ));
         }
-        Ok(serde_json::to_value(p).expect("serialises"))
+        Ok(())
     }
 
-    fn keygen(&self, ctx: &KeygenContext<'_>) -> Result<KeyMaterial> {
-        let mut p: UchidaParams = parse_params(self.name(), ctx.params)?;
+    fn keygen(&self, p: &UchidaParams, ctx: &KeygenContext<'_>) -> Result<KeyMaterial> {
+        // The key records the bit count and layer it settles on.
+        let mut p = p.clone();
         let layer = Self::layer_of(&p, ctx.spec.architecture)?;
         let probe;
         let model = match ctx.clean {
@@ -290,12 +295,12 @@ impl Scheme for Uchida {
 
     fn embed(
         &self,
+        p: &UchidaParams,
         ctx: EmbedContext<'_>,
         key: &KeyMaterial,
         observer: &mut dyn TrainObserver,
     ) -> Result<(Model, TrainReport)> {
-        let p: UchidaParams = parse_params(self.name(), ctx.params)?;
-        let layer = Self::layer_of(&p, ctx.base.spec.architecture)?;
+        let layer = Self::layer_of(p, ctx.base.spec.architecture)?;
         ctx.base.net.conv_weight(&layer)?;
         let x = &key.extra["x"];
         let bits = key.extra["bits"].values.clone();
@@ -327,8 +332,13 @@ impl Scheme for Uchida {
         )
     }
 
-    fn extract(&self, key: &KeyFile, suspect: &mut Suspect<'_>) -> Result<Extraction> {
-        let (layer, x, bits) = Self::key_arrays(key)?;
+    fn extract(
+        &self,
+        p: &UchidaParams,
+        key: &KeyFile,
+        suspect: &mut Suspect<'_>,
+    ) -> Result<Extraction> {
+        let (layer, x, bits) = Self::key_arrays(p, key)?;
         let model = suspect.model().ok_or_else(|| {
             Error::invalid(
                 "suspect",
@@ -357,7 +367,6 @@ impl Scheme for Uchida {
             .zip(&bits.values)
             .filter(|&(&a, &b)| a as f32 == b)
             .count();
-        let p: UchidaParams = parse_params(self.name(), &key.meta.params)?;
         let decoded = p.message.as_ref().map(|msg| {
             answers
                 .chunks(8)
@@ -381,7 +390,7 @@ impl Scheme for Uchida {
     }
 
     /// Bits of an unmarked layer are fair coins.
-    fn analytic_null(&self, _key: &KeyFile) -> NullModel {
+    fn analytic_null(&self, _p: &UchidaParams, _key: &KeyFile) -> NullModel {
         NullModel::FairCoin
     }
 
@@ -390,19 +399,16 @@ impl Scheme for Uchida {
     /// non-zero weights each column's projection is a centred normal variable, its sign a fair
     /// coin, independent across columns). A message read through a direct or difference
     /// matrix is neither: a model whose weights lean one way reads biased bits.
-    fn null_is_exact(&self, key: &KeyFile) -> bool {
-        parse_params::<UchidaParams>(self.name(), &key.meta.params)
-            .is_ok_and(|p| p.matrix == MatrixKind::Random || p.message.is_none())
+    fn null_is_exact(&self, p: &UchidaParams, _key: &KeyFile) -> bool {
+        p.matrix == MatrixKind::Random || p.message.is_none()
     }
 
-    fn message(&self, key: &KeyFile) -> Result<Option<String>> {
-        let p: UchidaParams = parse_params(self.name(), &key.meta.params)?;
-        Ok(p.message)
+    fn message(&self, p: &UchidaParams, _key: &KeyFile) -> Result<Option<String>> {
+        Ok(p.message.clone())
     }
 
-    fn message_chance(&self, key: &KeyFile, p0: f64) -> Result<Option<f64>> {
-        let p: UchidaParams = parse_params(self.name(), &key.meta.params)?;
-        Ok(p.message.map(|m| p0.powi(8 * m.len() as i32)))
+    fn message_chance(&self, p: &UchidaParams, _key: &KeyFile, p0: f64) -> Result<Option<f64>> {
+        Ok(p.message.as_ref().map(|m| p0.powi(8 * m.len() as i32)))
     }
 }
 

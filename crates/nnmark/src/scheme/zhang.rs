@@ -37,8 +37,7 @@ use rand_distr_free::gaussian;
 use serde::{Deserialize, Serialize};
 
 use super::{
-    EmbedContext, Extraction, KeyMaterial, KeygenContext, Scheme, Suspect, font, merge_params,
-    parse_params, trigger,
+    EmbedContext, Extraction, KeyMaterial, KeygenContext, Suspect, TypedScheme, font, trigger,
 };
 use crate::data::Dataset;
 use crate::error::{Error, Result};
@@ -132,10 +131,6 @@ impl Default for ZhangParams {
 pub struct Zhang(pub TriggerKind);
 
 impl Zhang {
-    fn defaults(&self) -> ZhangParams {
-        ZhangParams::default()
-    }
-
     /// Parameters that only some kinds use; overriding one for another kind is an error.
     fn foreign_params(&self) -> &'static [&'static str] {
         match self.0 {
@@ -187,7 +182,9 @@ mod rand_distr_free {
     }
 }
 
-impl Scheme for Zhang {
+impl TypedScheme for Zhang {
+    type Params = ZhangParams;
+
     fn name(&self) -> &'static str {
         match self.0 {
             TriggerKind::Content => "zhang-content",
@@ -215,19 +212,15 @@ impl Scheme for Zhang {
         }
     }
 
-    fn params(&self, overrides: &serde_json::Value) -> Result<serde_json::Value> {
-        if let Some(o) = overrides.as_object()
-            && let Some(k) = o
-                .keys()
-                .find(|k| self.foreign_params().contains(&k.as_str()))
-        {
-            return Err(Error::invalid(
-                format!("{} parameter", self.name()),
-                k,
-                "does not apply to this trigger kind",
-            ));
-        }
-        let p: ZhangParams = merge_params(self.name(), self.defaults(), overrides)?;
+    fn defaults(&self) -> ZhangParams {
+        ZhangParams::default()
+    }
+
+    fn inapplicable_params(&self) -> &'static [&'static str] {
+        self.foreign_params()
+    }
+
+    fn check(&self, p: &mut ZhangParams) -> Result<()> {
         if p.labelling() == ZhangLabels::Random && p.target_class.is_some() {
             return Err(Error::invalid(
                 format!("{} parameter target_class", self.name()),
@@ -260,11 +253,10 @@ impl Scheme for Zhang {
                 format!("must be non-empty A-Z, 0-9 and spaces (unsupported: {missing:?})"),
             ));
         }
-        Ok(serde_json::to_value(p).expect("serialises"))
+        Ok(())
     }
 
-    fn keygen(&self, ctx: &KeygenContext<'_>) -> Result<KeyMaterial> {
-        let p: ZhangParams = parse_params(self.name(), ctx.params)?;
+    fn keygen(&self, p: &ZhangParams, ctx: &KeygenContext<'_>) -> Result<KeyMaterial> {
         let spec = ctx.spec;
         if let Some(t) = p.target_class
             && t >= spec.num_classes
@@ -294,11 +286,11 @@ impl Scheme for Zhang {
                         ),
                     ));
                 }
-                for i in self.source_images(ctx.data, &p, &mut rng)? {
+                for i in self.source_images(ctx.data, p, &mut rng)? {
                     sources.push(Some(ctx.data.labels()[i]));
                     let mut img = ctx.data.image(i).to_vec();
                     if self.0 == TriggerKind::Content {
-                        stamp(&mut img, shape, &p)?;
+                        stamp(&mut img, shape, p)?;
                     } else {
                         for v in &mut img {
                             *v = (*v + p.sigma * gaussian(&mut rng)).clamp(0.0, 1.0);
@@ -322,7 +314,7 @@ impl Scheme for Zhang {
                         format!("its images are {} but the model takes {shape}", aux.shape),
                     ));
                 }
-                for i in self.source_images(aux, &p, &mut rng)? {
+                for i in self.source_images(aux, p, &mut rng)? {
                     sources.push(None);
                     pixels.extend_from_slice(aux.image(i));
                 }
@@ -374,34 +366,38 @@ impl Scheme for Zhang {
 
     fn embed(
         &self,
+        p: &ZhangParams,
         ctx: EmbedContext<'_>,
         key: &KeyMaterial,
         observer: &mut dyn TrainObserver,
     ) -> Result<(Model, TrainReport)> {
-        let p: ZhangParams = parse_params(self.name(), ctx.params)?;
         let triggers = key.triggers.as_ref().expect("zhang keys hold triggers");
         trigger::embed_triggers(ctx, triggers, p.per_batch, observer)
     }
 
-    fn extract(&self, key: &KeyFile, suspect: &mut Suspect<'_>) -> Result<Extraction> {
+    fn extract(
+        &self,
+        _p: &ZhangParams,
+        key: &KeyFile,
+        suspect: &mut Suspect<'_>,
+    ) -> Result<Extraction> {
         trigger::trigger_match(key, suspect, None)
     }
 
     /// Random labels: 1/(C − 1) for triggers made from the owner's images, 1/C for unrelated
     /// ones; exact. The paper's one target class: 1/C as a floor only, since an unmarked
     /// model that favours the target class on these inputs exceeds it (shadows measure it).
-    fn analytic_null(&self, key: &KeyFile) -> NullModel {
+    fn analytic_null(&self, p: &ZhangParams, key: &KeyFile) -> NullModel {
         let classes = key.meta.spec.num_classes;
-        if self.null_is_exact(key) && self.0 != TriggerKind::Unrelated {
+        if TypedScheme::null_is_exact(self, p, key) && self.0 != TriggerKind::Unrelated {
             NullModel::UniformOther { classes }
         } else {
             NullModel::Chance { classes }
         }
     }
 
-    fn null_is_exact(&self, key: &KeyFile) -> bool {
-        parse_params::<ZhangParams>(self.name(), &key.meta.params)
-            .is_ok_and(|p| p.labelling() == ZhangLabels::Random)
+    fn null_is_exact(&self, p: &ZhangParams, _key: &KeyFile) -> bool {
+        p.labelling() == ZhangLabels::Random
     }
 }
 

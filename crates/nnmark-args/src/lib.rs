@@ -1,4 +1,9 @@
-//! Command-line arguments.
+//! The `nnmark` command's flags: every subcommand's clap definition, its help text, defaults
+//! and the value enums, and the few conversions from flags to library types that need no I/O
+//! (training options to a [`TrainConfig`], data flags to a [`DataSource`]). The binary
+//! (`crates/nnmark-cli`) turns them into requests for the library's workflows; keeping them
+//! apart keeps the binary to that one job, and lets the flag definitions be checked on their
+//! own (`Cli::command().debug_assert()`).
 
 use std::path::PathBuf;
 
@@ -764,4 +769,35 @@ pub struct DemoArgs {
     pub seed: u64,
     #[command(flatten)]
     pub output: OutputArgs,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    /// clap's own consistency check of every subcommand: no two flags with one name, every
+    /// `requires` / `conflicts_with` names an existing flag, defaults parse.
+    #[test]
+    fn the_flag_definitions_are_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn fine_tuning_defaults_are_gentler_than_training_from_scratch() {
+        let cli = Cli::try_parse_from(["nnmark", "train", "--model", "mlp"]).unwrap();
+        let Command::Train(a) = cli.command else {
+            panic!("parsed as another command")
+        };
+        let (scratch, fine) = (a.train.config(false), a.train.config(true));
+        assert!(fine.epochs < scratch.epochs);
+        assert!(fine.optimizer.lr() < scratch.optimizer.lr());
+        // A flag the user gave wins over either default.
+        let cli = Cli::try_parse_from(["nnmark", "train", "--epochs", "7", "--lr", "0.5"]).unwrap();
+        let Command::Train(a) = cli.command else {
+            panic!("parsed as another command")
+        };
+        let c = a.train.config(true);
+        assert_eq!((c.epochs, c.optimizer.lr()), (7, 0.5));
+    }
 }
