@@ -170,50 +170,7 @@ pub fn check_with(
     let file: EvidenceFile<'_> = serde_json::from_str(&text)
         .map_err(|e| Error::format(path, format!("not an nnmark evidence file: {e}")))?;
     let bad = |m: String| Error::format(path, m);
-    let mut signer = None;
-    match &file.signature {
-        None if !allow_unsigned => return Err(bad("the evidence is not signed".into())),
-        None => {}
-        Some(s) => {
-            if s.algorithm != "ed25519" {
-                return Err(bad(format!(
-                    "signature algorithm '{}' is not ed25519",
-                    s.algorithm
-                )));
-            }
-            let pk: [u8; 32] = B64
-                .decode(&s.public_key)
-                .ok()
-                .and_then(|b| b.try_into().ok())
-                .ok_or_else(|| bad("signature.public_key is not a base64 32-byte key".into()))?;
-            let pk = VerifyingKey::from_bytes(&pk)
-                .map_err(|e| bad(format!("signature.public_key: {e}")))?;
-            let sig: [u8; 64] = B64
-                .decode(&s.signature)
-                .ok()
-                .and_then(|b| b.try_into().ok())
-                .ok_or_else(|| {
-                    bad("signature.signature is not a base64 64-byte signature".into())
-                })?;
-            pk.verify(file.body.get().as_bytes(), &Signature::from_bytes(&sig))
-                .map_err(|_| {
-                    bad(
-                        "the signature does not match the body: the file was altered after signing"
-                            .into(),
-                    )
-                })?;
-            if let Some(expected) = expected_signer
-                && expected != &pk
-            {
-                return Err(bad(format!(
-                    "signed by key {} but the expected signer is {}",
-                    fingerprint(&pk),
-                    fingerprint(expected)
-                )));
-            }
-            signer = Some(fingerprint(&pk));
-        }
-    }
+    let signer = check_signature(&file, expected_signer, allow_unsigned).map_err(bad)?;
     let body: EvidenceBody =
         serde_json::from_str(file.body.get()).map_err(|e| bad(format!("body: {e}")))?;
     if !EVIDENCE_FORMATS_READ.contains(&body.format.as_str()) {
@@ -223,52 +180,9 @@ pub fn check_with(
             EVIDENCE_FORMATS_READ.join(", ")
         )));
     }
-    let (test, verdict, decision) = score(
-        &body.queries,
-        &body.null,
-        body.settings.fpr,
-        body.decision.key_planned,
-        body.settings.sequential,
-    )
-    .map_err(|e| bad(e.to_string()))?;
-    let same = test.matches == body.sequential.matches
-        && test.answers == body.sequential.answers
-        && close(test.max_ln_ratio, body.sequential.max_ln_ratio)
-        && verdict.matches == body.binomial.matches
-        && verdict.queries == body.binomial.queries
-        && verdict.threshold == body.binomial.threshold
-        && close(verdict.p_value, body.binomial.p_value)
-        && decision.watermarked == body.decision.watermarked
-        && decision.key_answers == body.decision.key_answers
-        && decision.sequential_state == body.decision.sequential_state
-        && decision.method == body.decision.method
-        && close(decision.p_value, body.decision.p_value);
-    if !same {
-        return Err(bad(format!(
-            "recorded statistics differ from those recomputed from the logged answers \
-             (recomputed: {} of {} key items match, p = {:.3e}, watermarked = {}; recorded: {} of {}, p = {:.3e}, watermarked = {})",
-            test.matches,
-            test.answers,
-            decision.p_value,
-            decision.watermarked,
-            body.binomial.matches,
-            body.binomial.queries,
-            body.decision.p_value,
-            body.decision.watermarked
-        )));
-    }
+    let decision = check_statistics(&body).map_err(bad)?;
+    let floor = null_floor(key, vk)?;
     let p0 = body.null.rate().map_err(|e| bad(format!("null: {e}")))?;
-    let floor = match (key, vk) {
-        (Some(k), _) => {
-            // The key's own null (exact, or its shadows) where it has one.
-            let scheme = nnmark::watermark::scheme_for_key(k, None)?;
-            let null =
-                nnmark::watermark::key_null(k, scheme).unwrap_or_else(|_| scheme.analytic_null(k));
-            Some(null.rate()?)
-        }
-        (None, Some(v)) => Some(1.0 / v.num_classes as f64),
-        (None, None) => None,
-    };
     if let Some(f) = floor
         && p0 < f * (1.0 - 1e-12)
     {
@@ -280,75 +194,15 @@ pub fn check_with(
         (None, Some(k)) if k.nonces.is_some() => Some(VerificationKey::from_key(k)?),
         _ => None,
     };
-    let mut commitments_checked = false;
-    if let Some(vk) = vk.or(owned_vk.as_ref()) {
-        let log = body.commitments.as_ref().ok_or_else(|| {
-            bad("the evidence logs no commitments to check against the verification key".into())
-        })?;
-        if log.merkle_root != vk.merkle_root {
-            return Err(bad(format!(
-                "commitments are under Merkle root {} but the verification key's is {}",
-                log.merkle_root, vk.merkle_root
-            )));
-        }
-        for q in &body.queries {
-            for it in q.items.iter().filter(|it| it.kind == ItemKind::Key) {
-                let logged = log.items.get(&it.item);
-                if logged.is_none() || logged != vk.commitments.get(it.item) {
-                    return Err(bad(format!(
-                        "key item {} of query {}: its logged commitment is not the verification key's",
-                        it.item, q.seq
-                    )));
-                }
-            }
-        }
-        commitments_checked = true;
+    let holder_vk = vk.or(owned_vk.as_ref());
+    if let Some(vk) = holder_vk {
+        check_logged_commitments(&body, vk).map_err(bad)?;
     }
-    let mut key_checked = false;
     if let Some(key) = key {
-        let fp = key.fingerprint()?;
-        if fp != body.key.fingerprint {
-            return Err(bad(format!(
-                "made with key {} but the given key is {fp}",
-                body.key.fingerprint
-            )));
-        }
-        let triggers = key.trigger_set()?;
-        for q in &body.queries {
-            for it in q.items.iter().filter(|it| it.kind == ItemKind::Key) {
-                let label = *triggers.labels.get(it.item).ok_or_else(|| {
-                    bad(format!(
-                        "query {} names key item {} beyond the key's {}",
-                        q.seq,
-                        it.item,
-                        triggers.len()
-                    ))
-                })? as usize;
-                if it.matched != Some(it.answer == label) {
-                    return Err(bad(format!(
-                        "query {} key item {}: logged as {} but the answer {} {} the key",
-                        q.seq,
-                        it.item,
-                        if it.matched == Some(true) {
-                            "a match"
-                        } else {
-                            "no match"
-                        },
-                        it.answer,
-                        if it.answer == label {
-                            "matches"
-                        } else {
-                            "does not match"
-                        }
-                    )));
-                }
-            }
-        }
-        key_checked = true;
+        check_answers_against_key(&body, key)?.map_err(bad)?;
     }
     let mut key_commitment = None;
     if let Some(ec) = &body.key_commitment {
-        let holder_vk = vk.or(owned_vk.as_ref());
         let report = ec
             .commitment
             .check(key, holder_vk, tsa_certs)
@@ -362,12 +216,190 @@ pub fn check_with(
         signer,
         statistics_match: true,
         null_checked: floor.is_some(),
-        key_checked,
-        commitments_checked,
+        key_checked: key.is_some(),
+        commitments_checked: holder_vk.is_some(),
         key_commitment,
         watermarked: decision.watermarked,
         p_value: decision.p_value,
         key_answers: decision.key_answers,
         requests: body.queries.len(),
     })
+}
+
+/// The signer's fingerprint when the file is signed by the expected key (any key when none is
+/// expected); None for an unsigned file when that is allowed. The error says what is wrong.
+fn check_signature(
+    file: &EvidenceFile<'_>,
+    expected_signer: Option<&VerifyingKey>,
+    allow_unsigned: bool,
+) -> std::result::Result<Option<String>, String> {
+    let Some(s) = &file.signature else {
+        return if allow_unsigned {
+            Ok(None)
+        } else {
+            Err("the evidence is not signed".into())
+        };
+    };
+    if s.algorithm != "ed25519" {
+        return Err(format!(
+            "signature algorithm '{}' is not ed25519",
+            s.algorithm
+        ));
+    }
+    let pk: [u8; 32] = B64
+        .decode(&s.public_key)
+        .ok()
+        .and_then(|b| b.try_into().ok())
+        .ok_or("signature.public_key is not a base64 32-byte key")?;
+    let pk = VerifyingKey::from_bytes(&pk).map_err(|e| format!("signature.public_key: {e}"))?;
+    let sig: [u8; 64] = B64
+        .decode(&s.signature)
+        .ok()
+        .and_then(|b| b.try_into().ok())
+        .ok_or("signature.signature is not a base64 64-byte signature")?;
+    pk.verify(file.body.get().as_bytes(), &Signature::from_bytes(&sig))
+        .map_err(|_| "the signature does not match the body: the file was altered after signing")?;
+    if let Some(expected) = expected_signer
+        && expected != &pk
+    {
+        return Err(format!(
+            "signed by key {} but the expected signer is {}",
+            fingerprint(&pk),
+            fingerprint(expected)
+        ));
+    }
+    Ok(Some(fingerprint(&pk)))
+}
+
+/// Recomputes the statistics and the decision from the logged answers; they must be the ones
+/// recorded. Returns the decision.
+fn check_statistics(body: &EvidenceBody) -> std::result::Result<crate::verify::Decision, String> {
+    let (test, verdict, decision) = score(
+        &body.queries,
+        &body.null,
+        body.settings.fpr,
+        body.decision.key_planned,
+        body.settings.sequential,
+    )
+    .map_err(|e| e.to_string())?;
+    let same = test.matches == body.sequential.matches
+        && test.answers == body.sequential.answers
+        && close(test.max_ln_ratio, body.sequential.max_ln_ratio)
+        && verdict.matches == body.binomial.matches
+        && verdict.queries == body.binomial.queries
+        && verdict.threshold == body.binomial.threshold
+        && close(verdict.p_value, body.binomial.p_value)
+        && decision.watermarked == body.decision.watermarked
+        && decision.key_answers == body.decision.key_answers
+        && decision.sequential_state == body.decision.sequential_state
+        && decision.method == body.decision.method
+        && close(decision.p_value, body.decision.p_value);
+    if !same {
+        return Err(format!(
+            "recorded statistics differ from those recomputed from the logged answers \
+             (recomputed: {} of {} key items match, p = {:.3e}, watermarked = {}; recorded: {} of {}, p = {:.3e}, watermarked = {})",
+            test.matches,
+            test.answers,
+            decision.p_value,
+            decision.watermarked,
+            body.binomial.matches,
+            body.binomial.queries,
+            body.decision.p_value,
+            body.decision.watermarked
+        ));
+    }
+    Ok(decision)
+}
+
+/// The lowest null match rate a decision may have been taken against: the key's own null
+/// (exact, or its shadows) given the key, chance given only a verification key.
+fn null_floor(key: Option<&KeyFile>, vk: Option<&VerificationKey>) -> Result<Option<f64>> {
+    Ok(match (key, vk) {
+        (Some(k), _) => {
+            let scheme = nnmark::watermark::scheme_for_key(k, None)?;
+            let null =
+                nnmark::watermark::key_null(k, scheme).unwrap_or_else(|_| scheme.analytic_null(k));
+            Some(null.rate()?)
+        }
+        (None, Some(v)) => Some(1.0 / v.num_classes as f64),
+        (None, None) => None,
+    })
+}
+
+/// Every logged key item's commitment must be the verification key's, under its Merkle root.
+fn check_logged_commitments(
+    body: &EvidenceBody,
+    vk: &VerificationKey,
+) -> std::result::Result<(), String> {
+    let log = body
+        .commitments
+        .as_ref()
+        .ok_or("the evidence logs no commitments to check against the verification key")?;
+    if log.merkle_root != vk.merkle_root {
+        return Err(format!(
+            "commitments are under Merkle root {} but the verification key's is {}",
+            log.merkle_root, vk.merkle_root
+        ));
+    }
+    for q in &body.queries {
+        for it in q.items.iter().filter(|it| it.kind == ItemKind::Key) {
+            let logged = log.items.get(&it.item);
+            if logged.is_none() || logged != vk.commitments.get(it.item) {
+                return Err(format!(
+                    "key item {} of query {}: its logged commitment is not the verification key's",
+                    it.item, q.seq
+                ));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// The evidence was made with `key`, and every logged match agrees with the key's labels.
+/// The outer error is the key's own (its fingerprint or trigger set); the inner one says what
+/// in the evidence is wrong.
+fn check_answers_against_key(
+    body: &EvidenceBody,
+    key: &KeyFile,
+) -> Result<std::result::Result<(), String>> {
+    let fp = key.fingerprint()?;
+    if fp != body.key.fingerprint {
+        return Ok(Err(format!(
+            "made with key {} but the given key is {fp}",
+            body.key.fingerprint
+        )));
+    }
+    let triggers = key.trigger_set()?;
+    for q in &body.queries {
+        for it in q.items.iter().filter(|it| it.kind == ItemKind::Key) {
+            let Some(&label) = triggers.labels.get(it.item) else {
+                return Ok(Err(format!(
+                    "query {} names key item {} beyond the key's {}",
+                    q.seq,
+                    it.item,
+                    triggers.len()
+                )));
+            };
+            let label = label as usize;
+            if it.matched != Some(it.answer == label) {
+                return Ok(Err(format!(
+                    "query {} key item {}: logged as {} but the answer {} {} the key",
+                    q.seq,
+                    it.item,
+                    if it.matched == Some(true) {
+                        "a match"
+                    } else {
+                        "no match"
+                    },
+                    it.answer,
+                    if it.answer == label {
+                        "matches"
+                    } else {
+                        "does not match"
+                    }
+                )));
+            }
+        }
+    }
+    Ok(Ok(()))
 }

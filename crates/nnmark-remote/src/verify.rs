@@ -359,7 +359,7 @@ struct Slot {
 }
 
 /// Queries `endpoint` with the key's items hidden among decoys from `decoys` and decides.
-/// `null` defaults to the scheme's analytic null.
+/// `null` defaults to the key's own null ([`nnmark::watermark::key_null`]).
 pub async fn verify_endpoint<E: Endpoint>(
     endpoint: &E,
     key: &KeyFile,
@@ -368,79 +368,16 @@ pub async fn verify_endpoint<E: Endpoint>(
     null: Option<NullModel>,
     opts: &RemoteVerifyOptions,
 ) -> Result<EvidenceBody> {
-    if scheme.access() == Access::WhiteBox {
-        return Err(Error::invalid(
-            "scheme",
-            scheme.name(),
-            "is white-box: it needs the suspect's weights, which a remote endpoint does not give",
-        ));
-    }
-    nnmark::scheme::check_key_scheme(scheme, key)?;
-    if opts.batch == 0 || opts.concurrency == 0 {
-        return Err(Error::invalid("batch/concurrency", 0, "must be at least 1"));
-    }
-    if !(opts.decoy_ratio.is_finite() && (0.0..=100.0).contains(&opts.decoy_ratio)) {
-        return Err(Error::invalid(
-            "decoy ratio",
-            opts.decoy_ratio,
-            "must be between 0 and 100",
-        ));
-    }
+    check_request(key, scheme, decoys, opts)?;
     let triggers = key.trigger_set()?;
-    if decoys.shape != triggers.shape {
-        return Err(Error::invalid(
-            "decoys",
-            &decoys.name,
-            format!(
-                "holds {} images but the key's are {}",
-                decoys.shape, triggers.shape
-            ),
-        ));
-    }
     let null = match null {
         Some(n) => n,
         None => nnmark::watermark::key_null(key, scheme)?,
     };
     let started_at = now_rfc3339();
-    let mut rng = ChaCha8Rng::seed_from_u64(opts.seed ^ 0xDEC0_7D0E);
-    let mut items = scheme.key_items(key)?;
-    let eligible = items.len() as u64;
-    items.shuffle(&mut rng);
-    if let Some(budget) = opts.budget {
-        let fit = (budget as f64 / (1.0 + opts.decoy_ratio)).floor() as usize;
-        if fit == 0 {
-            return Err(Error::invalid(
-                "budget",
-                budget,
-                format!(
-                    "leaves no key query at {} decoys per key item",
-                    opts.decoy_ratio
-                ),
-            ));
-        }
-        items.truncate(fit);
-    }
-    let key_planned = items.len() as u64;
-    let n_decoys = (items.len() as f64 * opts.decoy_ratio).round() as usize;
-    if n_decoys > 0 && decoys.is_empty() {
-        return Err(Error::invalid("decoys", &decoys.name, "is empty"));
-    }
-    let mut pool: Vec<usize> = (0..decoys.len()).collect();
-    pool.shuffle(&mut rng);
-    let mut slots: Vec<Slot> = items
-        .iter()
-        .map(|&item| Slot {
-            kind: ItemKind::Key,
-            item,
-        })
-        .chain((0..n_decoys).map(|j| Slot {
-            kind: ItemKind::Decoy,
-            item: pool[j % pool.len().max(1)],
-        }))
-        .collect();
-    slots.shuffle(&mut rng);
+    let plan = plan_queries(scheme.key_items(key)?, decoys, opts)?;
     let batch = opts.batch.min(endpoint.max_batch()).max(1);
-    let batches: Vec<Vec<Slot>> = slots.chunks(batch).map(<[Slot]>::to_vec).collect();
+    let batches: Vec<Vec<Slot>> = plan.slots.chunks(batch).map(<[Slot]>::to_vec).collect();
     let dispatched = std::sync::atomic::AtomicU64::new(0);
     let numel = triggers.shape.numel();
     let requests = futures::stream::iter(batches.into_iter().enumerate()).map(|(seq, slots)| {
@@ -460,6 +397,7 @@ pub async fn verify_endpoint<E: Endpoint>(
         }
     });
     let mut requests = requests.buffer_unordered(opts.concurrency);
+    let key_planned = plan.key_planned;
     let p0 = null.rate()?;
     let mut test = SequentialTest::new(p0, opts.fpr, key_planned)?;
     let settle_at = nnmark::stats::upper_threshold(key_planned, p0, opts.fpr)?;
@@ -477,26 +415,7 @@ pub async fn verify_endpoint<E: Endpoint>(
                 format!("{problem} ({} requests answered before it; no answer was counted from the failed one)", queries.len()),
             )
         })?;
-        let mut matched = 0u64;
-        let mut keys = 0u64;
-        let items: Vec<ItemRecord> = slots
-            .iter()
-            .zip(&x.answers)
-            .map(|(s, a)| {
-                let m =
-                    (s.kind == ItemKind::Key).then(|| triggers.labels[s.item] as usize == a.label);
-                if let Some(m) = m {
-                    keys += 1;
-                    matched += m as u64;
-                }
-                ItemRecord {
-                    kind: s.kind,
-                    item: s.item,
-                    answer: a.label,
-                    matched: m,
-                }
-            })
-            .collect();
+        let (items, matched, keys) = score_answers(&slots, &x.answers, &triggers.labels);
         queries.push(QueryRecord {
             seq,
             sent_at,
@@ -535,23 +454,6 @@ pub async fn verify_endpoint<E: Endpoint>(
     }
     let (sequential, verdict, decision) =
         score(&queries, &null, opts.fpr, key_planned, opts.sequential)?;
-    let binomial = BinomialSummary::of(&verdict);
-    let commitments = match key.nonces {
-        Some(_) => {
-            let vk = nnmark::commit::VerificationKey::from_key(key)?;
-            let items = queries
-                .iter()
-                .flat_map(|q| &q.items)
-                .filter(|it| it.kind == ItemKind::Key)
-                .map(|it| (it.item, vk.commitments[it.item].clone()))
-                .collect();
-            Some(CommitmentLog {
-                merkle_root: vk.merkle_root,
-                items,
-            })
-        }
-        None => None,
-    };
     Ok(EvidenceBody {
         format: EVIDENCE_FORMAT.into(),
         tool: ToolInfo {
@@ -565,16 +467,160 @@ pub async fn verify_endpoint<E: Endpoint>(
         key: KeyInfo {
             fingerprint: key.fingerprint()?,
             scheme: scheme.name().into(),
-            items_eligible: eligible,
+            items_eligible: plan.eligible,
         },
         settings: opts.clone(),
         null,
+        commitments: commitment_log(key, &queries)?,
         queries,
         abandoned_requests: abandoned,
         sequential,
-        binomial,
+        binomial: BinomialSummary::of(&verdict),
         decision,
-        commitments,
         key_commitment: None,
     })
+}
+
+/// Refuses what remote verification cannot do before any query: a white-box scheme, another
+/// scheme's key, zero batch or concurrency, a decoy ratio out of range, decoys of another
+/// shape.
+fn check_request(
+    key: &KeyFile,
+    scheme: &dyn Scheme,
+    decoys: &Dataset,
+    opts: &RemoteVerifyOptions,
+) -> Result<()> {
+    if scheme.access() == Access::WhiteBox {
+        return Err(Error::invalid(
+            "scheme",
+            scheme.name(),
+            "is white-box: it needs the suspect's weights, which a remote endpoint does not give",
+        ));
+    }
+    nnmark::scheme::check_key_scheme(scheme, key)?;
+    if opts.batch == 0 || opts.concurrency == 0 {
+        return Err(Error::invalid("batch/concurrency", 0, "must be at least 1"));
+    }
+    if !(opts.decoy_ratio.is_finite() && (0.0..=100.0).contains(&opts.decoy_ratio)) {
+        return Err(Error::invalid(
+            "decoy ratio",
+            opts.decoy_ratio,
+            "must be between 0 and 100",
+        ));
+    }
+    let triggers = key.trigger_set()?;
+    if decoys.shape != triggers.shape {
+        return Err(Error::invalid(
+            "decoys",
+            &decoys.name,
+            format!(
+                "holds {} images but the key's are {}",
+                decoys.shape, triggers.shape
+            ),
+        ));
+    }
+    Ok(())
+}
+
+/// What will be sent, in order: the key items (shuffled, cut to the budget) and decoys drawn
+/// from `decoys`, shuffled together, all from `opts.seed`.
+struct QueryPlan {
+    slots: Vec<Slot>,
+    /// Key items the scheme allows querying.
+    eligible: u64,
+    /// Key items in the plan.
+    key_planned: u64,
+}
+
+fn plan_queries(
+    mut items: Vec<usize>,
+    decoys: &Dataset,
+    opts: &RemoteVerifyOptions,
+) -> Result<QueryPlan> {
+    let mut rng = ChaCha8Rng::seed_from_u64(opts.seed ^ 0xDEC0_7D0E);
+    let eligible = items.len() as u64;
+    items.shuffle(&mut rng);
+    if let Some(budget) = opts.budget {
+        let fit = (budget as f64 / (1.0 + opts.decoy_ratio)).floor() as usize;
+        if fit == 0 {
+            return Err(Error::invalid(
+                "budget",
+                budget,
+                format!(
+                    "leaves no key query at {} decoys per key item",
+                    opts.decoy_ratio
+                ),
+            ));
+        }
+        items.truncate(fit);
+    }
+    let n_decoys = (items.len() as f64 * opts.decoy_ratio).round() as usize;
+    if n_decoys > 0 && decoys.is_empty() {
+        return Err(Error::invalid("decoys", &decoys.name, "is empty"));
+    }
+    let mut pool: Vec<usize> = (0..decoys.len()).collect();
+    pool.shuffle(&mut rng);
+    let mut slots: Vec<Slot> = items
+        .iter()
+        .map(|&item| Slot {
+            kind: ItemKind::Key,
+            item,
+        })
+        .chain((0..n_decoys).map(|j| Slot {
+            kind: ItemKind::Decoy,
+            item: pool[j % pool.len().max(1)],
+        }))
+        .collect();
+    slots.shuffle(&mut rng);
+    Ok(QueryPlan {
+        slots,
+        eligible,
+        key_planned: items.len() as u64,
+    })
+}
+
+/// One request's answers as evidence records: key items scored against their labels, decoys
+/// recorded unscored. Returns the records, the key items matched and the key items answered.
+fn score_answers(
+    slots: &[Slot],
+    answers: &[nnmark::oracle::Answer],
+    labels: &[u8],
+) -> (Vec<ItemRecord>, u64, u64) {
+    let (mut matched, mut keys) = (0u64, 0u64);
+    let items = slots
+        .iter()
+        .zip(answers)
+        .map(|(s, a)| {
+            let m = (s.kind == ItemKind::Key).then(|| labels[s.item] as usize == a.label);
+            if let Some(m) = m {
+                keys += 1;
+                matched += m as u64;
+            }
+            ItemRecord {
+                kind: s.kind,
+                item: s.item,
+                answer: a.label,
+                matched: m,
+            }
+        })
+        .collect();
+    (items, matched, keys)
+}
+
+/// The published commitments of the key items queried, for keys that have commitments.
+fn commitment_log(key: &KeyFile, queries: &[QueryRecord]) -> Result<Option<CommitmentLog>> {
+    if key.nonces.is_none() {
+        return Ok(None);
+    }
+    let vk = nnmark::commit::VerificationKey::from_key(key)?;
+    let items = queries
+        .iter()
+        .flat_map(|q| &q.items)
+        .filter(|it| it.kind == ItemKind::Key)
+        .map(|it| (it.item, vk.commitments[it.item].clone()))
+        .collect();
+    Ok(Some(CommitmentLog {
+        merkle_root: vk.merkle_root,
+        items,
+    }))
 }

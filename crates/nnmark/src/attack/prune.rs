@@ -198,19 +198,37 @@ mod tests {
         let model = Model::new(spec, &device).unwrap();
         let before = layers(&model);
         let per_layer = layers(&prune_magnitude(model.clone(), 0.5, PruneScope::Layer).unwrap());
-        let mut fractions = Vec::new();
+        let zeros = |w: &[f32]| w.iter().filter(|&&x| x == 0.0).count();
         for (b, a) in before.iter().zip(&per_layer) {
             let (max_pruned, min_kept) = split(b.iter().zip(a));
             assert!(max_pruned <= min_kept, "layer: {max_pruned} > {min_kept}");
-            fractions.push(a.iter().filter(|&&x| x == 0.0).count() as f64 / a.len() as f64);
+            // Freshly initialised weights are distinct, so exactly the rate is pruned: the
+            // round(rate × n) smallest, not one more or one fewer.
+            let want = (0.5 * a.len() as f64).round() as usize;
+            assert_eq!(zeros(a), want, "a layer of {} weights", a.len());
         }
-        assert!(
-            fractions.iter().all(|f| (f - 0.5).abs() < 0.02),
-            "{fractions:?}"
-        );
-        let global = layers(&prune_magnitude(model, 0.5, PruneScope::Global).unwrap());
+        let global = layers(&prune_magnitude(model.clone(), 0.5, PruneScope::Global).unwrap());
         let (max_pruned, min_kept) = split(before.iter().flatten().zip(global.iter().flatten()));
         assert!(max_pruned <= min_kept, "global: {max_pruned} > {min_kept}");
+        let total: usize = global.iter().map(|a| a.len()).sum();
+        let pruned: usize = global.iter().map(|a| zeros(a)).sum();
+        assert_eq!(pruned, (0.5 * total as f64).round() as usize);
+        // A rate too small to prune one weight of a layer prunes nothing there, and rate 0
+        // nothing at all.
+        for scope in [PruneScope::Layer, PruneScope::Global] {
+            assert_eq!(
+                layers(&prune_magnitude(model.clone(), 0.0, scope).unwrap()),
+                before
+            );
+        }
+        let smallest = before.iter().map(|l| l.len()).min().unwrap();
+        let tiny = 0.4 / smallest as f64;
+        for (b, a) in before.iter().zip(&layers(
+            &prune_magnitude(model.clone(), tiny, PruneScope::Layer).unwrap(),
+        )) {
+            let want = (tiny * b.len() as f64).round() as usize;
+            assert_eq!(zeros(a), want, "rate {tiny} on {} weights", b.len());
+        }
         // LeNet's layers are initialised at different scales (fan-in), so one threshold prunes
         // them unevenly.
         let spread: Vec<f64> = global

@@ -122,6 +122,23 @@ pub fn quantize_weights(model: Model, bits: u32, per_channel: bool) -> Result<Mo
 mod tests {
     use super::*;
 
+    /// The attack takes 2 to 16 bits, both ends included, and names the value it refuses.
+    #[test]
+    fn bits_from_2_to_16_are_accepted_and_others_refused() {
+        // Parsed specs describe themselves in full (what reports and caches record).
+        for (spec, described) in [
+            ("quantize:2", "quantize:2,scope=tensor"),
+            ("quantize:16", "quantize:16,scope=tensor"),
+            ("quantize:8,scope=channel", "quantize:8,scope=channel"),
+        ] {
+            assert_eq!(crate::attack::parse(spec).unwrap().describe(), described);
+        }
+        for (spec, value) in [("quantize:1", "1"), ("quantize:17", "17")] {
+            let e = crate::attack::parse(spec).err().expect(spec).to_string();
+            assert!(e.contains(value) && e.contains("bits"), "{spec}: {e}");
+        }
+    }
+
     #[test]
     fn rounds_within_half_a_step_to_at_most_2_pow_bits_levels() {
         let orig: Vec<f32> = (0..1000)

@@ -400,6 +400,91 @@ pub fn train_with(
     extras: TrainExtras<'_>,
 ) -> Result<(Model, TrainReport)> {
     cfg.validate()?;
+    check_inputs(&model, data, cfg, &extras)?;
+    let (train_set, val_set) = match &cfg.early_stopping {
+        Some(es) => {
+            let (t, v) = data.split_stratified(es.val_fraction, cfg.seed ^ 0x5EED_0001)?;
+            (t, Some(v))
+        }
+        None => (data.clone(), None),
+    };
+    device.seed(cfg.seed);
+    let ad = device.clone().autodiff();
+    let mut model = model.to_device(&ad);
+    model.net = model.net.train();
+    let mut run = Run {
+        cfg,
+        extras,
+        data: &train_set,
+        device: ad,
+        optim: cfg.optimizer.build(cfg.grad_clip),
+        triggers: TriggerCycle::new(cfg.seed),
+        steps: 0,
+    };
+    let mut report = TrainReport {
+        epochs: Vec::new(),
+        kept_epoch: 0,
+        stopped_early: false,
+        target_reached: false,
+        steps: 0,
+    };
+    let mut best: Option<(f64, usize, Model)> = None;
+    for epoch in 0..cfg.epochs {
+        let started = std::time::Instant::now();
+        let (trained, mut stats, mut target_reached) = run.epoch(model, epoch, observer)?;
+        model = trained;
+        stats.val_accuracy = match &val_set {
+            Some(v) => Some(evaluate(&snapshot(&model), v, 256)?.accuracy),
+            None => None,
+        };
+        stats.seconds = started.elapsed().as_secs_f64();
+        observer.epoch_end(&stats);
+        let val_accuracy = stats.val_accuracy;
+        report.epochs.push(stats);
+        target_reached = target_reached
+            || run
+                .extras
+                .stop_when
+                .is_some_and(|stop| stop(&snapshot(&model)));
+        if target_reached {
+            // The weights that reached the target are the result, whatever early stopping
+            // would have kept.
+            report.target_reached = true;
+            report.kept_epoch = epoch;
+            report.steps = run.steps;
+            return Ok((snapshot(&model).to_device(device), report));
+        }
+        if let (Some(es), Some(acc)) = (&cfg.early_stopping, val_accuracy) {
+            if best.as_ref().is_none_or(|(b, _, _)| acc > *b) {
+                best = Some((acc, epoch, snapshot(&model)));
+            } else if epoch - best.as_ref().map_or(0, |(_, e, _)| *e) >= es.patience {
+                report.stopped_early = true;
+                break;
+            }
+        }
+    }
+    report.steps = run.steps;
+    let result = match best {
+        Some((_, epoch, m)) => {
+            report.kept_epoch = epoch;
+            m
+        }
+        None => {
+            report.kept_epoch = cfg.epochs - 1;
+            snapshot(&model)
+        }
+    };
+    Ok((result.to_device(device), report))
+}
+
+/// Refuses data, trigger mixes and soft targets the model or each other cannot take, before
+/// any training.
+fn check_inputs(
+    model: &Model,
+    data: &Dataset,
+    cfg: &TrainConfig,
+    extras: &TrainExtras<'_>,
+) -> Result<()> {
     model.check_data(data)?;
     if let Some(mix) = &extras.trigger_mix {
         model.check_data(mix.triggers)?;
@@ -424,201 +509,187 @@ pub fn train_with(
             ),
         ));
     }
-    let mut trigger_cursor = 0usize;
-    let mut trigger_order: Vec<usize> = Vec::new();
-    let mut trigger_passes = 0u64;
     if data.is_empty() {
         return Err(Error::Data {
             source_name: data.name.clone(),
             problem: "no training examples".into(),
         });
     }
-    let (train_set, val_set) = match &cfg.early_stopping {
-        Some(es) => {
-            let (t, v) = data.split_stratified(es.val_fraction, cfg.seed ^ 0x5EED_0001)?;
-            (t, Some(v))
-        }
-        None => (data.clone(), None),
-    };
-    device.seed(cfg.seed);
-    let ad = device.clone().autodiff();
-    let spec = model.spec.clone();
-    let mut model = model.to_device(&ad);
-    model.net = model.net.train();
-    let mut optim = cfg.optimizer.build(cfg.grad_clip);
-    let mut report = TrainReport {
-        epochs: Vec::new(),
-        kept_epoch: 0,
-        stopped_early: false,
-        target_reached: false,
-        steps: 0,
-    };
-    let mut best: Option<(f64, usize, Model)> = None;
-    let (mut steps, mut target_reached) = (0usize, false);
-    let shape = train_set.shape;
+    Ok(())
+}
 
-    for epoch in 0..cfg.epochs {
-        let started = std::time::Instant::now();
+/// The trigger items mixed into batches: the trigger set in a fresh seeded order each pass.
+struct TriggerCycle {
+    seed: u64,
+    order: Vec<usize>,
+    cursor: usize,
+    passes: u64,
+}
+
+impl TriggerCycle {
+    fn new(seed: u64) -> Self {
+        Self {
+            seed,
+            order: Vec::new(),
+            cursor: 0,
+            passes: 0,
+        }
+    }
+
+    /// The next `count` trigger indices.
+    fn next(&mut self, triggers: &Dataset, count: usize) -> Vec<usize> {
+        let mut picks = Vec::with_capacity(count);
+        for _ in 0..count {
+            if self.cursor == self.order.len() {
+                self.order = triggers
+                    .permutation((self.seed ^ 0x7816_6E0F_D00D).wrapping_add(self.passes << 20));
+                self.cursor = 0;
+                self.passes += 1;
+            }
+            picks.push(self.order[self.cursor]);
+            self.cursor += 1;
+        }
+        picks
+    }
+}
+
+/// The weights of a model in training, for evaluation (no autodiff, dropout off).
+fn snapshot(model: &Model) -> Model {
+    Model {
+        spec: model.spec.clone(),
+        net: model.net.valid(),
+    }
+}
+
+/// A training run in progress: what it trains on, its optimiser, the trigger cycle and the
+/// steps taken. The model passes through by value, so the optimiser updates weights nothing
+/// else holds.
+struct Run<'a> {
+    cfg: &'a TrainConfig,
+    extras: TrainExtras<'a>,
+    data: &'a Dataset,
+    device: Device,
+    optim: burn::optim::ModuleOptimizer,
+    triggers: TriggerCycle,
+    steps: usize,
+}
+
+impl Run<'_> {
+    /// One pass over the data in a seeded order; true when [`TrainExtras::stop_when`] was met
+    /// within it (the pass ends there). Validation accuracy and timing are the caller's.
+    fn epoch(
+        &mut self,
+        mut model: Model,
+        epoch: usize,
+        observer: &mut dyn TrainObserver,
+    ) -> Result<(Model, EpochStats, bool)> {
+        let cfg = self.cfg;
         let lr = cfg.schedule.lr(cfg.optimizer.lr(), epoch, cfg.epochs);
-        let order = train_set.permutation(
+        let order = self.data.permutation(
             cfg.seed
                 .wrapping_mul(0x9E37_79B9_7F4A_7C15)
                 .wrapping_add(epoch as u64),
         );
-        let batches = train_set.len().div_ceil(cfg.batch_size);
-        observer.epoch_start(epoch, batches);
+        observer.epoch_start(epoch, self.data.len().div_ceil(cfg.batch_size));
         let (mut loss_sum, mut correct, mut seen) = (0f64, 0usize, 0usize);
+        let mut target_reached = false;
         for (b, chunk) in order.chunks(cfg.batch_size).enumerate() {
-            let mut picks = Vec::new();
-            let (x, y) = match &extras.trigger_mix {
-                None => (
-                    batch::gather_images(&train_set, chunk, shape, &ad),
-                    batch::gather_labels(&train_set, chunk, &ad),
-                ),
-                Some(mix) => {
-                    for _ in 0..mix.per_batch {
-                        if trigger_cursor == trigger_order.len() {
-                            // A fresh seeded shuffle each pass over the triggers.
-                            trigger_order = mix.triggers.permutation(
-                                (cfg.seed ^ 0x7816_6E0F_D00D).wrapping_add(trigger_passes << 20),
-                            );
-                            trigger_cursor = 0;
-                            trigger_passes += 1;
-                        }
-                        picks.push(trigger_order[trigger_cursor]);
-                        trigger_cursor += 1;
-                    }
-                    batch::gather_mixed(&train_set, chunk, mix.triggers, &picks, shape, &ad)
-                }
-            };
-            let batch_n = y.dims()[0];
-            let logits = model.forward(x);
-            let hits = batch::count_correct(&logits, &y);
-            let mut loss = match extras.soft_targets {
-                None => crate::kernel::cross_entropy(logits, y),
-                Some(q) => {
-                    let c = train_set.num_classes;
-                    let mut rows: Vec<f32> = chunk
-                        .iter()
-                        .flat_map(|&i| q[i * c..(i + 1) * c].iter().copied())
-                        .collect();
-                    if let Some(mix) = &extras.trigger_mix {
-                        for &i in &picks {
-                            let mut one_hot = vec![0f32; c];
-                            one_hot[mix.triggers.labels()[i] as usize] = 1.0;
-                            rows.extend(one_hot);
-                        }
-                    }
-                    let t = Tensor::<2>::from_data(TensorData::new(rows, [batch_n, c]), &ad);
-                    let log_p = burn::tensor::activation::log_softmax(logits, 1);
-                    (t * log_p).sum_dim(1).mean().neg()
-                }
-            };
-            if let Some(reg) = extras.regularizer {
-                loss = loss + reg(&model);
-            }
-            let loss_value: f64 = loss.clone().into_scalar::<f32>() as f64;
-            if !loss_value.is_finite() {
-                return Err(Error::invalid(
+            let (trained, loss, hits, n) = self.step(model, chunk, lr).map_err(|e| match e {
+                StepError::Diverged(loss) => Error::invalid(
                     "learning rate",
                     lr,
                     format!(
-                        "training diverged at epoch {} step {b} (loss {loss_value}); lower the learning rate or clip gradients (--grad-clip 1)",
+                        "training diverged at epoch {} step {b} (loss {loss}); lower the learning rate or clip gradients (--grad-clip 1)",
                         epoch + 1
                     ),
-                ));
-            }
-            let grads = GradientsParams::from_grads(loss.backward(), &model.net);
-            model.net = optim.step(lr, model.net, grads);
-            loss_sum += loss_value * batch_n as f64;
+                ),
+            })?;
+            model = trained;
+            loss_sum += loss * n as f64;
             correct += hits;
-            seen += batch_n;
-            observer.batch_end(epoch, b, loss_value, hits as f64 / batch_n as f64);
-            steps += 1;
-            if let Some(stop) = extras.stop_when
-                && steps % STOP_CHECK_STEPS == 0
-                && stop(&Model {
-                    spec: spec.clone(),
-                    net: model.net.valid(),
-                })
+            seen += n;
+            observer.batch_end(epoch, b, loss, hits as f64 / n as f64);
+            self.steps += 1;
+            if let Some(stop) = self.extras.stop_when
+                && self.steps.is_multiple_of(STOP_CHECK_STEPS)
+                && stop(&snapshot(&model))
             {
                 target_reached = true;
                 break;
             }
         }
-        let val_accuracy = match &val_set {
-            Some(v) => Some(
-                evaluate(
-                    &Model {
-                        spec: spec.clone(),
-                        net: model.net.valid(),
-                    },
-                    v,
-                    256,
-                )?
-                .accuracy,
-            ),
-            None => None,
-        };
         let stats = EpochStats {
             epoch,
             lr,
             train_loss: loss_sum / seen.max(1) as f64,
             train_accuracy: correct as f64 / seen.max(1) as f64,
-            val_accuracy,
-            seconds: started.elapsed().as_secs_f64(),
+            val_accuracy: None,
+            seconds: 0.0,
         };
-        observer.epoch_end(&stats);
-        report.epochs.push(stats);
-        if target_reached
-            || extras.stop_when.is_some_and(|stop| {
-                stop(&Model {
-                    spec: spec.clone(),
-                    net: model.net.valid(),
-                })
-            })
-        {
-            // The weights that reached the target are the result, whatever early stopping
-            // would have kept.
-            report.target_reached = true;
-            report.kept_epoch = epoch;
-            report.steps = steps;
-            let done = Model {
-                spec,
-                net: model.net.valid(),
-            };
-            return Ok((done.to_device(device), report));
-        }
-        if let (Some(es), Some(acc)) = (&cfg.early_stopping, val_accuracy) {
-            let improved = best.as_ref().is_none_or(|(b, _, _)| acc > *b);
-            if improved {
-                best = Some((
-                    acc,
-                    epoch,
-                    Model {
-                        spec: spec.clone(),
-                        net: model.net.valid(),
-                    },
-                ));
-            } else if epoch - best.as_ref().map_or(0, |(_, e, _)| *e) >= es.patience {
-                report.stopped_early = true;
-                break;
-            }
-        }
+        Ok((model, stats, target_reached))
     }
-    report.steps = steps;
-    let result = match best {
-        Some((_, epoch, m)) => {
-            report.kept_epoch = epoch;
-            m
-        }
-        None => {
-            report.kept_epoch = cfg.epochs - 1;
-            Model {
-                spec,
-                net: model.net.valid(),
+
+    /// One optimiser step on the examples `chunk` (plus the trigger items mixed in): the
+    /// updated model, the loss, the examples classified right before the step, and the batch
+    /// size.
+    fn step(
+        &mut self,
+        mut model: Model,
+        chunk: &[usize],
+        lr: f64,
+    ) -> std::result::Result<(Model, f64, usize, usize), StepError> {
+        let (data, ad) = (self.data, &self.device);
+        let shape = data.shape;
+        let mut picks = Vec::new();
+        let (x, y) = match &self.extras.trigger_mix {
+            None => (
+                batch::gather_images(data, chunk, shape, ad),
+                batch::gather_labels(data, chunk, ad),
+            ),
+            Some(mix) => {
+                picks = self.triggers.next(mix.triggers, mix.per_batch);
+                batch::gather_mixed(data, chunk, mix.triggers, &picks, shape, ad)
             }
+        };
+        let batch_n = y.dims()[0];
+        let logits = model.forward(x);
+        let hits = batch::count_correct(&logits, &y);
+        let mut loss = match self.extras.soft_targets {
+            None => crate::kernel::cross_entropy(logits, y),
+            Some(q) => {
+                let c = data.num_classes;
+                let mut rows: Vec<f32> = chunk
+                    .iter()
+                    .flat_map(|&i| q[i * c..(i + 1) * c].iter().copied())
+                    .collect();
+                if let Some(mix) = &self.extras.trigger_mix {
+                    // Mixed-in trigger items keep their one-hot labels.
+                    for &i in &picks {
+                        let mut one_hot = vec![0f32; c];
+                        one_hot[mix.triggers.labels()[i] as usize] = 1.0;
+                        rows.extend(one_hot);
+                    }
+                }
+                let t = Tensor::<2>::from_data(TensorData::new(rows, [batch_n, c]), ad);
+                let log_p = burn::tensor::activation::log_softmax(logits, 1);
+                (t * log_p).sum_dim(1).mean().neg()
+            }
+        };
+        if let Some(reg) = self.extras.regularizer {
+            loss = loss + reg(&model);
         }
-    };
-    Ok((result.to_device(device), report))
+        let loss_value: f64 = loss.clone().into_scalar::<f32>() as f64;
+        if !loss_value.is_finite() {
+            return Err(StepError::Diverged(loss_value));
+        }
+        let grads = GradientsParams::from_grads(loss.backward(), &model.net);
+        model.net = self.optim.step(lr, model.net, grads);
+        Ok((model, loss_value, hits, batch_n))
+    }
+}
+
+/// Why a step failed.
+enum StepError {
+    /// The loss was not finite.
+    Diverged(f64),
 }
