@@ -233,8 +233,7 @@ fn the_onnx_loader_never_panics() {
         num_classes: 10,
         normalization: nnmark::model::Normalization::identity(1),
     };
-    device.seed(1);
-    let model = nnmark::model::Model::new(spec.clone(), &device).unwrap();
+    let model = nnmark::model::Model::seeded(spec.clone(), 1, &device).unwrap();
     let dir = tempfile::tempdir().unwrap();
     let weights = dir.path().join("m.safetensors");
     nnmark::weights::save(

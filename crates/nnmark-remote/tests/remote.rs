@@ -56,9 +56,8 @@ fn fixture() -> &'static Fixture {
             seed: 1,
             ..TrainConfig::default()
         };
-        device.seed(1);
         let clean = nnmark::train::train(
-            Model::new(spec.clone(), &device).unwrap(),
+            Model::seeded(spec.clone(), 1, &device).unwrap(),
             &train,
             &tc,
             &device,

@@ -306,8 +306,7 @@ pub fn train_shadow(
             }
         }
     }
-    device.seed(recipe.config.seed);
-    let model = Model::new(spec.clone(), device)?;
+    let model = Model::seeded(spec.clone(), recipe.config.seed, device)?;
     let (model, _) = train::train(model, data, &recipe.config, device, observer)?;
     if let Some(path) = &cached {
         if let Some(dir) = path.parent() {

@@ -460,8 +460,7 @@ pub fn train_references(
     seeds
         .iter()
         .map(|&seed| {
-            device.seed(seed);
-            let model = Model::new(spec.clone(), device)?;
+            let model = Model::seeded(spec.clone(), seed, device)?;
             let cfg = TrainConfig {
                 seed,
                 ..cfg.clone()

@@ -91,6 +91,35 @@ impl ModuleVisitor for Tensors {
     }
 }
 
+struct Shapes(Vec<Vec<usize>>);
+impl ModuleVisitor for Shapes {
+    fn visit_float<const D: usize>(&mut self, p: &Param<Tensor<D>>) {
+        self.0.push(p.val().dims().to_vec());
+    }
+}
+
+/// Each weight tensor's output channels, as value groups: rows of a convolution kernel
+/// `[out, in, kh, kw]`, columns of burn's Linear weight `[in, out]`.
+fn output_channels(m: &Model) -> Vec<Vec<Vec<f32>>> {
+    let mut s = Shapes(Vec::new());
+    m.net.visit(&mut s);
+    tensors(m)
+        .into_iter()
+        .zip(s.0)
+        .filter(|(_, dims)| dims.len() >= 2)
+        .map(|(v, dims)| {
+            if dims.len() == 2 {
+                let (rows, cols) = (dims[0], dims[1]);
+                (0..cols)
+                    .map(|j| (0..rows).map(|i| v[i * cols + j]).collect())
+                    .collect()
+            } else {
+                v.chunks(v.len() / dims[0]).map(<[f32]>::to_vec).collect()
+            }
+        })
+        .collect()
+}
+
 fn tensors(m: &Model) -> Vec<Vec<f32>> {
     let mut t = Tensors(Vec::new());
     m.net.visit(&mut t);
@@ -228,6 +257,28 @@ fn quantization_stays_within_half_a_step_and_keeps_accuracy() {
                 levels.iter().any(|&l| l > max_levels),
                 "{spec_text}: per-channel steps look like one per tensor: {levels:?}"
             );
+            // ... and within each output channel, its own grid: at most 2^bits - 1 levels,
+            // each weight within half of that channel's step (an identity "quantiser", or
+            // groups of the wrong axis or size, fail here).
+            for (tb, ta) in output_channels(&base).iter().zip(&output_channels(&out)) {
+                for (cb, ca) in tb.iter().zip(ta) {
+                    let step = cb.iter().fold(0f32, |m, x| m.max(x.abs())) / q;
+                    let mut v: Vec<u32> = ca.iter().map(|x| x.to_bits()).collect();
+                    v.sort_unstable();
+                    v.dedup();
+                    assert!(
+                        v.len() <= max_levels,
+                        "{spec_text}: a channel has {} levels",
+                        v.len()
+                    );
+                    for (x, y) in cb.iter().zip(ca) {
+                        assert!(
+                            (x - y).abs() <= step / 2.0 + 1e-6,
+                            "{spec_text}: {x} -> {y}"
+                        );
+                    }
+                }
+            }
         } else {
             assert!(
                 levels.iter().all(|&l| l <= max_levels),

@@ -193,8 +193,7 @@ fn weights_files_never_panic() {
         num_classes: 10,
         normalization: Normalization::identity(1),
     };
-    device.seed(1);
-    let model = Model::new(spec.clone(), &device).unwrap();
+    let model = Model::seeded(spec.clone(), 1, &device).unwrap();
     let bytes = weights::to_bytes(&model, &WeightsMeta::new(spec.clone(), "fuzz", 1)).unwrap();
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("w.safetensors");

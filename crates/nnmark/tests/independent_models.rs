@@ -78,14 +78,13 @@ fn independent_recipe(i: usize, epochs_scale: usize) -> (Architecture, TrainConf
 
 fn train_model(arch: Architecture, split: &DataSplit, cfg: &TrainConfig) -> Model {
     let device = Device::flex();
-    device.seed(cfg.seed);
     let spec = ModelSpec {
         architecture: arch,
         input: split.train.shape,
         num_classes: split.train.num_classes,
         normalization: Normalization::from_dataset(&split.train),
     };
-    let model = Model::new(spec, &device).unwrap();
+    let model = Model::seeded(spec, cfg.seed, &device).unwrap();
     train::train(model, &split.train, cfg, &device, &mut Silent)
         .unwrap()
         .0

@@ -166,8 +166,7 @@ fn every_architecture_round_trips() {
             },
             ..lenet_spec()
         };
-        device.seed(3);
-        let model = Model::new(spec.clone(), &device).unwrap();
+        let model = Model::seeded(spec.clone(), 3, &device).unwrap();
         let path = dir.path().join(format!("{arch}.safetensors"));
         weights::save(&model, &WeightsMeta::new(spec, "none", 3), &path).unwrap();
         let back = weights::load(&path, None, &device).unwrap().model;
@@ -203,8 +202,7 @@ fn a_trained_resnet_round_trips_with_its_batchnorm_statistics() {
         normalization: Normalization::from_dataset(&data),
         ..lenet_spec()
     };
-    device.seed(5);
-    let untrained = Model::new(spec.clone(), &device).unwrap();
+    let untrained = Model::seeded(spec.clone(), 5, &device).unwrap();
     let cfg = nnmark::train::TrainConfig {
         epochs: 1,
         batch_size: 32,

@@ -269,8 +269,7 @@ fn frontier_stitching_rejects_bad_settings() {
         "{err}"
     );
     // From scratch there is no frontier to stitch.
-    Device::flex().seed(1);
-    let fresh = Model::new(spec(Architecture::Mlp), &Device::flex()).unwrap();
+    let fresh = Model::seeded(spec(Architecture::Mlp), 1, &Device::flex()).unwrap();
     let err = embed_error(
         "frontier-stitching",
         serde_json::Value::Null,
@@ -507,10 +506,7 @@ fn aime_text_signature_and_bad_inputs() {
 
 fn uchida_embed(mode: EmbedMode, params: serde_json::Value) -> (watermark::Embedded, Model) {
     let clean = trained(Architecture::Lenet, 5, &[1]).remove(0);
-    let fresh = || {
-        Device::flex().seed(1);
-        Model::new(spec(Architecture::Lenet), &Device::flex()).unwrap()
-    };
+    let fresh = || Model::seeded(spec(Architecture::Lenet), 1, &Device::flex()).unwrap();
     let (base, teacher, cfg) = match mode {
         // 10 epochs: after 5, one of the 75 bits sat so close to 0 that 50% pruning flipped it
         // (`cargo run --release -p nnmark --example uchida_prune_margin`; BENCHMARKS.md).

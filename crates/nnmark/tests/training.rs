@@ -9,13 +9,6 @@ use nnmark::model::{Architecture, Model, ModelSpec, Normalization};
 use nnmark::train::{self, EarlyStopping, Silent, TrainConfig};
 use nnmark::weights::{self, WeightsMeta};
 
-/// burn's random number generator is global to the process: tests that seed it and train
-/// hold this lock, or their draws interleave and the same seed stops giving the same model.
-fn rng_lock() -> std::sync::MutexGuard<'static, ()> {
-    static LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
-    LOCK.lock().unwrap_or_else(|p| p.into_inner())
-}
-
 /// A 10-class model of `arch` for `split`'s images, normalised with its training statistics.
 fn spec_for(arch: Architecture, split: &data::DataSplit) -> ModelSpec {
     ModelSpec {
@@ -27,12 +20,10 @@ fn spec_for(arch: Architecture, split: &data::DataSplit) -> ModelSpec {
 }
 
 fn train_mnist(arch: Architecture, cfg: &TrainConfig) -> (f64, String) {
-    let _rng = rng_lock();
     let device = Device::flex();
     let split = data::embedded_mnist10k().unwrap();
     let spec = spec_for(arch, &split);
-    device.seed(cfg.seed);
-    let model = Model::new(spec.clone(), &device).unwrap();
+    let model = Model::seeded(spec.clone(), cfg.seed, &device).unwrap();
     let (model, _) = train::train(model, &split.train, cfg, &device, &mut Silent).unwrap();
     let acc = train::evaluate(&model, &split.test, 256).unwrap().accuracy;
     let hash = nnmark::io::sha256_hex(
@@ -85,7 +76,9 @@ fn mlp_reaches_94_percent_and_same_seed_gives_identical_weights() {
 /// nnmark's own convolution and pooling kernels keep training reproducible: LeNet, mnist_cnn
 /// and the ResNet trained twice from one seed give identical weights, and so do runs on one
 /// thread and on three (the kernels and burn flex split their work across rayon's threads, so
-/// a split-dependent summation order would show here).
+/// a split-dependent summation order would show here). The other tests of this file train at
+/// the same time on other threads: burn's random number generator is global to the process,
+/// and the library's `rng_guard` is what keeps their draws out of these runs.
 #[test]
 fn convolutional_training_is_identical_across_runs_and_thread_counts() {
     let split = data::embedded_mnist10k().unwrap();
@@ -97,15 +90,13 @@ fn convolutional_training_is_identical_across_runs_and_thread_counts() {
     ] {
         let spec = spec_for(arch, &split);
         let run = |threads: usize| -> String {
-            let _rng = rng_lock();
             let pool = rayon::ThreadPoolBuilder::new()
                 .num_threads(threads)
                 .build()
                 .unwrap();
             pool.install(|| {
                 let device = Device::flex();
-                device.seed(9);
-                let model = Model::new(spec.clone(), &device).unwrap();
+                let model = Model::seeded(spec.clone(), 9, &device).unwrap();
                 let cfg = TrainConfig {
                     epochs: 1,
                     batch_size: 32,
@@ -128,7 +119,6 @@ fn convolutional_training_is_identical_across_runs_and_thread_counts() {
 
 #[test]
 fn mnist_cnn_and_resnet_learn() {
-    let _rng = rng_lock();
     // One short epoch each on a slice of the data: the point is that gradients flow through
     // dropout and batch norm, not the final accuracy.
     let device = Device::flex();
@@ -136,8 +126,7 @@ fn mnist_cnn_and_resnet_learn() {
     let train_set = split.train.take(2000);
     for arch in [Architecture::MnistCnn, Architecture::Resnet] {
         let spec = spec_for(arch, &split);
-        device.seed(5);
-        let model = Model::new(spec, &device).unwrap();
+        let model = Model::seeded(spec, 5, &device).unwrap();
         let cfg = TrainConfig {
             epochs: 1,
             seed: 5,
@@ -158,17 +147,15 @@ fn mnist_cnn_and_resnet_learn() {
 /// model keeps answering like the clean one elsewhere.
 #[test]
 fn soft_targets_anchor_the_data_while_triggers_are_learnt() {
-    let _rng = rng_lock();
     let device = Device::flex();
     let split = data::embedded_mnist10k().unwrap();
     let spec = spec_for(Architecture::Mlp, &split);
-    device.seed(3);
     let cfg = TrainConfig {
         epochs: 3,
         seed: 3,
         ..TrainConfig::default()
     };
-    let model = Model::new(spec, &device).unwrap();
+    let model = Model::seeded(spec, 3, &device).unwrap();
     let (clean, _) = train::train(model, &split.train, &cfg, &device, &mut Silent).unwrap();
     // Five test images taught a wrong class: a watermark-like key the clean model disagrees with.
     let shape = split.test.shape;
@@ -253,7 +240,6 @@ fn soft_targets_anchor_the_data_while_triggers_are_learnt() {
 
 #[test]
 fn early_stopping_keeps_the_best_epoch() {
-    let _rng = rng_lock();
     let device = Device::flex();
     let split = data::embedded_mnist10k().unwrap();
     let spec = ModelSpec {
@@ -291,12 +277,10 @@ fn early_stopping_keeps_the_best_epoch() {
 
 #[test]
 fn evaluation_and_input_gradients_are_consistent() {
-    let _rng = rng_lock();
     let device = Device::flex();
     let split = data::embedded_mnist10k().unwrap();
     let spec = spec_for(Architecture::Lenet, &split);
-    device.seed(9);
-    let model = Model::new(spec, &device).unwrap();
+    let model = Model::seeded(spec, 9, &device).unwrap();
     let (model, _) = train::train(
         model,
         &split.train.take(2000),
@@ -350,13 +334,11 @@ fn evaluation_and_input_gradients_are_consistent() {
 #[test]
 #[ignore]
 fn lenet_reaches_89_percent_on_fashion_mnist() {
-    let _rng = rng_lock();
     let shared = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../../shared/data");
     let split = data::load_or_fetch("fashion", Some(&shared)).unwrap();
     let device = Device::flex();
     let spec = spec_for(Architecture::Lenet, &split);
-    device.seed(1);
-    let model = Model::new(spec, &device).unwrap();
+    let model = Model::seeded(spec, 1, &device).unwrap();
     let (model, _) = train::train(
         model,
         &split.train,

@@ -107,13 +107,10 @@ fn embed(name: &str, mode: EmbedMode) -> watermark::Embedded {
                 ..full(1)
             },
         ),
-        EmbedMode::FromScratch => {
-            device.seed(1);
-            (
-                Model::new(spec(Architecture::Lenet), &device).unwrap(),
-                full(1),
-            )
-        }
+        EmbedMode::FromScratch => (
+            Model::seeded(spec(Architecture::Lenet), 1, &device).unwrap(),
+            full(1),
+        ),
         EmbedMode::Distillation => unreachable!("not part of this test"),
     };
     watermark::embed(

@@ -85,8 +85,7 @@ impl Attack for Distill {
             }
         }
         let answers = data.relabeled(format!("{} (stolen model's answers)", data.name), labels)?;
-        ctx.device.seed(ctx.seed);
-        let student = Model::new(spec, ctx.device)?;
+        let student = Model::seeded(spec, ctx.seed, ctx.device)?;
         let cfg = TrainConfig {
             epochs: self.epochs,
             seed: ctx.seed,

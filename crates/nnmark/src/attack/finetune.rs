@@ -100,6 +100,7 @@ impl Attack for FineTune {
         if self.variant.reinit() {
             let head = model.net.head_mut();
             let [d_in, d_out] = head.weight.dims();
+            let _rng = crate::train::rng_guard();
             ctx.device.seed(ctx.seed ^ 0x4EAD);
             *head = LinearConfig::new(d_in, d_out).init(ctx.device);
         }

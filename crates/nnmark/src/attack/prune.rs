@@ -194,8 +194,7 @@ mod tests {
             num_classes: 10,
             normalization: Normalization::identity(1),
         };
-        device.seed(3);
-        let model = Model::new(spec, &device).unwrap();
+        let model = Model::seeded(spec, 3, &device).unwrap();
         let before = layers(&model);
         let per_layer = layers(&prune_magnitude(model.clone(), 0.5, PruneScope::Layer).unwrap());
         let zeros = |w: &[f32]| w.iter().filter(|&&x| x == 0.0).count();

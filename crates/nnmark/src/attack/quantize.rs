@@ -66,7 +66,9 @@ fn quantize_group(v: &mut [f32], q: f32) -> f32 {
     }
     let step = max / q;
     for x in v.iter_mut() {
-        *x = (*x / step).round().clamp(-q, q) * step;
+        // `+ 0.0` turns the -0.0 of small negative weights into 0.0: one zero level, as on
+        // the integer grid.
+        *x = (*x / step).round().clamp(-q, q) * step + 0.0;
     }
     step
 }
@@ -90,7 +92,22 @@ impl ModuleMapper for Quantizer {
                 .convert::<f32>()
                 .try_into_vec::<f32>()
                 .expect("float tensor");
-            if per_channel {
+            if per_channel && D == 2 {
+                // burn's Linear stores its weight as [inputs, outputs]: an output channel is
+                // a column.
+                let [rows, cols] = [shape.dims::<D>()[0], shape.dims::<D>()[1]];
+                let mut column = vec![0f32; rows];
+                for j in 0..cols {
+                    for (i, c) in column.iter_mut().enumerate() {
+                        *c = v[i * cols + j];
+                    }
+                    quantize_group(&mut column, q);
+                    for (i, c) in column.iter().enumerate() {
+                        v[i * cols + j] = *c;
+                    }
+                }
+            } else if per_channel {
+                // Convolution kernels are [outputs, inputs, kh, kw]: a channel is contiguous.
                 let per = v.len() / shape.dims::<D>()[0].max(1);
                 for group in v.chunks_mut(per.max(1)) {
                     quantize_group(group, q);

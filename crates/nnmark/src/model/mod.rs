@@ -258,7 +258,16 @@ pub struct Model {
 }
 
 impl Model {
-    /// A freshly initialised model.
+    /// A freshly initialised model drawn from `seed`: the same seed gives the same weights,
+    /// whatever other threads draw (see [`crate::train::rng_guard`]).
+    pub fn seeded(spec: ModelSpec, seed: u64, device: &Device) -> Result<Self> {
+        let _rng = crate::train::rng_guard();
+        device.seed(seed);
+        Self::new(spec, device)
+    }
+
+    /// A freshly initialised model, drawn from burn's random number generator as it stands
+    /// (seed it first under [`crate::train::rng_guard`], or use [`Model::seeded`]).
     pub fn new(spec: ModelSpec, device: &Device) -> Result<Self> {
         if spec.normalization.mean.len() != spec.input.channels
             || spec.normalization.std.len() != spec.input.channels

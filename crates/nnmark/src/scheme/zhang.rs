@@ -449,8 +449,7 @@ pub fn auto_target(
         seed: ctx.seed ^ 0x9A0C_5EED,
         ..TrainConfig::default()
     };
-    ctx.device.seed(cfg.seed);
-    let proxy = Model::new(spec, ctx.device)?;
+    let proxy = Model::seeded(spec, cfg.seed, ctx.device)?;
     let (proxy, _) = train::train(proxy, &proxy_data, &cfg, ctx.device, &mut train::Silent)?;
     let mut counts = vec![0usize; ctx.spec.num_classes];
     for l in train::predict(&proxy, trigger_pixels, 256) {

@@ -5,9 +5,11 @@
 //! initial model, and does not depend on the number of threads (tested: LeNet, mnist_cnn and
 //! the ResNet on one and three threads; the MLP run twice). burn's random number generator is
 //! global to the process, seeded by [`train`] and by whoever builds the initial model
-//! (`device.seed`), and dropout draws from it while training: two trainings running at once in
-//! one process draw in an unpredictable interleaving, so run those one after another when
-//! results must repeat.
+//! ([`Model::seeded`]), and dropout draws from it while training: two trainings running at
+//! once in one process would draw in an unpredictable interleaving. Every seeded sequence of
+//! draws in nnmark (seed and initialise, a whole training run) therefore holds
+//! [`rng_guard`], so trainings in one process run one at a time and the same seed gives the
+//! same model whatever other threads do.
 
 mod batch;
 mod eval;
@@ -379,6 +381,16 @@ pub struct TrainExtras<'a> {
     pub soft_targets: Option<&'a [f32]>,
 }
 
+/// The lock every seeded sequence of draws from burn's process-global random number generator
+/// holds: seeding and initialising a model ([`Model::seeded`]), a training run ([`train_with`]),
+/// an attack that re-initialises layers. It is re-entrant, so a caller may hold it across
+/// several of those (seed, initialise, then train). Code that seeds burn itself should hold it
+/// too; a thread that holds it must not wait for another thread that takes it.
+pub fn rng_guard() -> parking_lot::ReentrantMutexGuard<'static, ()> {
+    static RNG: parking_lot::ReentrantMutex<()> = parking_lot::const_reentrant_mutex(());
+    RNG.lock()
+}
+
 /// Trains `model` on `data` and returns the trained model (on `device`, without autodiff).
 pub fn train(
     model: Model,
@@ -401,6 +413,8 @@ pub fn train_with(
 ) -> Result<(Model, TrainReport)> {
     cfg.validate()?;
     check_inputs(&model, data, cfg, &extras)?;
+    // Seeding and every dropout draw of the run, with no other thread drawing in between.
+    let _rng = rng_guard();
     let (train_set, val_set) = match &cfg.early_stopping {
         Some(es) => {
             let (t, v) = data.split_stratified(es.val_fraction, cfg.seed ^ 0x5EED_0001)?;

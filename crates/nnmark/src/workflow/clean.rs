@@ -77,8 +77,7 @@ pub fn train_clean(
     let config = req.config.clone().fitted_to(req.arch);
     config.validate()?;
     let spec = req.spec();
-    device.seed(config.seed);
-    let model = Model::new(spec.clone(), device)?;
+    let model = Model::seeded(spec.clone(), config.seed, device)?;
     let (model, report) = train::train(model, req.data, &config, device, observer)?;
     let mut meta = WeightsMeta::new(spec, req.dataset_label.clone(), config.seed);
     meta.extra.insert(

@@ -62,14 +62,14 @@ pub fn start_models(
     device: &Device,
 ) -> Result<(Model, Option<Model>)> {
     let fresh = |arch: Architecture| {
-        device.seed(seed);
-        Model::new(
+        Model::seeded(
             ModelSpec {
                 architecture: arch,
                 input: data.shape,
                 num_classes: data.num_classes,
                 normalization: Normalization::from_dataset(data),
             },
+            seed,
             device,
         )
     };
