@@ -1374,29 +1374,24 @@ fn attack_command_end_to_end() {
         "accuracy behind a strong blur is measured through it: {json}"
     );
     // The noise triggers survive a mild blur in front of the model, and verify says so.
-    let text = ok_stdout(&run(&[
-        "verify",
-        "--key",
-        "owner.nnkey",
-        "--model",
-        "marked.safetensors",
-        "--through",
-        "blur:0.5",
-    ]));
+    let through = |filter: &str| {
+        ok_stdout(&run(&[
+            "verify",
+            "--key",
+            "owner.nnkey",
+            "--model",
+            "marked.safetensors",
+            "--through",
+            filter,
+        ]))
+    };
+    let text = through("blur:0.5");
     assert!(
         text.contains("marked.safetensors through blur:0.5: ")
             && text.contains("verdict: WATERMARKED"),
         "{text}"
     );
-    let text = ok_stdout(&run(&[
-        "verify",
-        "--key",
-        "owner.nnkey",
-        "--model",
-        "marked.safetensors",
-        "--through",
-        "noise:0.5",
-    ]));
+    let text = through("noise:0.5");
     assert!(
         text.contains("verdict: not shown to carry the watermark"),
         "heavy noise in front of the model hides the mark: {text}"

@@ -748,6 +748,17 @@ fn abuse_gets_the_right_status_and_the_server_keeps_serving() {
     });
 }
 
+/// The first `n` images of comma-separated values as JSON rows, `[..],[..]`.
+fn image_rows(n: usize, values: &str) -> String {
+    let all: Vec<&str> = values.split(',').collect();
+    let rows: Vec<String> = all
+        .chunks(784)
+        .take(n)
+        .map(|c| format!("[{}]", c.join(",")))
+        .collect();
+    rows.join(",")
+}
+
 /// A request body of `n` images from their comma-separated values.
 type RequestBody = fn(usize, &str) -> Vec<u8>;
 
@@ -767,24 +778,10 @@ fn the_batch_cap_holds_over_http() {
             }),
             Protocol::TfServing => (
                 format!("{}/v1/models/lenet:predict", server.url()),
-                |n, v| {
-                    let one: Vec<&str> = v.split(',').collect();
-                    let rows: Vec<String> = one
-                        .chunks(784)
-                        .take(n)
-                        .map(|c| format!("[{}]", c.join(",")))
-                        .collect();
-                    format!(r#"{{"instances":[{}]}}"#, rows.join(",")).into_bytes()
-                },
+                |n, v| format!(r#"{{"instances":[{}]}}"#, image_rows(n, v)).into_bytes(),
             ),
             Protocol::Labels => (format!("{}/predictions/lenet", server.url()), |n, v| {
-                let one: Vec<&str> = v.split(',').collect();
-                let rows: Vec<String> = one
-                    .chunks(784)
-                    .take(n)
-                    .map(|c| format!("[{}]", c.join(",")))
-                    .collect();
-                format!(r#"{{"inputs":[{}]}}"#, rows.join(",")).into_bytes()
+                format!(r#"{{"inputs":[{}]}}"#, image_rows(n, v)).into_bytes()
             }),
         };
         rt().block_on(async {

@@ -216,15 +216,11 @@ pub trait Scheme: Sync {
     /// One line for `--help` and reports.
     fn summary(&self) -> &'static str;
     /// What extraction needs from a suspect.
-    fn access(&self) -> Access {
-        Access::BlackBox
-    }
+    fn access(&self) -> Access;
     /// The data set of other images key generation needs (by name), for an owner whose data
     /// set is `owner_dataset`; None when the scheme needs none. The workflow loads it and
     /// passes it as [`KeygenContext::aux`]; the user may name another.
-    fn aux_data(&self, _owner_dataset: &str) -> Option<&'static str> {
-        None
-    }
+    fn aux_data(&self, owner_dataset: &str) -> Option<&'static str>;
     /// The complete parameters: the paper's defaults with `overrides` (a JSON object) applied.
     /// Unknown or ill-typed fields are errors naming the field.
     fn params(&self, overrides: &serde_json::Value) -> Result<serde_json::Value>;
@@ -247,41 +243,24 @@ pub trait Scheme: Sync {
     /// no full match provable (unmarked models share too many items), and tries again.
     fn longer_key(
         &self,
-        _resolved: &serde_json::Value,
-        _requested: &serde_json::Value,
-    ) -> Option<serde_json::Value> {
-        None
-    }
+        resolved: &serde_json::Value,
+        requested: &serde_json::Value,
+    ) -> Option<serde_json::Value>;
     /// True when [`Scheme::analytic_null`] bounds the match chance of *every* model trained
     /// without the key, whatever its architecture, data or training, with items matching
     /// independently: the key's labels (or bits) are drawn at random independently of
-    /// anything such a model could depend on. False (the default) when the null has to be
-    /// measured on shadow models (see [`crate::shadow`]).
-    fn null_is_exact(&self, _key: &KeyFile) -> bool {
-        false
-    }
+    /// anything such a model could depend on. False when the null has to be measured on shadow
+    /// models (see [`crate::shadow`]).
+    fn null_is_exact(&self, key: &KeyFile) -> bool;
     /// The trigger items a black-box check may query, each matching when the suspect answers
     /// the key's label (all of them unless the scheme says otherwise). Remote verification
     /// queries these one batch at a time; white-box schemes have none.
-    fn key_items(&self, key: &KeyFile) -> Result<Vec<usize>> {
-        if self.access() == Access::WhiteBox {
-            return Err(Error::invalid(
-                "scheme",
-                self.name(),
-                "is white-box: it reads weights and has no trigger items to query",
-            ));
-        }
-        Ok((0..key.trigger_set()?.len()).collect())
-    }
+    fn key_items(&self, key: &KeyFile) -> Result<Vec<usize>>;
     /// The message the key carries (AIME's signature, Uchida's text), for schemes with one.
-    fn message(&self, _key: &KeyFile) -> Result<Option<String>> {
-        Ok(None)
-    }
+    fn message(&self, key: &KeyFile) -> Result<Option<String>>;
     /// The probability that an unmarked model, matching each key item with probability `p0`,
     /// reproduces the whole message; None for zero-bit schemes.
-    fn message_chance(&self, _key: &KeyFile, _p0: f64) -> Result<Option<f64>> {
-        Ok(None)
-    }
+    fn message_chance(&self, key: &KeyFile, p0: f64) -> Result<Option<f64>>;
 }
 
 /// A scheme written against its own parameter struct. Every registered scheme implements this
