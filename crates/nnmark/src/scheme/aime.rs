@@ -39,7 +39,7 @@
 //! mispredictions only), so p₀ fell from 0.645 to 0.592 and the threshold at 1e-6 from 51 to
 //! 49 of 54. The test `aime_screening_avoids_mispredictions_independent_models_share` checks
 //! it on independent LeNets that are neither kind of shadow.
-//! No formula bounds that rate, so AIME's null is not exact ([`Scheme::null_is_exact`]): keys
+//! No formula bounds that rate, so AIME's null is not exact ([`Scheme::null_is_exact`](super::Scheme::null_is_exact)): keys
 //! are judged against the shadow models `embed` stores in them ([`crate::shadow`]), never below
 //! a fair coin, p₀ = 1/2 per key item (the key items are the model's own borderline errors, on
 //! which an unrelated model may land either way). Six default shadows matched 13-26 of a
