@@ -1396,6 +1396,42 @@ fn attack_command_end_to_end() {
         text.contains("verdict: not shown to carry the watermark"),
         "heavy noise in front of the model hides the mark: {text}"
     );
+    // A key with no default null (the paper's one target class, no shadow models) still
+    // sizes and names the attack; the report says why the mark was not measured.
+    ok_stdout(&run(&[
+        "embed",
+        "--scheme",
+        "zhang-noise",
+        "--param",
+        "labels=target",
+        "--model",
+        "clean.safetensors",
+        "--epochs",
+        "1",
+        "--shadows",
+        "0",
+        "--allow-unprovable",
+        "--out",
+        "target.safetensors",
+        "--key",
+        "target.nnkey",
+        "--quiet",
+    ]));
+    let out = ok_stdout(&run(&[
+        "attack",
+        "--model",
+        "target.safetensors",
+        "--attack",
+        "quantize:8",
+        "--key",
+        "target.nnkey",
+        "--out",
+        "q8.safetensors",
+    ]));
+    assert!(
+        out.contains("watermark: not measured") && out.contains("records no shadow models"),
+        "{out}"
+    );
     assert_clean_error(
         &run(&[
             "attack",

@@ -15,7 +15,7 @@ use crate::model::Model;
 use crate::oracle::{LocalOracle, Reveal};
 use crate::scheme::{Access, Suspect};
 use crate::train;
-use crate::verdict::Verdict;
+use crate::verdict::{NullModel, Verdict};
 use crate::watermark;
 use crate::weights::{self, WeightsMeta};
 
@@ -64,6 +64,9 @@ pub struct AttackReport {
     pub query_filter: bool,
     /// The key's evidence before and after the attack, when a key was given.
     pub watermark: Option<WatermarkEffect>,
+    /// Why a key was given but its verdicts were not measured (a key without a default null:
+    /// no shadow models where the scheme's null is not exact); the attack still ran.
+    pub watermark_unmeasured: Option<String>,
 }
 
 /// What an attack did to a watermark: the key's verdict on the model before the attack and on
@@ -83,10 +86,11 @@ fn key_verdict(
     key: &KeyFile,
     model: &Model,
     filter: Option<InputTransform>,
+    null: &NullModel,
     name: &str,
 ) -> Result<Verdict> {
     let scheme = crate::scheme::by_name(&key.meta.scheme)?;
-    let null = watermark::key_null(key, scheme)?;
+    let null = null.clone();
     let fpr = watermark::DEFAULT_FPR;
     let verification = match filter {
         Some(t) if scheme.access() != Access::WhiteBox => {
@@ -122,10 +126,23 @@ pub fn attack(job: &AttackJob<'_>, device: &Device) -> Result<AttackReport> {
         None => None,
     };
     let before = train::evaluate(&loaded.model, &job.split.test, 256)?;
-    let verdict_before = key
-        .as_ref()
-        .map(|k| key_verdict(k, &loaded.model, None, "before the attack"))
-        .transpose()?;
+    // The key's own null; a key without one (no shadows where they are needed) leaves the
+    // attack to run unmeasured rather than refused.
+    let null = key.as_ref().map(|k| {
+        crate::scheme::by_name(&k.meta.scheme)
+            .and_then(|scheme| watermark::key_null(k, scheme))
+            .map_err(|e| e.to_string())
+    });
+    let verdict_before = match (&key, &null) {
+        (Some(k), Some(Ok(null))) => Some(key_verdict(
+            k,
+            &loaded.model,
+            None,
+            null,
+            "before the attack",
+        )?),
+        _ => None,
+    };
     let started = std::time::Instant::now();
     let model = attack.remove(
         loaded.model,
@@ -159,11 +176,21 @@ pub fn attack(job: &AttackJob<'_>, device: &Device) -> Result<AttackReport> {
             .insert("query_transform".into(), format!("{t:?}"));
     }
     let sha = weights::save(&model, &meta, job.out)?;
-    let watermark = match (&key, verdict_before) {
-        (Some(k), Some(before)) => Some(WatermarkEffect {
+    let watermark = match (&key, &null, verdict_before) {
+        (Some(k), Some(Ok(null)), Some(before)) => Some(WatermarkEffect {
             before,
-            after: key_verdict(k, &model, attack.query_transform(), "after the attack")?,
+            after: key_verdict(
+                k,
+                &model,
+                attack.query_transform(),
+                null,
+                "after the attack",
+            )?,
         }),
+        _ => None,
+    };
+    let watermark_unmeasured = match null {
+        Some(Err(why)) => Some(why),
         _ => None,
     };
     Ok(AttackReport {
@@ -178,6 +205,7 @@ pub fn attack(job: &AttackJob<'_>, device: &Device) -> Result<AttackReport> {
         out: (job.out.to_path_buf(), sha),
         query_filter: attack.query_transform().is_some(),
         watermark,
+        watermark_unmeasured,
     })
 }
 
@@ -188,7 +216,7 @@ impl AttackReport {
             .watermark
             .as_ref()
             .map(|w| json!({ "before": w.before, "after": w.after }));
-        json!({ "versions": versions(), "seed": self.seed, "attack": self.attack, "model": self.model, "model_sha256": self.model_sha256, "attacker_examples": self.attacker_examples, "accuracy_before": self.accuracy.0, "accuracy_after": self.accuracy.1, "seconds": self.seconds, "out": self.out.0, "sha256": self.out.1, "watermark": watermark })
+        json!({ "versions": versions(), "seed": self.seed, "attack": self.attack, "model": self.model, "model_sha256": self.model_sha256, "attacker_examples": self.attacker_examples, "accuracy_before": self.accuracy.0, "accuracy_after": self.accuracy.1, "seconds": self.seconds, "out": self.out.0, "sha256": self.out.1, "watermark": watermark, "watermark_unmeasured": self.watermark_unmeasured })
     }
 }
 
@@ -211,6 +239,9 @@ impl fmt::Display for AttackReport {
                 "the weights are unchanged: this attack filters queries; verify through it with `nnmark verify --through {}`",
                 self.attack
             )?;
+        }
+        if let Some(why) = &self.watermark_unmeasured {
+            writeln!(f, "watermark: not measured: {why}")?;
         }
         if let Some(w) = &self.watermark {
             let proven = |v: &Verdict| {
