@@ -84,12 +84,12 @@ pub struct WatermarkEffect {
 /// white-box key is still read from the weights, which the filter does not change.
 fn key_verdict(
     key: &KeyFile,
+    scheme: &dyn crate::scheme::Scheme,
     model: &Model,
     filter: Option<InputTransform>,
     null: &NullModel,
     name: &str,
 ) -> Result<Verdict> {
-    let scheme = crate::scheme::by_name(&key.meta.scheme)?;
     let null = null.clone();
     let fpr = watermark::DEFAULT_FPR;
     let verification = match filter {
@@ -128,14 +128,14 @@ pub fn attack(job: &AttackJob<'_>, device: &Device) -> Result<AttackReport> {
     let before = train::evaluate(&loaded.model, &job.split.test, 256)?;
     // The key's own null; a key without one (no shadows where they are needed) leaves the
     // attack to run unmeasured rather than refused.
-    let null = key.as_ref().map(|k| {
-        crate::scheme::by_name(&k.meta.scheme)
-            .and_then(|scheme| watermark::key_null(k, scheme))
-            .map_err(|e| e.to_string())
-    });
-    let verdict_before = match (&key, &null) {
-        (Some(k), Some(Ok(null))) => Some(key_verdict(
+    let null = key
+        .as_ref()
+        .zip(scheme)
+        .map(|(k, scheme)| watermark::key_null(k, scheme).map_err(|e| e.to_string()));
+    let verdict_before = match (&key, scheme, &null) {
+        (Some(k), Some(scheme), Some(Ok(null))) => Some(key_verdict(
             k,
+            scheme,
             &loaded.model,
             None,
             null,
@@ -176,11 +176,12 @@ pub fn attack(job: &AttackJob<'_>, device: &Device) -> Result<AttackReport> {
             .insert("query_transform".into(), format!("{t:?}"));
     }
     let sha = weights::save(&model, &meta, job.out)?;
-    let watermark = match (&key, &null, verdict_before) {
-        (Some(k), Some(Ok(null)), Some(before)) => Some(WatermarkEffect {
+    let watermark = match (&key, scheme, &null, verdict_before) {
+        (Some(k), Some(scheme), Some(Ok(null)), Some(before)) => Some(WatermarkEffect {
             before,
             after: key_verdict(
                 k,
+                scheme,
                 &model,
                 attack.query_transform(),
                 null,
