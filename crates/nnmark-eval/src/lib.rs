@@ -698,7 +698,7 @@ fn in_group(g: &Group<'_>, e: Error) -> Error {
 }
 
 /// Writes records as JSON lines, atomically.
-pub fn write_jsonl(path: &Path, records: &[CellRecord]) -> Result<()> {
+pub(crate) fn write_jsonl(path: &Path, records: &[CellRecord]) -> Result<()> {
     let mut text = String::new();
     for r in records {
         text.push_str(&serde_json::to_string(r).expect("serialises"));

@@ -14,7 +14,7 @@ use super::CellRecord;
 use nnmark::error::{Error, Result};
 
 /// Mean and (sample) standard deviation.
-pub fn mean_sd(v: &[f64]) -> (f64, f64) {
+pub(crate) fn mean_sd(v: &[f64]) -> (f64, f64) {
     if v.is_empty() {
         return (f64::NAN, f64::NAN);
     }

@@ -262,7 +262,7 @@ pub fn forward(g: &ConvGeometry, x: &[f32], weight: &[f32], bias: Option<&[f32]>
 }
 
 /// Weight and bias gradients: `dW = Σ_n dy[n] · im2col(x[n])ᵀ`, `db = Σ_n Σ_l dy[n]`.
-pub fn backward_weight(g: &ConvGeometry, x: &[f32], dy: &[f32]) -> (Vec<f32>, Vec<f32>) {
+pub(crate) fn backward_weight(g: &ConvGeometry, x: &[f32], dy: &[f32]) -> (Vec<f32>, Vec<f32>) {
     let (k, l, co) = (g.k(), g.l(), g.channels_out);
     assert_eq!(x.len(), g.batch * g.in_len(), "conv2d input length");
     assert_eq!(
@@ -316,7 +316,7 @@ pub fn backward_weight(g: &ConvGeometry, x: &[f32], dy: &[f32]) -> (Vec<f32>, Ve
 }
 
 /// Input gradient: `dx[n] = col2im(Wᵀ · dy[n])`, samples in parallel.
-pub fn backward_input(g: &ConvGeometry, weight: &[f32], dy: &[f32]) -> Vec<f32> {
+pub(crate) fn backward_input(g: &ConvGeometry, weight: &[f32], dy: &[f32]) -> Vec<f32> {
     let (k, l, co) = (g.k(), g.l(), g.channels_out);
     assert_eq!(weight.len(), co * k, "conv2d weight length");
     assert_eq!(

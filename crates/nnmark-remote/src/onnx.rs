@@ -27,7 +27,7 @@ fn err(path: &Path, e: impl std::fmt::Display) -> Error {
 
 /// Most elements a tensor the graph builds from a constant shape may hold (ConstantOfShape,
 /// Expand): 2^28, 1 GiB of f32, far above any classifier's activations.
-pub const MAX_CONSTANT_ELEMENTS: u64 = 1 << 28;
+pub(crate) const MAX_CONSTANT_ELEMENTS: u64 = 1 << 28;
 
 /// Refuses a graph whose ConstantOfShape or Expand asks for more than
 /// [`MAX_CONSTANT_ELEMENTS`] elements through a constant shape: tract would fold it into a

@@ -206,7 +206,7 @@ fn authorised(headers: &HeaderMap, token: &str) -> bool {
 
 /// Clients the rate limiter remembers before it forgets those whose state is back to a fresh
 /// one (every client that has not spent part of its burst recently).
-pub const LIMITER_PRUNE_AT: usize = 4096;
+pub(crate) const LIMITER_PRUNE_AT: usize = 4096;
 
 /// Keeps the per-client state bounded: one entry per address is unbounded with IPv6, where a
 /// client can use a new address for every request.
@@ -245,7 +245,7 @@ async fn json_error_body(res: Response) -> Response {
 /// Most bytes of header names and values a request may carry: real inference clients send a
 /// few hundred. Larger headers get a 431 with the usual JSON body; beyond hyper's own parse
 /// buffer (about 400 KiB) hyper answers 431 itself, before any handler runs, without a body.
-pub const MAX_HEADER_BYTES: usize = 32 << 10;
+pub(crate) const MAX_HEADER_BYTES: usize = 32 << 10;
 
 async fn guard(
     State(state): State<Arc<AppState>>,

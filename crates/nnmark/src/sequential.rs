@@ -23,7 +23,7 @@ use statrs::function::beta::{beta_reg, ln_beta};
 use crate::error::{Error, Result};
 
 /// ln Λₙ for k matches in n answers against null rate p0.
-pub fn ln_mixture_ratio(k: u64, n: u64, p0: f64) -> f64 {
+pub(crate) fn ln_mixture_ratio(k: u64, n: u64, p0: f64) -> f64 {
     let (kf, nf) = (k as f64, n as f64);
     let tail = beta_reg(nf - kf + 1.0, kf + 1.0, 1.0 - p0);
     if tail <= 0.0 {

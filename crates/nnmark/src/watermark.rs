@@ -472,7 +472,7 @@ pub fn train_references(
 }
 
 /// Loads reference models: files, or every `.safetensors` file in a folder (sorted by name).
-pub fn load_references(
+pub(crate) fn load_references(
     paths: &[std::path::PathBuf],
     device: &Device,
 ) -> Result<Vec<(String, Model)>> {

@@ -17,10 +17,10 @@ use burn::store::{
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
-use crate::model::{Architecture, Model, ModelSpec};
+use crate::model::{Model, ModelSpec};
 
 /// Metadata key under which nnmark stores its JSON description.
-pub const META_KEY: &str = "nnmark";
+pub(crate) const META_KEY: &str = "nnmark";
 /// Version of the weights metadata layout.
 pub const WEIGHTS_FORMAT_VERSION: u32 = 1;
 
@@ -439,10 +439,4 @@ pub fn load(path: &Path, spec: Option<&ModelSpec>, device: &Device) -> Result<Lo
         meta,
         sha256,
     })
-}
-
-/// Architecture stored in a weights file, without loading the tensors.
-pub fn stored_architecture(path: &Path) -> Result<Option<Architecture>> {
-    let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
-    Ok(read_meta(path, &bytes)?.map(|m| m.spec.architecture))
 }

@@ -69,7 +69,7 @@ pub fn parse_labels_request(
 }
 
 /// Encodes one CHW image with values in [0, 1] as PNG (lossless for 8-bit sources).
-pub fn encode_png(pixels: &[f32], shape: ImageShape) -> Result<Vec<u8>> {
+pub(crate) fn encode_png(pixels: &[f32], shape: ImageShape) -> Result<Vec<u8>> {
     let to_u8 = |v: f32| (v.clamp(0.0, 1.0) * 255.0).round() as u8;
     let hw = shape.height * shape.width;
     let (raw, color) = match shape.channels {

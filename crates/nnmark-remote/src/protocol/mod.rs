@@ -21,9 +21,7 @@ mod v2;
 use std::fmt;
 
 pub use classes::{ClassNames, FASHION_CLASSES, class_names_for};
-pub use labels::{
-    Labels, encode_png, labels_response, parse_labels_request, parse_labels_response,
-};
+pub use labels::{Labels, labels_response, parse_labels_request, parse_labels_response};
 pub use tf::{TfServing, parse_tf_request, parse_tf_response, tf_response};
 pub use v2::{V2, parse_v2_request, parse_v2_response, v2_response};
 
@@ -232,7 +230,7 @@ fn row(answer: &Answer, classes: usize) -> Vec<f32> {
 }
 
 /// The effective reveal: the server's policy, narrowed by a v2 classification request.
-pub fn effective_reveal(policy: Reveal, requested_k: Option<usize>) -> Reveal {
+pub(crate) fn effective_reveal(policy: Reveal, requested_k: Option<usize>) -> Reveal {
     match (policy, requested_k) {
         (Reveal::Label, _) => Reveal::Label,
         (Reveal::TopK(k), Some(r)) => Reveal::TopK(k.min(r.max(1))),
@@ -331,7 +329,7 @@ fn json_body(v: &Value) -> (Vec<u8>, &'static str) {
 }
 
 /// Parses any protocol's answer.
-pub fn parse_response(
+pub(crate) fn parse_response(
     protocol: Protocol,
     body: &[u8],
     expected: usize,
@@ -342,7 +340,7 @@ pub fn parse_response(
 }
 
 /// Builds a request body (and its content type) for `count` images.
-pub fn request_body(
+pub(crate) fn request_body(
     protocol: Protocol,
     pixels: &[f32],
     count: usize,
@@ -498,7 +496,7 @@ mod tests {
             !c
         }
         let mnist = ImageShape::MNIST;
-        let mut png = encode_png(&vec![0.5; mnist.numel()], mnist).unwrap();
+        let mut png = labels::encode_png(&vec![0.5; mnist.numel()], mnist).unwrap();
         // Claim 16000x16000 in the IHDR chunk (the pixel data stays 28x28).
         png[16..20].copy_from_slice(&16_000u32.to_be_bytes());
         png[20..24].copy_from_slice(&16_000u32.to_be_bytes());

@@ -113,7 +113,7 @@ pub fn names() -> Vec<&'static str> {
 }
 
 /// Several attacks applied left to right.
-pub struct Composed(pub Vec<Box<dyn Attack>>);
+pub(crate) struct Composed(pub Vec<Box<dyn Attack>>);
 
 impl Attack for Composed {
     fn describe(&self) -> String {

@@ -74,7 +74,7 @@ pub fn fresh_nonces(n: usize) -> Result<Vec<[u8; 32]>> {
 }
 
 /// A random challenge (hex), for reveals where no one else supplied one.
-pub fn random_challenge() -> Result<String> {
+pub(crate) fn random_challenge() -> Result<String> {
     Ok(hex::encode(fresh_nonces(1)?[0]))
 }
 

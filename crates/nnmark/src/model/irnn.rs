@@ -13,11 +13,11 @@ use crate::kernel::{linear, relu};
 use crate::data::ImageShape;
 
 /// Hidden units (the Keras example: 100).
-pub const IRNN_HIDDEN: usize = 100;
+pub(crate) const IRNN_HIDDEN: usize = 100;
 
 /// One ReLU recurrent layer, PyTorch `nn.RNN` layout (`weight_ih_l0` is `[hidden, input]`).
 #[derive(Module, Debug)]
-pub struct ReluRnn {
+pub(crate) struct ReluRnn {
     weight_ih_l0: Param<Tensor<2>>,
     weight_hh_l0: Param<Tensor<2>>,
     bias_ih_l0: Param<Tensor<1>>,

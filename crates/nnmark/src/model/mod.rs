@@ -11,11 +11,12 @@ use burn::nn::conv::Conv2d;
 use burn::prelude::*;
 use serde::{Deserialize, Serialize};
 
-pub use irnn::{IRNN_HIDDEN, Irnn};
+pub use irnn::Irnn;
 pub use lenet::LeNet;
 pub use mlp::Mlp;
 pub use mnist_cnn::MnistCnn;
-pub use resnet::{RESNET_WIDTH, ResNet};
+pub(crate) use resnet::RESNET_WIDTH;
+pub use resnet::ResNet;
 
 use crate::data::{Dataset, ImageShape};
 use crate::error::{Error, Result};

@@ -22,14 +22,14 @@ fn conv3x3(cin: usize, cout: usize, stride: usize, device: &Device) -> Conv2d {
 
 /// The 1x1 projection on a block's shortcut when its shape changes.
 #[derive(Module, Debug)]
-pub struct Downsample {
+pub(crate) struct Downsample {
     conv: Conv2d,
     bn: BatchNorm,
 }
 
 /// Two 3x3 convolutions with a residual connection.
 #[derive(Module, Debug)]
-pub struct BasicBlock {
+pub(crate) struct BasicBlock {
     conv1: Conv2d,
     bn1: BatchNorm,
     conv2: Conv2d,
@@ -80,7 +80,7 @@ pub struct ResNet {
 }
 
 /// Default base width: 16 (ResNet-18 uses 64), about 0.7 M parameters.
-pub const RESNET_WIDTH: usize = 16;
+pub(crate) const RESNET_WIDTH: usize = 16;
 
 impl ResNet {
     /// A freshly initialised ResNet-18 of base width `width`.

@@ -55,7 +55,7 @@ fn dist_to_segment(p: (f32, f32), a: (f32, f32), b: (f32, f32)) -> f32 {
 }
 
 /// One abstract image, pixels in [0, 1], (C, H, W).
-pub fn abstract_image(rng: &mut ChaCha8Rng, shape: ImageShape) -> Vec<f32> {
+pub(crate) fn abstract_image(rng: &mut ChaCha8Rng, shape: ImageShape) -> Vec<f32> {
     let (w, h, ch) = (shape.width as f32, shape.height as f32, shape.channels);
     let scale = w.min(h);
     let mut canvas = Canvas {

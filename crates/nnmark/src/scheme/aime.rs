@@ -193,7 +193,7 @@ fn selection_predictions(ctx: &KeygenContext<'_>, count: usize) -> Result<Vec<Ve
 }
 
 /// Text → digits, `width` digits per ASCII code.
-pub fn encode_signature(text: &str, width: usize) -> Result<Vec<u8>> {
+pub(crate) fn encode_signature(text: &str, width: usize) -> Result<Vec<u8>> {
     if width != 2 && width != 3 {
         return Err(Error::invalid(
             "aime parameter width",
@@ -234,7 +234,7 @@ pub fn encode_signature(text: &str, width: usize) -> Result<Vec<u8>> {
 }
 
 /// Digits → text, or None when they are not a sequence of printable ASCII codes.
-pub fn decode_signature(digits: &[u8], width: usize) -> Option<String> {
+pub(crate) fn decode_signature(digits: &[u8], width: usize) -> Option<String> {
     if digits.is_empty() || !digits.len().is_multiple_of(width) || digits.iter().any(|&d| d > 9) {
         return None;
     }
@@ -248,12 +248,12 @@ pub fn decode_signature(digits: &[u8], width: usize) -> Option<String> {
 }
 
 /// Interleaved repetition: the digit sequence written `repeat` times in a row.
-pub fn repetition_encode(digits: &[u8], repeat: usize) -> Vec<u8> {
+pub(crate) fn repetition_encode(digits: &[u8], repeat: usize) -> Vec<u8> {
     (0..repeat).flat_map(|_| digits.iter().copied()).collect()
 }
 
 /// Strict-majority decoding of [`repetition_encode`]: None for a digit without a majority.
-pub fn repetition_decode(answers: &[usize], n: usize, repeat: usize) -> Vec<Option<u8>> {
+pub(crate) fn repetition_decode(answers: &[usize], n: usize, repeat: usize) -> Vec<Option<u8>> {
     (0..n)
         .map(|i| {
             let mut counts = [0usize; 256];

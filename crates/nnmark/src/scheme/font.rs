@@ -46,12 +46,12 @@ fn glyph(c: char) -> Option<[u8; 7]> {
 }
 
 /// Glyph width and advance (one blank column between glyphs).
-pub const GLYPH_WIDTH: usize = 5;
+pub(crate) const GLYPH_WIDTH: usize = 5;
 /// Glyph height.
-pub const GLYPH_HEIGHT: usize = 7;
+pub(crate) const GLYPH_HEIGHT: usize = 7;
 
 /// Width in pixels of `text`.
-pub fn text_width(text: &str) -> usize {
+pub(crate) fn text_width(text: &str) -> usize {
     let n = text.chars().count();
     if n == 0 { 0 } else { n * (GLYPH_WIDTH + 1) - 1 }
 }
@@ -62,7 +62,7 @@ pub fn unsupported(text: &str) -> Vec<char> {
 }
 
 /// Pixels (x, y) set by `text` drawn with its top-left corner at (0, 0).
-pub fn text_pixels(text: &str) -> Vec<(usize, usize)> {
+pub(crate) fn text_pixels(text: &str) -> Vec<(usize, usize)> {
     let mut out = Vec::new();
     for (k, c) in text.chars().enumerate() {
         let Some(rows) = glyph(c) else { continue };

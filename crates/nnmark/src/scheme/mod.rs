@@ -23,8 +23,6 @@ use crate::oracle::Oracle;
 use crate::train::{TrainConfig, TrainObserver, TrainReport};
 use crate::verdict::NullModel;
 
-pub use trigger::{query_labels, trigger_match};
-
 /// What a scheme needs from a suspect to extract its mark.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]

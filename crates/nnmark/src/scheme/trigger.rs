@@ -8,7 +8,7 @@ use crate::model::Model;
 use crate::train::{TrainExtras, TrainObserver, TrainReport, TriggerMix, predict, train_with};
 
 /// Queries the suspect with whole images (`pixels` in [0, 1]) in batches; returns its labels.
-pub fn query_labels(suspect: &mut Suspect<'_>, pixels: &[f32]) -> Result<Vec<usize>> {
+pub(crate) fn query_labels(suspect: &mut Suspect<'_>, pixels: &[f32]) -> Result<Vec<usize>> {
     const BATCH: usize = 128;
     let (shape, classes) = suspect.signature();
     let n = shape.numel();
@@ -42,7 +42,7 @@ pub fn query_labels(suspect: &mut Suspect<'_>, pixels: &[f32]) -> Result<Vec<usi
 }
 
 /// Queries trigger items `indices` (all when `None`) and counts label matches.
-pub fn trigger_match(
+pub(crate) fn trigger_match(
     key: &KeyFile,
     suspect: &mut Suspect<'_>,
     indices: Option<&[usize]>,
@@ -77,11 +77,11 @@ pub fn trigger_match(
 /// each only 2.5 times, and the default embedding matched 30 of 100 items (the fpr 1e-6
 /// threshold is 28). 16 exposures keep Fashion-MNIST's default at 2 per batch and give the
 /// sample 13 (91 of 100 matched, test accuracy 98.15% -> 97.45%).
-pub const EXPOSURES_PER_EPOCH: usize = 16;
+pub(crate) const EXPOSURES_PER_EPOCH: usize = 16;
 
 /// Trigger rows per batch for `items` trigger items over `examples` training examples in
 /// batches of `batch_size`: about [`EXPOSURES_PER_EPOCH`] per item and epoch, at least 2.
-pub fn auto_per_batch(items: usize, examples: usize, batch_size: usize) -> usize {
+pub(crate) fn auto_per_batch(items: usize, examples: usize, batch_size: usize) -> usize {
     let batches = examples.div_ceil(batch_size.max(1)).max(1);
     (items * EXPOSURES_PER_EPOCH)
         .div_ceil(batches)

@@ -76,7 +76,7 @@ impl Default for UchidaParams {
 pub struct Uchida;
 
 /// The layer Uchida marks by default in each architecture.
-pub fn default_layer(arch: Architecture) -> Option<&'static str> {
+pub(crate) fn default_layer(arch: Architecture) -> Option<&'static str> {
     match arch {
         Architecture::Lenet | Architecture::MnistCnn => Some("conv2"),
         Architecture::Resnet => Some("layer2.0.conv2"),

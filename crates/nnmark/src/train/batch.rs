@@ -15,7 +15,7 @@ pub fn images_tensor(pixels: Vec<f32>, shape: ImageShape, device: &Device) -> Te
 }
 
 /// A label tensor.
-pub fn labels_tensor(labels: &[u8], device: &Device) -> Tensor<1, Int> {
+pub(crate) fn labels_tensor(labels: &[u8], device: &Device) -> Tensor<1, Int> {
     let v: Vec<i64> = labels.iter().map(|&l| l as i64).collect();
     Tensor::from_data(TensorData::new(v, [labels.len()]), device)
 }

@@ -22,7 +22,7 @@ use burn::optim::{AdamConfig, GradientsParams};
 use burn::prelude::*;
 use serde::{Deserialize, Serialize};
 
-pub use batch::{images_tensor, labels_tensor};
+pub use batch::images_tensor;
 pub(crate) use eval::model_device;
 pub use eval::{Evaluation, evaluate, predict, predict_proba};
 pub use grad::{fgsm, input_gradients};
