@@ -5,6 +5,7 @@
 
 use std::net::{IpAddr, SocketAddr};
 use std::num::NonZeroU32;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -161,6 +162,7 @@ struct AppState {
     model: Arc<ServedModel>,
     cfg: ServeConfig,
     limiter: Option<DefaultKeyedRateLimiter<IpAddr>>,
+    stats: Stats,
 }
 
 /// An HTTP error with a JSON body `{"error": "..."}`.
@@ -353,28 +355,134 @@ async fn infer(state: &AppState, images: Images) -> std::result::Result<Vec<Answ
 
 fn model_metadata(state: &AppState) -> serde_json::Value {
     let s = state.model.shape;
-    let output = match state.cfg.reveal {
-        Reveal::Label => json!({"name": "label", "datatype": "INT64", "shape": [-1]}),
-        Reveal::TopK(k) => json!({"name": "classification", "datatype": "BYTES", "shape": [-1, k]}),
-        Reveal::Probabilities => {
-            json!({"name": "probabilities", "datatype": "FP32", "shape": [-1, state.model.classes]})
-        }
-    };
     json!({
         "name": state.cfg.model_name,
-        "versions": ["1"],
+        "versions": [MODEL_VERSION],
         "platform": state.model.platform,
-        "inputs": [{"name": "input", "datatype": "FP32", "shape": [-1, s.channels, s.height, s.width]}],
-        "outputs": [output],
+        "inputs": [{"name": INPUT_NAME, "datatype": "FP32", "shape": [-1, s.channels, s.height, s.width]}],
+        "outputs": protocol::v2_output_metadata(state.cfg.reveal, state.model.classes),
         "parameters": {"classes": state.cfg.class_names.0, "pixel_range": [0.0, 1.0]},
     })
+}
+
+/// The one version a served model has.
+const MODEL_VERSION: &str = "1";
+/// The input's name in the v2 metadata (requests naming another input are refused).
+const INPUT_NAME: &str = "input";
+
+/// Checks a versioned route's version: only [`MODEL_VERSION`] exists.
+fn check_version(state: &AppState, version: &str) -> std::result::Result<(), ApiError> {
+    if version == MODEL_VERSION {
+        Ok(())
+    } else {
+        Err(ApiError(
+            StatusCode::NOT_FOUND,
+            format!(
+                "model '{}' has no version '{version}' (its only version is '{MODEL_VERSION}')",
+                state.cfg.model_name
+            ),
+        ))
+    }
+}
+
+/// The model configuration Triton reports for a simple batching model
+/// (`GET /v2/models/{name}/config`): dimensions without the batch axis.
+fn model_config(state: &AppState) -> serde_json::Value {
+    let s = state.model.shape;
+    let data_type = |dt: &str| format!("TYPE_{}", if dt == "BYTES" { "STRING" } else { dt });
+    let outputs: Vec<serde_json::Value> =
+        protocol::v2_output_metadata(state.cfg.reveal, state.model.classes)
+            .iter()
+            .map(|o| {
+                let dims: Vec<i64> = o["shape"]
+                    .as_array()
+                    .map(|d| d.iter().skip(1).filter_map(|x| x.as_i64()).collect())
+                    .unwrap_or_default();
+                json!({
+                    "name": o["name"],
+                    "data_type": data_type(o["datatype"].as_str().unwrap_or("")),
+                    "dims": if dims.is_empty() { vec![1] } else { dims },
+                })
+            })
+            .collect();
+    json!({
+        "name": state.cfg.model_name,
+        "platform": state.model.platform,
+        "backend": "nnmark",
+        "version_policy": {"latest": {"num_versions": 1}},
+        "max_batch_size": state.cfg.max_batch,
+        "input": [{
+            "name": INPUT_NAME, "data_type": "TYPE_FP32", "format": "FORMAT_NCHW",
+            "dims": [s.channels, s.height, s.width],
+        }],
+        "output": outputs,
+    })
+}
+
+/// Counters behind Triton's statistics extension.
+#[derive(Default)]
+struct Stats {
+    /// Images answered.
+    inferences: AtomicU64,
+    /// Requests answered.
+    executions: AtomicU64,
+    /// Requests that failed in inference.
+    failures: AtomicU64,
+    /// Time spent answering, in nanoseconds.
+    success_ns: AtomicU64,
+    failure_ns: AtomicU64,
+    /// When the last inference ended, in milliseconds since the Unix epoch.
+    last_ms: AtomicU64,
+}
+
+impl Stats {
+    fn record(&self, images: usize, ok: bool, took: Duration) {
+        let ns = u64::try_from(took.as_nanos()).unwrap_or(u64::MAX);
+        if ok {
+            self.inferences.fetch_add(images as u64, Ordering::Relaxed);
+            self.executions.fetch_add(1, Ordering::Relaxed);
+            self.success_ns.fetch_add(ns, Ordering::Relaxed);
+        } else {
+            self.failures.fetch_add(1, Ordering::Relaxed);
+            self.failure_ns.fetch_add(ns, Ordering::Relaxed);
+        }
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as u64);
+        self.last_ms.store(now, Ordering::Relaxed);
+    }
+
+    /// The model's entry of `GET /v2/models/stats`, in Triton's shape.
+    fn json(&self, name: &str) -> serde_json::Value {
+        let load = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        let (ok, ok_ns) = (load(&self.executions), load(&self.success_ns));
+        let (fail, fail_ns) = (load(&self.failures), load(&self.failure_ns));
+        json!({
+            "name": name,
+            "version": MODEL_VERSION,
+            "last_inference": load(&self.last_ms),
+            "inference_count": load(&self.inferences),
+            "execution_count": ok,
+            "inference_stats": {
+                "success": {"count": ok, "ns": ok_ns},
+                "fail": {"count": fail, "ns": fail_ns},
+                "queue": {"count": ok, "ns": 0},
+                "compute_input": {"count": ok, "ns": 0},
+                "compute_infer": {"count": ok, "ns": ok_ns},
+                "compute_output": {"count": ok, "ns": 0},
+                "cache_hit": {"count": 0, "ns": 0},
+                "cache_miss": {"count": 0, "ns": 0},
+            },
+            "batch_stats": [],
+        })
+    }
 }
 
 async fn v2_server_meta() -> Json<serde_json::Value> {
     Json(json!({
         "name": "nnmark",
         "version": nnmark::VERSION,
-        "extensions": ["classification"],
+        "extensions": ["classification", "binary_tensor_data", "model_repository", "statistics"],
     }))
 }
 
@@ -386,6 +494,15 @@ async fn v2_model_meta(
     Ok(Json(model_metadata(&state)))
 }
 
+async fn v2_model_version_meta(
+    State(state): State<Arc<AppState>>,
+    Path((name, version)): Path<(String, String)>,
+) -> std::result::Result<Json<serde_json::Value>, ApiError> {
+    check_model(&state, &name)?;
+    check_version(&state, &version)?;
+    Ok(Json(model_metadata(&state)))
+}
+
 async fn v2_model_ready(
     State(state): State<Arc<AppState>>,
     Path(name): Path<String>,
@@ -394,27 +511,161 @@ async fn v2_model_ready(
     Ok(Json(json!({"name": name, "ready": true})))
 }
 
+async fn v2_model_version_ready(
+    State(state): State<Arc<AppState>>,
+    Path((name, version)): Path<(String, String)>,
+) -> std::result::Result<Json<serde_json::Value>, ApiError> {
+    check_model(&state, &name)?;
+    check_version(&state, &version)?;
+    Ok(Json(json!({"name": name, "ready": true})))
+}
+
+async fn v2_model_config(
+    State(state): State<Arc<AppState>>,
+    Path(name): Path<String>,
+) -> std::result::Result<Json<serde_json::Value>, ApiError> {
+    check_model(&state, &name)?;
+    Ok(Json(model_config(&state)))
+}
+
+async fn v2_model_version_config(
+    State(state): State<Arc<AppState>>,
+    Path((name, version)): Path<(String, String)>,
+) -> std::result::Result<Json<serde_json::Value>, ApiError> {
+    check_model(&state, &name)?;
+    check_version(&state, &version)?;
+    Ok(Json(model_config(&state)))
+}
+
+/// `POST /v2/repository/index`: the one model, ready.
+async fn v2_repository_index(State(state): State<Arc<AppState>>) -> Json<serde_json::Value> {
+    Json(json!([{"name": state.cfg.model_name, "version": MODEL_VERSION, "state": "READY"}]))
+}
+
+/// `POST /v2/repository/models/{name}/load|unload`: the served model is fixed, as in Triton's
+/// default model control mode.
+async fn v2_repository_control(
+    State(state): State<Arc<AppState>>,
+    Path((name, _verb)): Path<(String, String)>,
+) -> ApiError {
+    ApiError(
+        StatusCode::BAD_REQUEST,
+        format!(
+            "explicit model load / unload is not allowed: this server serves '{}' only (asked for '{name}')",
+            state.cfg.model_name
+        ),
+    )
+}
+
+async fn v2_all_stats(State(state): State<Arc<AppState>>) -> Json<serde_json::Value> {
+    Json(json!({"model_stats": [state.stats.json(&state.cfg.model_name)]}))
+}
+
+async fn v2_model_stats(
+    State(state): State<Arc<AppState>>,
+    Path(name): Path<String>,
+) -> std::result::Result<Json<serde_json::Value>, ApiError> {
+    check_model(&state, &name)?;
+    Ok(Json(
+        json!({"model_stats": [state.stats.json(&state.cfg.model_name)]}),
+    ))
+}
+
+async fn v2_model_version_stats(
+    State(state): State<Arc<AppState>>,
+    Path((name, version)): Path<(String, String)>,
+) -> std::result::Result<Json<serde_json::Value>, ApiError> {
+    check_model(&state, &name)?;
+    check_version(&state, &version)?;
+    Ok(Json(
+        json!({"model_stats": [state.stats.json(&state.cfg.model_name)]}),
+    ))
+}
+
+/// `GET /v2/systemsharedmemory/status` (and CUDA's): no region is registered, and none can be:
+/// shared memory needs a client on the server's host, which a verification service is not.
+async fn v2_shm_status() -> Json<serde_json::Value> {
+    Json(json!([]))
+}
+
+async fn v2_shm_refused() -> ApiError {
+    ApiError(
+        StatusCode::BAD_REQUEST,
+        "shared-memory regions are not supported by this server; send tensors in the request body (JSON or binary)".into(),
+    )
+}
+
 async fn v2_infer(
     State(state): State<Arc<AppState>>,
     Path(name): Path<String>,
+    headers: HeaderMap,
     body: std::result::Result<Bytes, axum::extract::rejection::BytesRejection>,
-) -> std::result::Result<Json<serde_json::Value>, ApiError> {
+) -> std::result::Result<Response, ApiError> {
     check_model(&state, &name)?;
+    v2_infer_body(&state, &name, &headers, body).await
+}
+
+async fn v2_version_infer(
+    State(state): State<Arc<AppState>>,
+    Path((name, version)): Path<(String, String)>,
+    headers: HeaderMap,
+    body: std::result::Result<Bytes, axum::extract::rejection::BytesRejection>,
+) -> std::result::Result<Response, ApiError> {
+    check_model(&state, &name)?;
+    check_version(&state, &version)?;
+    v2_infer_body(&state, &name, &headers, body).await
+}
+
+/// Answers a v2 infer request, JSON or with Triton's binary tensor extension in either
+/// direction.
+async fn v2_infer_body(
+    state: &AppState,
+    name: &str,
+    headers: &HeaderMap,
+    body: std::result::Result<Bytes, axum::extract::rejection::BytesRejection>,
+) -> std::result::Result<Response, ApiError> {
     let body = body_bytes(body)?;
-    let images = protocol::parse_v2_request(&body, state.model.shape, state.cfg.max_batch)?;
-    let reveal = protocol::effective_reveal(state.cfg.reveal, images.classification);
-    let id = serde_json::from_slice::<serde_json::Value>(&body)
-        .ok()
-        .and_then(|v| v.get("id").and_then(|i| i.as_str()).map(String::from));
-    let answers = infer(&state, images).await?;
-    Ok(Json(protocol::v2_response(
-        &name,
-        id.as_deref(),
-        &answers,
-        reveal,
+    let header_length = match headers.get(protocol::BINARY_HEADER_LENGTH) {
+        None => None,
+        Some(v) => Some(v.to_str().map_err(|_| {
+            ApiError(
+                StatusCode::BAD_REQUEST,
+                format!("{} is not text", protocol::BINARY_HEADER_LENGTH),
+            )
+        })?),
+    };
+    let req = protocol::parse_v2_infer(
+        &body,
+        header_length,
+        Some(INPUT_NAME),
+        state.model.shape,
+        state.cfg.max_batch,
+    )?;
+    let plan = protocol::plan_v2_outputs(&req, state.cfg.reveal, state.model.classes)?;
+    let started = std::time::Instant::now();
+    let count = req.images.count;
+    let answers = infer(state, req.images).await;
+    state
+        .stats
+        .record(count, answers.is_ok(), started.elapsed());
+    let (json_part, binary) = protocol::v2_answer(
+        name,
+        req.id.as_deref(),
+        &plan,
+        &answers?,
         state.model.classes,
         &state.cfg.class_names,
-    )))
+    );
+    if binary.is_empty() {
+        return Ok(Json(json_part).into_response());
+    }
+    let mut out = serde_json::to_vec(&json_part).expect("a JSON value serialises");
+    let json_len = out.len();
+    out.extend_from_slice(&binary);
+    let mut r = ([(header::CONTENT_TYPE, "application/octet-stream")], out).into_response();
+    r.headers_mut()
+        .insert(protocol::BINARY_HEADER_LENGTH, HeaderValue::from(json_len));
+    Ok(r)
 }
 
 /// TF Serving puts the verb after a colon in the last segment: `/v1/models/{name}:predict`.
@@ -547,6 +798,7 @@ pub fn router(model: ServedModel, cfg: ServeConfig) -> Result<Router> {
         model: Arc::new(model),
         cfg,
         limiter,
+        stats: Stats::default(),
     });
     let routes = match protocol {
         Protocol::V2 => Router::new()
@@ -561,7 +813,45 @@ pub fn router(model: ServedModel, cfg: ServeConfig) -> Result<Router> {
             )
             .route("/v2/models/{name}", get(v2_model_meta))
             .route("/v2/models/{name}/ready", get(v2_model_ready))
-            .route("/v2/models/{name}/infer", post(v2_infer)),
+            .route("/v2/models/{name}/config", get(v2_model_config))
+            .route("/v2/models/{name}/stats", get(v2_model_stats))
+            .route("/v2/models/{name}/infer", post(v2_infer))
+            .route(
+                "/v2/models/{name}/versions/{version}",
+                get(v2_model_version_meta),
+            )
+            .route(
+                "/v2/models/{name}/versions/{version}/ready",
+                get(v2_model_version_ready),
+            )
+            .route(
+                "/v2/models/{name}/versions/{version}/config",
+                get(v2_model_version_config),
+            )
+            .route(
+                "/v2/models/{name}/versions/{version}/stats",
+                get(v2_model_version_stats),
+            )
+            .route(
+                "/v2/models/{name}/versions/{version}/infer",
+                post(v2_version_infer),
+            )
+            .route("/v2/models/stats", get(v2_all_stats))
+            .route("/v2/repository/index", post(v2_repository_index))
+            .route(
+                "/v2/repository/models/{name}/{verb}",
+                post(v2_repository_control),
+            )
+            .route("/v2/systemsharedmemory/status", get(v2_shm_status))
+            .route("/v2/cudasharedmemory/status", get(v2_shm_status))
+            .route(
+                "/v2/systemsharedmemory/region/{name}/{verb}",
+                post(v2_shm_refused),
+            )
+            .route(
+                "/v2/cudasharedmemory/region/{name}/{verb}",
+                post(v2_shm_refused),
+            ),
         Protocol::TfServing => Router::new()
             .route("/v1/models/{name}", get(tf_status).post(tf_predict))
             .route("/v1/models/{name}/metadata", get(tf_metadata)),
@@ -576,6 +866,10 @@ pub fn router(model: ServedModel, cfg: ServeConfig) -> Result<Router> {
     Ok(routes
         .fallback(not_found)
         .layer(axum::extract::DefaultBodyLimit::max(body_limit))
+        // gzip / deflate bodies (Triton's and KServe's clients compress on request); the body
+        // limit applies to the decompressed bytes, so a small bomb is a 413.
+        .layer(tower_http::decompression::RequestDecompressionLayer::new())
+        .layer(tower_http::compression::CompressionLayer::new())
         .layer(tower_http::timeout::TimeoutLayer::with_status_code(
             StatusCode::REQUEST_TIMEOUT,
             request_timeout,

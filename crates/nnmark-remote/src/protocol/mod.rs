@@ -13,6 +13,7 @@
 //! and holding its server side. Parsing is shared so that the server rejects exactly what the client would never send, and
 //! the client accepts every answer shape the server (or Triton / TF Serving) produces.
 
+mod binary;
 mod classes;
 mod labels;
 mod tf;
@@ -20,13 +21,18 @@ mod v2;
 
 use std::fmt;
 
+pub use binary::HEADER_LENGTH as BINARY_HEADER_LENGTH;
 pub use classes::{ClassNames, FASHION_CLASSES, class_names_for};
 pub use labels::{Labels, labels_response, parse_labels_request, parse_labels_response};
 pub use tf::{TfServing, parse_tf_request, parse_tf_response, tf_response};
-pub use v2::{V2, parse_v2_request, parse_v2_response, v2_response};
+pub use v2::{
+    LABEL_OUTPUT, OutputRequest, PlannedOutput, SCORES_OUTPUT, V2, V2Infer, parse_v2_infer,
+    parse_v2_request, parse_v2_response, plan_v2_outputs, v2_answer, v2_output_metadata,
+    v2_response,
+};
 
 use nnmark::data::ImageShape;
-use nnmark::oracle::{Answer, Reveal};
+use nnmark::oracle::Answer;
 use nnmark::{Error, Result};
 use serde_json::Value;
 
@@ -229,16 +235,6 @@ fn row(answer: &Answer, classes: usize) -> Vec<f32> {
     p
 }
 
-/// The effective reveal: the server's policy, narrowed by a v2 classification request.
-pub(crate) fn effective_reveal(policy: Reveal, requested_k: Option<usize>) -> Reveal {
-    match (policy, requested_k) {
-        (Reveal::Label, _) => Reveal::Label,
-        (Reveal::TopK(k), Some(r)) => Reveal::TopK(k.min(r.max(1))),
-        (Reveal::Probabilities, Some(r)) => Reveal::TopK(r.max(1)),
-        (p, None) => p,
-    }
-}
-
 /// Builds an answer from (class, score) pairs, most probable first.
 fn answer_from_scores(mut scores: Vec<(usize, f32)>) -> Option<Answer> {
     scores.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
@@ -353,6 +349,7 @@ pub(crate) fn request_body(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use nnmark::oracle::Reveal;
 
     fn shape() -> ImageShape {
         ImageShape {

@@ -9,13 +9,54 @@ use serde_json::{Value, json};
 
 use super::*;
 
-/// Parses a v2 `infer` request body.
+/// One output a v2 request names, with what it asks of it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OutputRequest {
+    /// The output's name.
+    pub name: String,
+    /// `parameters.binary_data`: answer it in the binary part (None: the request's default).
+    pub binary: Option<bool>,
+    /// `parameters.classification`: answer the top k as `"score:index:label"` strings.
+    pub classification: Option<usize>,
+}
+
+/// A parsed v2 infer request.
+#[derive(Debug, Clone, PartialEq)]
+pub struct V2Infer {
+    /// The images.
+    pub images: Images,
+    /// The request's `id`, echoed in the answer.
+    pub id: Option<String>,
+    /// The outputs asked for (empty: all of them).
+    pub outputs: Vec<OutputRequest>,
+    /// `parameters.binary_data_output`: every output not asked otherwise goes binary.
+    pub binary_output: bool,
+}
+
+/// Parses a v2 `infer` request body (JSON only, any input name).
 pub fn parse_v2_request(
     body: &[u8],
     shape: ImageShape,
     max_batch: usize,
 ) -> std::result::Result<Images, Rejection> {
-    let v = parse_json(body)?;
+    parse_v2_infer(body, None, None, shape, max_batch).map(|r| r.images)
+}
+
+/// Parses a v2 `infer` request: `header_length` is the `Inference-Header-Content-Length`
+/// header when the body carries binary tensors; `input_name`, when given, is the only input
+/// accepted (Triton refuses others).
+pub fn parse_v2_infer(
+    body: &[u8],
+    header_length: Option<&str>,
+    input_name: Option<&str>,
+    shape: ImageShape,
+    max_batch: usize,
+) -> std::result::Result<V2Infer, Rejection> {
+    let (head, binary) = super::binary::split(body, header_length).map_err(Rejection::malformed)?;
+    let mut v = parse_json(head)?;
+    if v.get("inputs").and_then(Value::as_array).is_some() {
+        super::binary::inline(&mut v, "inputs", binary).map_err(Rejection::malformed)?;
+    }
     let inputs = v
         .get("inputs")
         .and_then(Value::as_array)
@@ -27,6 +68,14 @@ pub fn parse_v2_request(
         )));
     }
     let t = &inputs[0];
+    if let Some(expected) = input_name {
+        let name = t.get("name").and_then(Value::as_str).unwrap_or("");
+        if name != expected {
+            return Err(Rejection::malformed(format!(
+                "unexpected inference input '{name}' (this model's input is '{expected}')"
+            )));
+        }
+    }
     let datatype = t.get("datatype").and_then(Value::as_str).unwrap_or("");
     if datatype != "FP32" {
         return Err(Rejection::unprocessable(format!(
@@ -61,17 +110,220 @@ pub fn parse_v2_request(
     check_batch(count, max_batch)?;
     let mut pixels = Vec::with_capacity(count * shape.numel());
     flatten(data, "inputs[0].data", &mut pixels)?;
-    let classification = v
-        .get("outputs")
-        .and_then(Value::as_array)
-        .and_then(|o| o.first())
-        .and_then(|o| o.pointer("/parameters/classification"))
-        .and_then(Value::as_u64)
-        .map(|k| k as usize);
-    check_count(pixels, count, shape, max_batch, classification)
+    let outputs = match v.get("outputs") {
+        None | Some(Value::Null) => Vec::new(),
+        Some(Value::Array(list)) => list
+            .iter()
+            .enumerate()
+            .map(|(i, o)| output_request(o, i))
+            .collect::<std::result::Result<_, _>>()?,
+        Some(other) => {
+            return Err(Rejection::malformed(format!(
+                "'outputs' is {other}, not an array of requested outputs"
+            )));
+        }
+    };
+    let classification = outputs.first().and_then(|o| o.classification);
+    let images = check_count(pixels, count, shape, max_batch, classification)?;
+    let id = match v.get("id") {
+        None | Some(Value::Null) => None,
+        Some(Value::String(s)) => Some(s.clone()),
+        Some(other) => {
+            return Err(Rejection::malformed(format!(
+                "'id' is {other}; the protocol's request id is a string"
+            )));
+        }
+    };
+    let binary_output = v
+        .pointer("/parameters/binary_data_output")
+        .and_then(Value::as_bool)
+        .unwrap_or(false);
+    Ok(V2Infer {
+        images,
+        id,
+        outputs,
+        binary_output,
+    })
 }
 
-/// Builds a v2 infer response.
+fn output_request(o: &Value, i: usize) -> std::result::Result<OutputRequest, Rejection> {
+    let name = o
+        .get("name")
+        .and_then(Value::as_str)
+        .ok_or_else(|| Rejection::malformed(format!("outputs[{i}] has no 'name'")))?;
+    let classification = match o.pointer("/parameters/classification") {
+        None | Some(Value::Null) => None,
+        Some(k) => match k.as_u64() {
+            Some(0) => None,
+            Some(k) => Some(usize::try_from(k).unwrap_or(usize::MAX)),
+            None => {
+                return Err(Rejection::malformed(format!(
+                    "outputs[{i}].parameters.classification = {k} is not a class count"
+                )));
+            }
+        },
+    };
+    Ok(OutputRequest {
+        name: name.to_string(),
+        binary: o
+            .pointer("/parameters/binary_data")
+            .and_then(Value::as_bool),
+        classification,
+    })
+}
+
+/// The score output's name, as the metadata declares it.
+pub const SCORES_OUTPUT: &str = "probabilities";
+/// The label output's name.
+pub const LABEL_OUTPUT: &str = "label";
+
+/// What one output of an answer holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum OutputForm {
+    /// FP32 [N, classes].
+    Scores,
+    /// BYTES [N, k] `"score:index:label"` strings, most probable first.
+    TopK(usize),
+    /// INT64 [N].
+    Label,
+}
+
+/// One output to answer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PlannedOutput {
+    name: &'static str,
+    form: OutputForm,
+    binary: bool,
+}
+
+/// The outputs a server with reveal `policy` offers, as its metadata declares them: the score
+/// output (full rows, or only top-k strings under a top-k policy) and the label output; a
+/// label-only server offers labels alone.
+pub fn v2_output_metadata(policy: Reveal, classes: usize) -> Vec<Value> {
+    let mut out = Vec::new();
+    match policy {
+        Reveal::Probabilities => {
+            out.push(json!({"name": SCORES_OUTPUT, "datatype": "FP32", "shape": [-1, classes]}))
+        }
+        Reveal::TopK(k) => out.push(
+            json!({"name": SCORES_OUTPUT, "datatype": "BYTES", "shape": [-1, k.clamp(1, classes)]}),
+        ),
+        Reveal::Label => {}
+    }
+    out.push(json!({"name": LABEL_OUTPUT, "datatype": "INT64", "shape": [-1]}));
+    out
+}
+
+/// Decides what each output of the answer holds, before the model runs: unknown outputs are
+/// refused as Triton refuses them (400), and so is a classification of the label output, which
+/// holds no scores to rank.
+pub fn plan_v2_outputs(
+    req: &V2Infer,
+    policy: Reveal,
+    classes: usize,
+) -> std::result::Result<Vec<PlannedOutput>, Rejection> {
+    let scores = |asked: Option<usize>| match (policy, asked) {
+        (Reveal::TopK(k), a) => Some(OutputForm::TopK(k.min(a.unwrap_or(k)).clamp(1, classes))),
+        (Reveal::Probabilities, Some(a)) => Some(OutputForm::TopK(a.clamp(1, classes))),
+        (Reveal::Probabilities, None) => Some(OutputForm::Scores),
+        (Reveal::Label, _) => None,
+    };
+    if req.outputs.is_empty() {
+        let mut all = Vec::new();
+        if let Some(form) = scores(None) {
+            all.push(PlannedOutput {
+                name: SCORES_OUTPUT,
+                form,
+                binary: req.binary_output,
+            });
+        }
+        all.push(PlannedOutput {
+            name: LABEL_OUTPUT,
+            form: OutputForm::Label,
+            binary: req.binary_output,
+        });
+        return Ok(all);
+    }
+    req.outputs
+        .iter()
+        .map(|o| {
+            let binary = o.binary.unwrap_or(req.binary_output);
+            match o.name.as_str() {
+                SCORES_OUTPUT => scores(o.classification)
+                    .map(|form| PlannedOutput {
+                        name: SCORES_OUTPUT,
+                        form,
+                        binary,
+                    })
+                    .ok_or_else(|| {
+                        Rejection::malformed(format!(
+                            "unexpected inference output '{}': this server reveals labels only (output '{LABEL_OUTPUT}')",
+                            o.name
+                        ))
+                    }),
+                LABEL_OUTPUT if o.classification.is_some() => Err(Rejection::malformed(format!(
+                    "output '{LABEL_OUTPUT}' holds class indices; the classification extension needs a score output"
+                ))),
+                LABEL_OUTPUT => Ok(PlannedOutput {
+                    name: LABEL_OUTPUT,
+                    form: OutputForm::Label,
+                    binary,
+                }),
+                other => Err(Rejection::malformed(format!(
+                    "unexpected inference output '{other}' (this model's outputs: {})",
+                    v2_output_metadata(policy, classes)
+                        .iter()
+                        .filter_map(|o| o["name"].as_str().map(|n| format!("'{n}'")))
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ))),
+            }
+        })
+        .collect()
+}
+
+/// Builds a v2 infer answer for `plan`: the JSON part and the binary part (empty when no output
+/// is binary).
+pub fn v2_answer(
+    model: &str,
+    id: Option<&str>,
+    plan: &[PlannedOutput],
+    answers: &[Answer],
+    classes: usize,
+    names: &ClassNames,
+) -> (Value, Vec<u8>) {
+    let n = answers.len();
+    let outputs: Vec<Value> = plan
+        .iter()
+        .map(|o| match o.form {
+            OutputForm::Label => json!({
+                "name": o.name, "datatype": "INT64", "shape": [n],
+                "data": answers.iter().map(|a| a.label).collect::<Vec<_>>(),
+            }),
+            OutputForm::TopK(k) => {
+                let data: Vec<String> = answers
+                    .iter()
+                    .flat_map(|a| top(a, k).map(|&(c, s)| format!("{s}:{c}:{}", names.name(c))))
+                    .collect();
+                json!({"name": o.name, "datatype": "BYTES", "shape": [n, k], "data": data})
+            }
+            OutputForm::Scores => json!({
+                "name": o.name, "datatype": "FP32", "shape": [n, classes],
+                "data": answers.iter().flat_map(|a| row(a, classes)).collect::<Vec<_>>(),
+            }),
+        })
+        .collect();
+    let mut v = json!({"model_name": model, "model_version": "1", "outputs": outputs});
+    if let Some(id) = id {
+        v["id"] = json!(id);
+    }
+    let binary: Vec<bool> = plan.iter().map(|o| o.binary).collect();
+    let raw = super::binary::extract_outputs(&mut v, &binary);
+    (v, raw)
+}
+
+/// Builds the JSON v2 answer to a request that names no output (every output the `reveal`
+/// policy offers, scores first).
 pub fn v2_response(
     model: &str,
     id: Option<&str>,
@@ -80,30 +332,18 @@ pub fn v2_response(
     classes: usize,
     names: &ClassNames,
 ) -> Value {
-    let n = answers.len();
-    let output = match reveal {
-        Reveal::Label => json!({
-            "name": "label", "datatype": "INT64", "shape": [n],
-            "data": answers.iter().map(|a| a.label).collect::<Vec<_>>(),
-        }),
-        Reveal::TopK(k) => {
-            let k = k.min(classes);
-            let data: Vec<String> = answers
-                .iter()
-                .flat_map(|a| top(a, k).map(|&(c, s)| format!("{s}:{c}:{}", names.name(c))))
-                .collect();
-            json!({"name": "classification", "datatype": "BYTES", "shape": [n, k], "data": data})
-        }
-        Reveal::Probabilities => json!({
-            "name": "probabilities", "datatype": "FP32", "shape": [n, classes],
-            "data": answers.iter().flat_map(|a| row(a, classes)).collect::<Vec<_>>(),
-        }),
+    let req = V2Infer {
+        images: Images {
+            pixels: Vec::new(),
+            count: answers.len(),
+            classification: None,
+        },
+        id: None,
+        outputs: Vec::new(),
+        binary_output: false,
     };
-    let mut v = json!({"model_name": model, "model_version": "1", "outputs": [output]});
-    if let Some(id) = id {
-        v["id"] = json!(id);
-    }
-    v
+    let plan = plan_v2_outputs(&req, reveal, classes).expect("no outputs named: nothing to refuse");
+    v2_answer(model, id, &plan, answers, classes, names).0
 }
 
 /// Parses the "score:index[:label]" strings of v2's classification extension.
@@ -233,8 +473,7 @@ impl WireFormat for V2 {
             "datatype": "FP32", "data": pixels,
         }]});
         if let Some(k) = top_k {
-            req["outputs"] =
-                json!([{"name": "classification", "parameters": {"classification": k}}]);
+            req["outputs"] = json!([{"name": SCORES_OUTPUT, "parameters": {"classification": k}}]);
         }
         Ok(json_body(&req))
     }
