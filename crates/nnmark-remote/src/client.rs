@@ -12,7 +12,7 @@ use nnmark::{Error, Result};
 use reqwest::StatusCode;
 use serde_json::Value;
 
-use crate::protocol::{self, ClassNames, Protocol};
+use crate::protocol::{self, ClassNames, Protocol, TensorPlan};
 
 /// One answered request.
 #[derive(Debug, Clone)]
@@ -119,6 +119,8 @@ pub struct HttpEndpoint {
     protocol: Protocol,
     shape: ImageShape,
     metadata: Value,
+    /// The input name, layout and output read from the metadata.
+    plan: TensorPlan,
     max_batch: usize,
     jitter: Mutex<rand_chacha::ChaCha8Rng>,
 }
@@ -157,6 +159,7 @@ impl HttpEndpoint {
             client,
             shape,
             metadata: Value::Null,
+            plan: TensorPlan::default(),
             max_batch: max_batch.max(1),
             jitter: Mutex::new(rand::SeedableRng::seed_from_u64(0x5EED_B0FF)),
         };
@@ -170,7 +173,10 @@ impl HttpEndpoint {
                 Ok(meta) => {
                     ep.protocol = p;
                     ep.metadata = meta;
-                    ep.check_shape()?;
+                    ep.plan = ep.read_plan()?;
+                    if let Some(cap) = ep.plan.batch_cap {
+                        ep.max_batch = ep.max_batch.min(cap);
+                    }
                     if p == Protocol::Labels {
                         // One image per request: the service takes an image file as body.
                         ep.max_batch = 1;
@@ -232,74 +238,29 @@ impl HttpEndpoint {
         })
     }
 
-    /// Refuses a service whose declared input type or shape is not the key's.
-    fn check_shape(&self) -> Result<()> {
-        if let Some(dt) = self
-            .metadata
-            .pointer("/model/inputs/0/datatype")
-            .and_then(Value::as_str)
-            .filter(|dt| *dt != "FP32")
-        {
-            return Err(Error::remote(
-                &self.cfg.url,
-                format!(
-                    "model '{}' declares {dt} inputs; nnmark sends FP32 images in [0, 1]",
-                    self.cfg.model_name
-                ),
-            ));
-        }
-        let declared = match self.protocol {
-            Protocol::V2 => self.metadata.pointer("/model/inputs/0/shape").cloned(),
-            Protocol::TfServing => self
-                .metadata
-                .pointer("/metadata/metadata/signature_def/signature_def/serving_default/inputs")
-                .and_then(|i| i.as_object())
-                .and_then(|o| o.values().next())
-                .and_then(|t| t.pointer("/tensor_shape/dim"))
-                .and_then(|d| d.as_array())
-                .map(|d| {
-                    Value::Array(
-                        d.iter()
-                            .map(|x| {
-                                let s = x.get("size").and_then(|s| {
-                                    s.as_str()
-                                        .map(String::from)
-                                        .or_else(|| s.as_i64().map(|v| v.to_string()))
-                                });
-                                serde_json::json!(
-                                    s.and_then(|s| s.parse::<i64>().ok()).unwrap_or(-1)
-                                )
-                            })
-                            .collect(),
-                    )
-                }),
-            Protocol::Labels => None,
+    /// Reads how the service wants its tensors from its metadata; refuses a service whose
+    /// declared input cannot hold the key's images.
+    fn read_plan(&self) -> Result<TensorPlan> {
+        let plan = match self.protocol {
+            Protocol::V2 => TensorPlan::from_v2_metadata(
+                self.metadata.get("model").unwrap_or(&Value::Null),
+                self.shape,
+                self.cfg.class_names.len(),
+            ),
+            Protocol::TfServing => TensorPlan::from_tf_metadata(
+                self.metadata.get("metadata").unwrap_or(&Value::Null),
+                self.shape,
+            ),
+            Protocol::Labels => Ok(TensorPlan::default()),
         };
-        let Some(Value::Array(dims)) = declared else {
-            return Ok(());
-        };
-        let per: i64 = dims
-            .iter()
-            .skip(1)
-            .filter_map(Value::as_i64)
-            .filter(|&d| d > 0)
-            .product();
-        let has_unknown = dims
-            .iter()
-            .skip(1)
-            .any(|d| d.as_i64().is_none_or(|d| d <= 0));
-        if !has_unknown && per != self.shape.numel() as i64 {
-            return Err(Error::remote(
+        let plan = plan.map_err(|e| {
+            Error::remote(
                 &self.cfg.url,
-                format!(
-                    "model '{}' declares input shape {} but the key is for {} images",
-                    self.cfg.model_name,
-                    Value::Array(dims.clone()),
-                    self.shape
-                ),
-            ));
-        }
-        Ok(())
+                format!("model '{}' {e}", self.cfg.model_name),
+            )
+        })?;
+        tracing::debug!(?plan, "request layout from the model's metadata");
+        Ok(plan)
     }
 
     fn backoff(&self, attempt: u32, retry_after: Option<Duration>) -> Duration {
@@ -351,6 +312,11 @@ impl HttpEndpoint {
             .filter(|s| s.is_finite() && *s >= 0.0)
             // A wait too long for a Duration is longer than any cap: it fails the query.
             .map(|s| Duration::try_from_secs_f64(s).unwrap_or(Duration::MAX));
+        let header_length = resp
+            .headers()
+            .get(protocol::BINARY_HEADER_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .map(String::from);
         let bytes = read_capped(resp, self.cfg.max_response_bytes)
             .await
             .map_err(|message| Failure {
@@ -368,19 +334,28 @@ impl HttpEndpoint {
                 retry_after,
             });
         }
-        let answers = protocol::parse_response(self.protocol, &bytes, count, &self.cfg.class_names)
-            .map_err(|m| Failure {
-                message: format!("unusable answer: {m}"),
-                retryable: true,
-                retry_after: None,
-            })?;
+        // A well-delivered answer in a form nnmark cannot read will not read better when asked
+        // again: it fails the query at once.
+        let answers = protocol::parse_response(
+            self.protocol,
+            &bytes,
+            header_length.as_deref(),
+            count,
+            &self.cfg.class_names,
+            &self.plan,
+        )
+        .map_err(|m| Failure {
+            message: format!("unusable answer: {m}"),
+            retryable: false,
+            retry_after: None,
+        })?;
         if answers.len() != count {
             return Err(Failure {
                 message: format!(
                     "unusable answer: {} answers for {count} images",
                     answers.len()
                 ),
-                retryable: true,
+                retryable: false,
                 retry_after: None,
             });
         }
@@ -461,7 +436,14 @@ impl Endpoint for HttpEndpoint {
 
     async fn query(&self, pixels: Vec<f32>, count: usize) -> Result<Exchange> {
         let (body, content_type) =
-            protocol::request_body(self.protocol, &pixels, count, self.shape, self.cfg.top_k)?;
+            protocol::request_body(
+                self.protocol,
+                &pixels,
+                count,
+                self.shape,
+                self.cfg.top_k,
+                &self.plan,
+            )?;
         let request_sha256 = nnmark::io::sha256_hex(&body);
         let mut retries = 0u32;
         loop {

@@ -202,6 +202,7 @@ impl WireFormat for Labels {
         count: usize,
         shape: ImageShape,
         _top_k: Option<usize>,
+        _plan: &TensorPlan,
     ) -> Result<(Vec<u8>, &'static str)> {
         if count == 1 {
             return Ok((encode_png(pixels, shape)?, "image/png"));
@@ -215,6 +216,7 @@ impl WireFormat for Labels {
         v: &Value,
         expected: usize,
         names: &ClassNames,
+        _plan: &TensorPlan,
     ) -> std::result::Result<Vec<Answer>, String> {
         parse_labels_response(v, expected, names)
     }

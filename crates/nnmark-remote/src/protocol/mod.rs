@@ -16,6 +16,7 @@
 mod binary;
 mod classes;
 mod labels;
+mod layout;
 mod tf;
 mod v2;
 
@@ -23,11 +24,12 @@ use std::fmt;
 
 pub use binary::HEADER_LENGTH as BINARY_HEADER_LENGTH;
 pub use classes::{ClassNames, FASHION_CLASSES, class_names_for};
+pub use layout::{InputLayout, TensorPlan, nest};
 pub use labels::{Labels, labels_response, parse_labels_request, parse_labels_response};
 pub use tf::{TfServing, parse_tf_request, parse_tf_response, tf_response};
 pub use v2::{
     LABEL_OUTPUT, OutputRequest, PlannedOutput, SCORES_OUTPUT, V2, V2Infer, parse_v2_infer,
-    parse_v2_request, parse_v2_response, plan_v2_outputs, v2_answer, v2_output_metadata,
+    parse_v2_request, parse_v2_response, parse_v2_response_from, plan_v2_outputs, v2_answer, v2_output_metadata,
     v2_response,
 };
 
@@ -295,6 +297,7 @@ pub trait WireFormat: Sync {
         count: usize,
         shape: ImageShape,
         top_k: Option<usize>,
+        plan: &TensorPlan,
     ) -> Result<(Vec<u8>, &'static str)>;
     /// The answers in a response body, exactly `expected` of them.
     fn parse_response(
@@ -302,6 +305,7 @@ pub trait WireFormat: Sync {
         v: &Value,
         expected: usize,
         names: &ClassNames,
+        plan: &TensorPlan,
     ) -> std::result::Result<Vec<Answer>, String>;
 }
 
@@ -328,11 +332,20 @@ fn json_body(v: &Value) -> (Vec<u8>, &'static str) {
 pub(crate) fn parse_response(
     protocol: Protocol,
     body: &[u8],
+    header_length: Option<&str>,
     expected: usize,
     names: &ClassNames,
+    plan: &TensorPlan,
 ) -> std::result::Result<Vec<Answer>, String> {
-    let v: Value = serde_json::from_slice(body).map_err(|e| format!("answer is not JSON: {e}"))?;
-    protocol.wire().parse_response(&v, expected, names)
+    // A v2 service may answer in Triton's binary form even unasked (KServe does for binary
+    // requests); its tensors are read into the JSON form first.
+    let (head, binary) = binary::split(body, header_length)?;
+    let mut v: Value =
+        serde_json::from_slice(head).map_err(|e| format!("answer is not JSON: {e}"))?;
+    if !binary.is_empty() {
+        binary::inline(&mut v, "outputs", binary)?;
+    }
+    protocol.wire().parse_response(&v, expected, names, plan)
 }
 
 /// Builds a request body (and its content type) for `count` images.
@@ -342,8 +355,9 @@ pub(crate) fn request_body(
     count: usize,
     shape: ImageShape,
     top_k: Option<usize>,
+    plan: &TensorPlan,
 ) -> Result<(Vec<u8>, &'static str)> {
-    protocol.wire().request_body(pixels, count, shape, top_k)
+    protocol.wire().request_body(pixels, count, shape, top_k, plan)
 }
 
 #[cfg(test)]
@@ -434,7 +448,7 @@ mod tests {
                 ),
             ] {
                 let body = serde_json::to_vec(&v).unwrap();
-                let got = parse_response(protocol, &body, 2, &names).unwrap();
+                let got = parse_response(protocol, &body, None, 2, &names, &TensorPlan::default()).unwrap();
                 assert_eq!(
                     got.iter().map(|a| a.label).collect::<Vec<_>>(),
                     vec![2, 0],
@@ -447,7 +461,7 @@ mod tests {
                 };
                 assert_eq!(got[0].scores.len(), expect_scores, "{protocol} {reveal:?}");
                 // Wrong counts are refused, never padded.
-                assert!(parse_response(protocol, &body, 3, &names).is_err());
+                assert!(parse_response(protocol, &body, None, 3, &names, &TensorPlan::default()).is_err());
             }
         }
     }
@@ -456,7 +470,7 @@ mod tests {
     fn requests_parse_back_to_the_same_pixels() {
         let px = vec![0.0, 0.25, 0.5, 1.0, 1.0, 0.0, 0.2, 0.4];
         for protocol in Protocol::ALL {
-            let (body, ct) = request_body(protocol, &px, 2, shape(), Some(2)).unwrap();
+            let (body, ct) = request_body(protocol, &px, 2, shape(), Some(2), &TensorPlan::default()).unwrap();
             let got = match protocol {
                 Protocol::V2 => parse_v2_request(&body, shape(), 8),
                 Protocol::TfServing => parse_tf_request(&body, shape(), 8),
@@ -468,7 +482,7 @@ mod tests {
         }
         // One image goes as PNG, lossless for 8-bit values.
         let one = [0.0, 128.0 / 255.0, 1.0, 3.0 / 255.0];
-        let (png, ct) = request_body(Protocol::Labels, &one, 1, shape(), None).unwrap();
+        let (png, ct) = request_body(Protocol::Labels, &one, 1, shape(), None, &TensorPlan::default()).unwrap();
         assert_eq!(ct, "image/png");
         assert_eq!(
             parse_labels_request(&png, ct, shape(), 8).unwrap().pixels,

@@ -136,12 +136,19 @@ impl WireFormat for TfServing {
     fn request_body(
         &self,
         pixels: &[f32],
-        _count: usize,
+        count: usize,
         shape: ImageShape,
         _top_k: Option<usize>,
+        plan: &TensorPlan,
     ) -> Result<(Vec<u8>, &'static str)> {
-        let body = json!({"instances": pixels.chunks(shape.numel()).collect::<Vec<_>>()});
-        Ok(json_body(&body))
+        // One instance per image, nested as the signature declares it.
+        let dims = plan.layout.dims(count, shape);
+        let values = plan.layout.arrange(pixels, shape);
+        let instances: Vec<Value> = values
+            .chunks(shape.numel())
+            .map(|image| nest(image, &dims[1..]))
+            .collect();
+        Ok(json_body(&json!({ "instances": instances })))
     }
 
     fn parse_response(
@@ -149,6 +156,7 @@ impl WireFormat for TfServing {
         v: &Value,
         expected: usize,
         names: &ClassNames,
+        _plan: &TensorPlan,
     ) -> std::result::Result<Vec<Answer>, String> {
         parse_tf_response(v, expected, names)
     }

@@ -370,20 +370,72 @@ fn classification_entry(
     }
 }
 
-/// Parses a v2 infer response into `expected` answers.
+/// Parses a v2 infer response into `expected` answers, from the first output that holds
+/// them (scores before classification strings before labels).
 pub fn parse_v2_response(
     v: &Value,
     expected: usize,
     names: &ClassNames,
 ) -> std::result::Result<Vec<Answer>, String> {
-    let classes = names.len();
+    parse_v2_response_from(v, expected, names, None)
+}
+
+/// Parses a v2 infer response from output `wanted` (when the answer has it), else from the
+/// first output that holds answers.
+pub fn parse_v2_response_from(
+    v: &Value,
+    expected: usize,
+    names: &ClassNames,
+    wanted: Option<&str>,
+) -> std::result::Result<Vec<Answer>, String> {
     let outputs = v
         .get("outputs")
         .and_then(Value::as_array)
         .ok_or_else(|| bad("answer has no 'outputs' array"))?;
-    let out = outputs
-        .first()
-        .ok_or_else(|| bad("answer's 'outputs' is empty"))?;
+    if outputs.is_empty() {
+        return Err(bad("answer's 'outputs' is empty"));
+    }
+    if let Some(name) = wanted
+        && let Some(i) = outputs
+            .iter()
+            .position(|o| o.get("name").and_then(Value::as_str) == Some(name))
+    {
+        return parse_v2_output(&outputs[i], i, expected, names);
+    }
+    let rank = |o: &Value| match o.get("datatype").and_then(Value::as_str).unwrap_or("") {
+        dt if dt.starts_with("FP") => 0,
+        "BYTES" => 1,
+        _ => 2,
+    };
+    let mut order: Vec<usize> = (0..outputs.len()).collect();
+    order.sort_by_key(|&i| rank(&outputs[i]));
+    let mut errors = Vec::new();
+    for i in order {
+        match parse_v2_output(&outputs[i], i, expected, names) {
+            Ok(answers) => return Ok(answers),
+            Err(e) => errors.push(e),
+        }
+    }
+    Err(errors.join("; "))
+}
+
+/// Flattens nested `data` arrays (the protocol allows them) into one list of values.
+fn flat_values<'a>(v: &'a Value, out: &mut Vec<&'a Value>) {
+    match v {
+        Value::Array(items) => items.iter().for_each(|x| flat_values(x, out)),
+        other => out.push(other),
+    }
+}
+
+/// Reads the answers from one output tensor.
+fn parse_v2_output(
+    out: &Value,
+    i: usize,
+    expected: usize,
+    names: &ClassNames,
+) -> std::result::Result<Vec<Answer>, String> {
+    let classes = names.len();
+    let at = format!("outputs[{i}]");
     let datatype = out.get("datatype").and_then(Value::as_str).unwrap_or("");
     // Every dimension a non-negative integer that fits, and their product checked: a peer's
     // shape can claim more values than exist or overflow to anything.
@@ -395,24 +447,27 @@ pub fn parse_v2_response(
                 .map(|d| d.as_u64().and_then(|d| usize::try_from(d).ok()))
                 .collect::<Option<Vec<_>>>()
         })
-        .ok_or_else(|| bad("outputs[0].shape must be an array of non-negative integers"))?;
-    let data = out
+        .ok_or_else(|| format!("{at}.shape must be an array of non-negative integers"))?;
+    let nested = out
         .get("data")
-        .and_then(Value::as_array)
-        .ok_or_else(|| bad("outputs[0].data is missing"))?;
+        .filter(|d| d.is_array())
+        .ok_or_else(|| format!("{at}.data is missing"))?;
+    let mut flat = Vec::new();
+    flat_values(nested, &mut flat);
+    let data: Vec<Value> = flat.into_iter().cloned().collect();
     if shape.first() != Some(&expected) {
         return Err(format!(
-            "outputs[0].shape {shape:?} does not start with the {expected} images sent"
+            "{at}.shape {shape:?} does not start with the {expected} images sent"
         ));
     }
     let per = shape[1..]
         .iter()
         .try_fold(1usize, |a, &d| a.checked_mul(d))
-        .ok_or_else(|| format!("outputs[0].shape {shape:?} claims more values than exist"))?;
+        .ok_or_else(|| format!("{at}.shape {shape:?} claims more values than exist"))?;
     let claimed = expected.checked_mul(per.max(1));
     if claimed != Some(data.len()) {
         return Err(format!(
-            "outputs[0] holds {} values, its shape {shape:?} says {}",
+            "{at} holds {} values, its shape {shape:?} says {}",
             data.len(),
             claimed.map_or("more than exist".to_string(), |c| c.to_string())
         ));
@@ -421,38 +476,38 @@ pub fn parse_v2_response(
         "BYTES" => data
             .chunks(per.max(1))
             .enumerate()
-            .map(|(i, chunk)| {
+            .map(|(r, chunk)| {
                 let scores = chunk
                     .iter()
                     .enumerate()
                     .map(|(j, s)| {
-                        let at = format!("outputs[0].data[{}]", i * per + j);
+                        let at = format!("{at}.data[{}]", r * per + j);
                         classification_entry(s.as_str().unwrap_or(""), names, &at)
                     })
                     .collect::<std::result::Result<Vec<_>, _>>()?;
                 answer_from_scores(scores).ok_or_else(|| bad("empty classification"))
             })
             .collect(),
-        "FP32" | "FP64" | "FP16" if per == classes => data
+        "FP32" | "FP64" | "FP16" | "BF16" if per == classes => data
             .chunks(classes)
             .enumerate()
-            .map(|(i, row)| probability_row(row, classes, &format!("outputs[0] row {i}")))
+            .map(|(r, row)| probability_row(row, classes, &format!("{at} row {r}")))
             .collect(),
         "INT64" | "INT32" | "UINT8" | "INT8" | "INT16" | "UINT16" | "UINT32" | "UINT64"
             if per <= 1 =>
         {
             data.iter()
                 .enumerate()
-                .map(|(i, c)| {
+                .map(|(r, c)| {
                     Ok(Answer {
-                        label: class_of(c, names, &format!("outputs[0].data[{i}]"))?,
+                        label: class_of(c, names, &format!("{at}.data[{r}]"))?,
                         scores: Vec::new(),
                     })
                 })
                 .collect()
         }
         other => Err(format!(
-            "outputs[0] is {other} of shape {shape:?}: expected FP32 [N, {classes}] scores, INT64 [N] labels or BYTES classification"
+            "{at} is {other} of shape {shape:?}: expected FP32 [N, {classes}] scores, INT64 [N] labels or BYTES classification"
         )),
     }
 }
@@ -467,13 +522,23 @@ impl WireFormat for V2 {
         count: usize,
         shape: ImageShape,
         top_k: Option<usize>,
+        plan: &TensorPlan,
     ) -> Result<(Vec<u8>, &'static str)> {
-        let mut req = json!({"inputs": [{
-            "name": "input", "shape": [count, shape.channels, shape.height, shape.width],
-            "datatype": "FP32", "data": pixels,
+        let data = plan.layout.arrange(pixels, shape);
+        let raw: Vec<u8> = data.iter().flat_map(|v| v.to_le_bytes()).collect();
+        // The request id names the images (and nothing secret): a service's logs can be
+        // matched to the evidence's request hashes.
+        let id = format!("nnmark-{}", &nnmark::io::sha256_hex(&raw)[..16]);
+        let mut req = json!({"id": id, "inputs": [{
+            "name": plan.input_name.as_deref().unwrap_or("input"),
+            "shape": plan.layout.dims(count, shape),
+            "datatype": "FP32", "data": &*data,
         }]});
         if let Some(k) = top_k {
-            req["outputs"] = json!([{"name": SCORES_OUTPUT, "parameters": {"classification": k}}]);
+            req["outputs"] = json!([{
+                "name": plan.output.as_deref().unwrap_or(SCORES_OUTPUT),
+                "parameters": {"classification": k},
+            }]);
         }
         Ok(json_body(&req))
     }
@@ -483,7 +548,8 @@ impl WireFormat for V2 {
         v: &Value,
         expected: usize,
         names: &ClassNames,
+        plan: &TensorPlan,
     ) -> std::result::Result<Vec<Answer>, String> {
-        parse_v2_response(v, expected, names)
+        parse_v2_response_from(v, expected, names, plan.output.as_deref())
     }
 }
