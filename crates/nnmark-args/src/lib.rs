@@ -188,9 +188,10 @@ pub struct RemoteArgs {
     /// Protocol of the endpoint: auto (probe), v2, tf-serving, labels.
     #[arg(long, default_value = "auto")]
     pub protocol: String,
-    /// Model name in the endpoint's URLs.
-    #[arg(long, default_value = "model")]
-    pub model_name: String,
+    /// Model name in the endpoint's URLs (default: discovered; v2 lists its models in the
+    /// repository index, and the first ready one that takes the key's images is used).
+    #[arg(long)]
+    pub model_name: Option<String>,
     /// File holding the endpoint's bearer token (or set NNMARK_TOKEN).
     #[arg(long)]
     pub token_file: Option<PathBuf>,

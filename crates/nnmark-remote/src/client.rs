@@ -69,8 +69,9 @@ pub struct EndpointConfig {
     pub url: String,
     /// Protocol, or None to probe (`GET /v2`, then `/v1/models/{name}`, then `/ping`).
     pub protocol: Option<Protocol>,
-    /// Model name in URLs.
-    pub model_name: String,
+    /// Model name in URLs; None: discover it (v2: the repository index, the first ready model
+    /// whose input fits the key; labels: `GET /models`, the only model; TF Serving: `model`).
+    pub model_name: Option<String>,
     /// Bearer token, if the service wants one.
     pub token: Option<String>,
     /// Per-attempt timeout (connect, send, answer).
@@ -99,7 +100,7 @@ impl EndpointConfig {
         Self {
             url: url.trim_end_matches('/').to_string(),
             protocol: None,
-            model_name: "model".into(),
+            model_name: None,
             token: None,
             timeout: Duration::from_secs(10),
             retries: 4,
@@ -119,6 +120,8 @@ pub struct HttpEndpoint {
     protocol: Protocol,
     shape: ImageShape,
     metadata: Value,
+    /// The model's name in URLs (given, or discovered).
+    model: String,
     /// The input name, layout and output read from the metadata.
     plan: TensorPlan,
     max_batch: usize,
@@ -159,6 +162,7 @@ impl HttpEndpoint {
             client,
             shape,
             metadata: Value::Null,
+            model: String::new(),
             plan: TensorPlan::default(),
             max_batch: max_batch.max(1),
             jitter: Mutex::new(rand::SeedableRng::seed_from_u64(0x5EED_B0FF)),
@@ -170,10 +174,11 @@ impl HttpEndpoint {
         let mut tried = Vec::new();
         for p in probes {
             match ep.probe(p).await {
-                Ok(meta) => {
+                Ok((meta, model, plan)) => {
                     ep.protocol = p;
                     ep.metadata = meta;
-                    ep.plan = ep.read_plan()?;
+                    ep.model = model;
+                    ep.plan = plan;
                     if let Some(cap) = ep.plan.batch_cap {
                         ep.max_batch = ep.max_batch.min(cap);
                     }
@@ -215,52 +220,178 @@ impl HttpEndpoint {
         serde_json::from_str(&text).map_err(|e| format!("GET {path}: answer is not JSON: {e}"))
     }
 
-    async fn probe(&self, p: Protocol) -> std::result::Result<Value, String> {
-        let name = &self.cfg.model_name;
-        Ok(match p {
+    async fn post_json(&self, path: &str) -> std::result::Result<Value, String> {
+        let mut req = self
+            .client
+            .post(format!("{}{path}", self.cfg.url))
+            .header(reqwest::header::CONTENT_TYPE, "application/json")
+            .body("{}");
+        if let Some(t) = &self.cfg.token {
+            req = req.bearer_auth(t);
+        }
+        let resp = req.send().await.map_err(|e| format!("POST {path}: {e}"))?;
+        let status = resp.status();
+        let bytes = read_capped(resp, self.cfg.max_response_bytes)
+            .await
+            .map_err(|e| format!("POST {path}: {e}"))?;
+        let text = String::from_utf8_lossy(&bytes);
+        if !status.is_success() {
+            return Err(format!("POST {path}: {status} {}", snippet(&text)));
+        }
+        serde_json::from_str(&text).map_err(|e| format!("POST {path}: answer is not JSON: {e}"))
+    }
+
+    /// Speaks protocol `p` to the service: its metadata, the model's name, and how to send it
+    /// tensors. An error is a reason to try the next protocol; a service that answers but whose
+    /// model cannot take the key's images is a final error (see [`Self::connect`]).
+    async fn probe(&self, p: Protocol) -> std::result::Result<(Value, String, TensorPlan), String> {
+        let classes = self.cfg.class_names.len();
+        match p {
             Protocol::V2 => {
                 let server = self.get_json("/v2").await?;
-                let model = self.get_json(&format!("/v2/models/{name}")).await?;
-                serde_json::json!({"server": server, "model": model})
+                let (name, model, plan) = match &self.cfg.model_name {
+                    Some(name) => {
+                        let model = self.get_json(&format!("/v2/models/{name}")).await?;
+                        let plan = TensorPlan::from_v2_metadata(&model, self.shape, classes)
+                            .map_err(|e| format!("model '{name}' {e}"))?;
+                        (name.clone(), model, plan)
+                    }
+                    None => self.discover_v2(classes).await?,
+                };
+                Ok((
+                    serde_json::json!({"server": server, "model": model}),
+                    name,
+                    plan,
+                ))
             }
             Protocol::TfServing => {
+                let name = self
+                    .cfg
+                    .model_name
+                    .clone()
+                    .unwrap_or_else(|| "model".into());
                 let status = self.get_json(&format!("/v1/models/{name}")).await?;
                 let meta = self
                     .get_json(&format!("/v1/models/{name}/metadata"))
                     .await
                     .ok();
-                serde_json::json!({"status": status, "metadata": meta})
+                let plan = TensorPlan::from_tf_metadata(
+                    meta.as_ref()
+                        .and_then(|m| m.get("metadata"))
+                        .unwrap_or(&Value::Null),
+                    self.shape,
+                )
+                .map_err(|e| format!("model '{name}' {e}"))?;
+                Ok((
+                    serde_json::json!({"status": status, "metadata": meta}),
+                    name,
+                    plan,
+                ))
             }
             Protocol::Labels => {
                 let ping = self.get_json("/ping").await?;
-                serde_json::json!({"ping": ping})
+                let name = match &self.cfg.model_name {
+                    Some(name) => name.clone(),
+                    None => self.discover_labels().await?,
+                };
+                Ok((
+                    serde_json::json!({"ping": ping}),
+                    name,
+                    TensorPlan::default(),
+                ))
             }
+        }
+    }
+
+    /// Finds the model through the v2 repository index (or KServe's model list): the first
+    /// ready one whose input can take the key's images; when none can, says which exist and why
+    /// each does not fit.
+    async fn discover_v2(
+        &self,
+        classes: usize,
+    ) -> std::result::Result<(String, Value, TensorPlan), String> {
+        // Triton and MLServer list models in the repository index; KServe's model server
+        // answers `GET /v2/models` with their names.
+        let entries = match self.post_json("/v2/repository/index").await {
+            Ok(index) => index.as_array().cloned().unwrap_or_default(),
+            Err(index_error) => match self.get_json("/v2/models").await {
+                Ok(list) => list
+                    .get("models")
+                    .and_then(Value::as_array)
+                    .map(|m| {
+                        m.iter()
+                            .filter_map(Value::as_str)
+                            .map(|n| serde_json::json!({ "name": n }))
+                            .collect()
+                    })
+                    .unwrap_or_default(),
+                Err(list_error) => {
+                    return Err(format!(
+                        "the service does not list its models ({index_error}; {list_error}); name one with --model-name"
+                    ));
+                }
+            },
+        };
+        let mut tried = Vec::new();
+        for entry in &entries {
+            let Some(name) = entry.get("name").and_then(Value::as_str) else {
+                continue;
+            };
+            let state = entry
+                .get("state")
+                .and_then(Value::as_str)
+                .unwrap_or("READY");
+            if !state.eq_ignore_ascii_case("READY") {
+                tried.push(format!("'{name}' ({state})"));
+                continue;
+            }
+            match self.get_json(&format!("/v2/models/{name}")).await {
+                Ok(model) => match TensorPlan::from_v2_metadata(&model, self.shape, classes) {
+                    Ok(plan) => {
+                        tracing::info!(model = name, "model found in the repository index");
+                        return Ok((name.to_string(), model, plan));
+                    }
+                    Err(e) => tried.push(format!("'{name}' {e}")),
+                },
+                Err(e) => tried.push(format!("'{name}': {e}")),
+            }
+        }
+        Err(if tried.is_empty() {
+            "the repository index lists no model; name one with --model-name".into()
+        } else {
+            format!(
+                "no model listed in the repository index takes {} images: {}",
+                self.shape,
+                tried.join("; ")
+            )
         })
     }
 
-    /// Reads how the service wants its tensors from its metadata; refuses a service whose
-    /// declared input cannot hold the key's images.
-    fn read_plan(&self) -> Result<TensorPlan> {
-        let plan = match self.protocol {
-            Protocol::V2 => TensorPlan::from_v2_metadata(
-                self.metadata.get("model").unwrap_or(&Value::Null),
-                self.shape,
-                self.cfg.class_names.len(),
-            ),
-            Protocol::TfServing => TensorPlan::from_tf_metadata(
-                self.metadata.get("metadata").unwrap_or(&Value::Null),
-                self.shape,
-            ),
-            Protocol::Labels => Ok(TensorPlan::default()),
-        };
-        let plan = plan.map_err(|e| {
-            Error::remote(
-                &self.cfg.url,
-                format!("model '{}' {e}", self.cfg.model_name),
-            )
+    /// Finds the model of a label/score service (`GET /models`, as TorchServe's management API
+    /// and `nnmark serve` answer it): the only one listed.
+    async fn discover_labels(&self) -> std::result::Result<String, String> {
+        let list = self.get_json("/models").await.map_err(|e| {
+            format!("the service does not list its models ({e}); name one with --model-name")
         })?;
-        tracing::debug!(?plan, "request layout from the model's metadata");
-        Ok(plan)
+        let names: Vec<String> = list
+            .get("models")
+            .and_then(Value::as_array)
+            .map(|m| {
+                m.iter()
+                    .filter_map(|x| x.get("modelName").and_then(Value::as_str))
+                    .map(String::from)
+                    .collect()
+            })
+            .unwrap_or_default();
+        match names.as_slice() {
+            [one] => Ok(one.clone()),
+            [] => Err("the service lists no model; name one with --model-name".into()),
+            many => Err(format!(
+                "the service serves {} models ({}); name one with --model-name",
+                many.len(),
+                many.join(", ")
+            )),
+        }
     }
 
     fn backoff(&self, attempt: u32, retry_after: Option<Duration>) -> Duration {
@@ -281,11 +412,7 @@ impl HttpEndpoint {
         content_type: &str,
         count: usize,
     ) -> std::result::Result<(Vec<Answer>, String, u16), Failure> {
-        let url = format!(
-            "{}{}",
-            self.cfg.url,
-            self.protocol.infer_path(&self.cfg.model_name)
-        );
+        let url = format!("{}{}", self.cfg.url, self.protocol.infer_path(&self.model));
         let mut req = self
             .client
             .post(&url)
@@ -425,7 +552,7 @@ impl Endpoint for HttpEndpoint {
             kind: "http".into(),
             location: self.cfg.url.clone(),
             protocol: Some(self.protocol),
-            model_name: Some(self.cfg.model_name.clone()),
+            model_name: Some(self.model.clone()),
             metadata: self.metadata.clone(),
         }
     }
@@ -435,15 +562,14 @@ impl Endpoint for HttpEndpoint {
     }
 
     async fn query(&self, pixels: Vec<f32>, count: usize) -> Result<Exchange> {
-        let (body, content_type) =
-            protocol::request_body(
-                self.protocol,
-                &pixels,
-                count,
-                self.shape,
-                self.cfg.top_k,
-                &self.plan,
-            )?;
+        let (body, content_type) = protocol::request_body(
+            self.protocol,
+            &pixels,
+            count,
+            self.shape,
+            self.cfg.top_k,
+            &self.plan,
+        )?;
         let request_sha256 = nnmark::io::sha256_hex(&body);
         let mut retries = 0u32;
         loop {

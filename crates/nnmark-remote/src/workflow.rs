@@ -27,8 +27,8 @@ pub enum RemoteSuspect {
         url: String,
         /// Its protocol (None: probe).
         protocol: Option<Protocol>,
-        /// Model name in its URLs.
-        model_name: String,
+        /// Model name in its URLs (None: discover it).
+        model_name: Option<String>,
         /// Bearer token.
         token: Option<String>,
         /// How it names classes (`indices`, `fashion`, `digits`, or a file of names; default:

@@ -132,3 +132,19 @@ fn tritons_official_http_client_gets_nnmarks_own_answers() {
         server.stop().unwrap();
     }
 }
+
+#[test]
+fn kserves_official_rest_client_gets_nnmarks_own_answers() {
+    let dir = tempfile::tempdir().unwrap();
+    for (reveal, name) in [
+        (Reveal::Probabilities, "probabilities"),
+        (Reveal::Label, "label"),
+    ] {
+        let server = serve(reveal);
+        let report = run_client("kserve_client.py", &server, &fixture(dir.path(), name, 12));
+        let checks = report["checks"].as_u64().unwrap();
+        eprintln!("kserve InferenceRESTClient, reveal {name}: {checks} checks passed");
+        assert!(checks >= 18, "{report}");
+        server.stop().unwrap();
+    }
+}

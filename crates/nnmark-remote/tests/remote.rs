@@ -124,7 +124,7 @@ fn serve(
 fn client_cfg(url: &str, protocol: Option<Protocol>) -> EndpointConfig {
     let mut c = EndpointConfig::new(url, 10);
     c.protocol = protocol;
-    c.model_name = "lenet".into();
+    c.model_name = Some("lenet".into());
     c.class_names = ClassNames::parse("fashion", 10).unwrap();
     c
 }
@@ -281,6 +281,77 @@ fn faulty(fault: fn(usize) -> Option<Response>) -> RunningServer {
         },
     ));
     start_router(router)
+}
+
+#[test]
+fn a_format_mismatch_fails_at_once_without_retries() {
+    fixture();
+    let calls = std::sync::Arc::new(AtomicUsize::new(0));
+    let seen = calls.clone();
+    let router = marked_v2_labels().layer(axum::middleware::from_fn(
+        move |req: Request, next: Next| {
+            let seen = seen.clone();
+            async move {
+                if req.uri().path().ends_with("/infer") {
+                    seen.fetch_add(1, Ordering::SeqCst);
+                    return axum::Json(serde_json::json!({"outputs": [{"name": "p", "datatype": "FP32", "shape": [20, 9], "data": vec![0.1f32; 180]}]})).into_response();
+                }
+                next.run(req).await
+            }
+        },
+    ));
+    let server = start_router(router);
+    let (opts, cfg) = quick(4, 5.0);
+    let e = run(cfg(&server.url()), &opts).unwrap_err().to_string();
+    assert!(e.contains("unusable answer"), "{e}");
+    // Two requests in flight at most, each tried once: four retries each would be ten.
+    let n = calls.load(Ordering::SeqCst);
+    assert!(
+        (1..=2).contains(&n),
+        "{n} requests for an answer that cannot be read"
+    );
+}
+
+#[test]
+fn without_a_model_name_the_model_that_fits_the_key_is_found() {
+    fixture();
+    // The service lists two models; the first takes 32x32 colour images, the second the key's.
+    let with_two = |listed: &'static [&'static str]| {
+        marked_v2_labels().layer(axum::middleware::from_fn(
+            move |req: Request, next: Next| async move {
+                match req.uri().path() {
+                    "/v2/repository/index" => axum::Json(serde_json::Value::Array(
+                        listed
+                            .iter()
+                            .map(|n| serde_json::json!({"name": n, "state": "READY"}))
+                            .collect(),
+                    ))
+                    .into_response(),
+                    "/v2/models/cifar" => axum::Json(serde_json::json!({"name": "cifar",
+                        "inputs": [{"name": "x", "datatype": "FP32", "shape": [-1, 3, 32, 32]}],
+                        "outputs": [{"name": "y", "datatype": "FP32", "shape": [-1, 10]}]}))
+                    .into_response(),
+                    _ => next.run(req).await,
+                }
+            },
+        ))
+    };
+    let server = start_router(with_two(&["cifar", "lenet"]));
+    let (opts, cfg) = quick(1, 5.0);
+    let mut c = cfg(&server.url());
+    c.model_name = None;
+    let body = run(c, &opts).unwrap();
+    assert_eq!(body.suspect.model_name.as_deref(), Some("lenet"));
+    assert!(body.decision.watermarked);
+    // Only models that do not fit: the error names each and why.
+    let server = start_router(with_two(&["cifar"]));
+    let mut c = cfg(&server.url());
+    c.model_name = None;
+    let e = run(c, &opts).unwrap_err().to_string();
+    assert!(
+        e.contains("no model listed") && e.contains("'cifar'") && e.contains("[-1, 3, 32, 32]"),
+        "{e}"
+    );
 }
 
 fn start_router(router: axum::Router) -> RunningServer {

@@ -139,46 +139,54 @@ pub fn parse_labels_response(
     expected: usize,
     names: &ClassNames,
 ) -> std::result::Result<Vec<Answer>, String> {
-    let one = |list: &Value, at: &str| -> std::result::Result<Answer, String> {
-        let items = list
-            .as_array()
-            .ok_or_else(|| format!("{at} is not a list of {{label, score}}"))?;
-        let mut pairs = Vec::new();
-        for (j, item) in items.iter().enumerate() {
-            let label = item
-                .get("label")
-                .ok_or_else(|| format!("{at}[{j}] has no 'label'"))?;
-            let c = class_of(label, names, &format!("{at}[{j}].label"))?;
-            let s = match item.get("score") {
-                None => f32::NAN,
-                Some(s) => s
-                    .as_f64()
-                    .filter(|s| s.is_finite())
-                    .ok_or_else(|| format!("{at}[{j}].score = {s} is not a finite number"))?
-                    as f32,
-            };
-            pairs.push((c, s));
-        }
-        if pairs.iter().any(|p| p.1.is_nan()) {
-            // Labels without scores: the first is the prediction.
-            let label = pairs.first().ok_or_else(|| format!("{at} is empty"))?.0;
-            return Ok(Answer {
-                label,
+    let one = |answer: &Value, at: &str| -> std::result::Result<Answer, String> {
+        match answer {
+            Value::Array(items) => label_score_list(items, names, at),
+            // TorchServe's image classifier: {"7": 0.93, "3": 0.05, ...}.
+            Value::Object(map) if !map.contains_key("label") => {
+                let mut pairs = Vec::with_capacity(map.len());
+                for (k, s) in map {
+                    let c = class_of(&Value::String(k.clone()), names, &format!("{at} key"))
+                        .or_else(|e| {
+                            k.parse::<u64>()
+                                .ok()
+                                .and_then(|i| class_of(&Value::from(i), names, at).ok())
+                                .ok_or(e)
+                        })?;
+                    let s = s
+                        .as_f64()
+                        .filter(|s| s.is_finite())
+                        .ok_or_else(|| format!("{at}[\"{k}\"] = {s} is not a finite number"))?;
+                    pairs.push((c, s as f32));
+                }
+                answer_from_scores(pairs).ok_or_else(|| format!("{at} is empty"))
+            }
+            Value::Object(_) => label_score_list(std::slice::from_ref(answer), names, at),
+            // A bare class (TorchServe's MNIST example answers `7`).
+            Value::Number(_) | Value::String(_) => Ok(Answer {
+                label: class_of(answer, names, at)?,
                 scores: Vec::new(),
-            });
+            }),
+            other => Err(format!(
+                "{at} is {other}: expected [{{label, score}}], {{class: score}} or a class"
+            )),
         }
-        answer_from_scores(pairs).ok_or_else(|| format!("{at} is empty"))
     };
-    let arr = v
-        .as_array()
-        .ok_or_else(|| bad("answer is not a JSON list"))?;
-    let batch = arr.first().is_some_and(Value::is_array);
+    // One image: a list of {label, score}, a {class: score} object or a bare class. A batch: a
+    // list of those, one per image.
+    let batch = match v.as_array().and_then(|a| a.first()) {
+        Some(Value::Array(_)) => true,
+        Some(first @ Value::Object(_)) => first.get("label").is_none(),
+        Some(Value::Number(_) | Value::String(_)) => true,
+        _ => false,
+    };
     if !batch {
         if expected != 1 {
             return Err(format!("answer holds one prediction for {expected} images"));
         }
         return Ok(vec![one(v, "answer")?]);
     }
+    let arr = v.as_array().expect("a batch is a list");
     if arr.len() != expected {
         return Err(format!(
             "answer holds {} predictions for {expected} images",
@@ -189,6 +197,39 @@ pub fn parse_labels_response(
         .enumerate()
         .map(|(i, l)| one(l, &format!("answer[{i}]")))
         .collect()
+}
+
+/// Reads `[{label, score}, ...]`, most probable first when scores are given.
+fn label_score_list(
+    items: &[Value],
+    names: &ClassNames,
+    at: &str,
+) -> std::result::Result<Answer, String> {
+    let mut pairs = Vec::new();
+    for (j, item) in items.iter().enumerate() {
+        let label = item
+            .get("label")
+            .ok_or_else(|| format!("{at}[{j}] has no 'label'"))?;
+        let c = class_of(label, names, &format!("{at}[{j}].label"))?;
+        let s = match item.get("score") {
+            None => f32::NAN,
+            Some(s) => s
+                .as_f64()
+                .filter(|s| s.is_finite())
+                .ok_or_else(|| format!("{at}[{j}].score = {s} is not a finite number"))?
+                as f32,
+        };
+        pairs.push((c, s));
+    }
+    if pairs.iter().any(|p| p.1.is_nan()) {
+        // Labels without scores: the first is the prediction.
+        let label = pairs.first().ok_or_else(|| format!("{at} is empty"))?.0;
+        return Ok(Answer {
+            label,
+            scores: Vec::new(),
+        });
+    }
+    answer_from_scores(pairs).ok_or_else(|| format!("{at} is empty"))
 }
 
 /// The label/score protocol (Hugging Face, TorchServe) on the wire: one image file per

@@ -98,7 +98,11 @@ impl InputLayout {
 impl TensorPlan {
     /// Reads a v2 model metadata document (`inputs`, `outputs`) for images of `shape` and
     /// `classes` classes; a document without inputs gives the defaults.
-    pub fn from_v2_metadata(meta: &Value, shape: ImageShape, classes: usize) -> Result<Self, String> {
+    pub fn from_v2_metadata(
+        meta: &Value,
+        shape: ImageShape,
+        classes: usize,
+    ) -> Result<Self, String> {
         let mut plan = TensorPlan::default();
         let inputs = meta.get("inputs").and_then(Value::as_array);
         if let Some(inputs) = inputs.filter(|i| !i.is_empty()) {
@@ -166,11 +170,16 @@ fn choose_output(outputs: Option<&Vec<Value>>, classes: usize) -> Option<String>
             .and_then(Value::as_i64)
     };
     let per_image = |o: &Value| {
-        o.get("shape")
-            .and_then(Value::as_array)
-            .map_or(1, |s| s.iter().skip(1).filter_map(Value::as_i64).product::<i64>())
+        o.get("shape").and_then(Value::as_array).map_or(1, |s| {
+            s.iter().skip(1).filter_map(Value::as_i64).product::<i64>()
+        })
     };
-    let datatype = |o: &Value| o.get("datatype").and_then(Value::as_str).unwrap_or("").to_string();
+    let datatype = |o: &Value| {
+        o.get("datatype")
+            .and_then(Value::as_str)
+            .unwrap_or("")
+            .to_string()
+    };
     let name = |o: &Value| o.get("name").and_then(Value::as_str).map(String::from);
     let scores = outputs.iter().find(|o| {
         datatype(o).starts_with("FP") && last_dim(o).is_some_and(|d| d < 0 || d as usize == classes)
@@ -220,9 +229,15 @@ mod tests {
         assert_eq!(l(&[1, 1, 28, 28], MNIST), Ok((InputLayout::Nchw, Some(1))));
         assert_eq!(l(&[-1, -1, -1, -1], MNIST), Ok((InputLayout::Nchw, None)));
         assert_eq!(l(&[-1, 2, 2, 3], RGB), Ok((InputLayout::Nhwc, None)));
-        assert!(l(&[-1, 2, 2], RGB).is_err(), "three channels need a channel axis");
+        assert!(
+            l(&[-1, 2, 2], RGB).is_err(),
+            "three channels need a channel axis"
+        );
         let e = l(&[-1, 3, 32, 32], MNIST).unwrap_err();
-        assert!(e.contains("[-1, 3, 32, 32]") && e.contains("does not resize"), "{e}");
+        assert!(
+            e.contains("[-1, 3, 32, 32]") && e.contains("does not resize"),
+            "{e}"
+        );
         assert!(l(&[], MNIST).is_err());
     }
 
@@ -230,12 +245,17 @@ mod tests {
     fn channels_last_reorders_each_image() {
         // Two 3-channel 2x2 images, channels first: channel ch, pixel p = 100·image + 10·ch + p.
         let px: Vec<f32> = (0..2)
-            .flat_map(|i| (0..3).flat_map(move |ch| (0..4).map(move |p| (100 * i + 10 * ch + p) as f32)))
+            .flat_map(|i| {
+                (0..3).flat_map(move |ch| (0..4).map(move |p| (100 * i + 10 * ch + p) as f32))
+            })
             .collect();
         let hwc = InputLayout::Nhwc.arrange(&px, RGB);
         assert_eq!(&hwc[..6], &[0.0, 10.0, 20.0, 1.0, 11.0, 21.0]);
         assert_eq!(&hwc[12..15], &[100.0, 110.0, 120.0]);
-        assert!(matches!(InputLayout::Nchw.arrange(&px, RGB), Cow::Borrowed(_)));
+        assert!(matches!(
+            InputLayout::Nchw.arrange(&px, RGB),
+            Cow::Borrowed(_)
+        ));
         assert_eq!(InputLayout::Nhwc.dims(2, RGB), vec![2, 2, 2, 3]);
         assert_eq!(InputLayout::Flat.dims(2, RGB), vec![2, 12]);
     }

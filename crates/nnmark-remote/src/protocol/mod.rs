@@ -24,13 +24,13 @@ use std::fmt;
 
 pub use binary::HEADER_LENGTH as BINARY_HEADER_LENGTH;
 pub use classes::{ClassNames, FASHION_CLASSES, class_names_for};
-pub use layout::{InputLayout, TensorPlan, nest};
 pub use labels::{Labels, labels_response, parse_labels_request, parse_labels_response};
+pub use layout::{InputLayout, TensorPlan, nest};
 pub use tf::{TfServing, parse_tf_request, parse_tf_response, tf_response};
 pub use v2::{
     LABEL_OUTPUT, OutputRequest, PlannedOutput, SCORES_OUTPUT, V2, V2Infer, parse_v2_infer,
-    parse_v2_request, parse_v2_response, parse_v2_response_from, plan_v2_outputs, v2_answer, v2_output_metadata,
-    v2_response,
+    parse_v2_request, parse_v2_response, parse_v2_response_from, plan_v2_outputs, v2_answer,
+    v2_output_metadata, v2_response,
 };
 
 use nnmark::data::ImageShape;
@@ -357,7 +357,9 @@ pub(crate) fn request_body(
     top_k: Option<usize>,
     plan: &TensorPlan,
 ) -> Result<(Vec<u8>, &'static str)> {
-    protocol.wire().request_body(pixels, count, shape, top_k, plan)
+    protocol
+        .wire()
+        .request_body(pixels, count, shape, top_k, plan)
 }
 
 #[cfg(test)]
@@ -448,7 +450,8 @@ mod tests {
                 ),
             ] {
                 let body = serde_json::to_vec(&v).unwrap();
-                let got = parse_response(protocol, &body, None, 2, &names, &TensorPlan::default()).unwrap();
+                let got = parse_response(protocol, &body, None, 2, &names, &TensorPlan::default())
+                    .unwrap();
                 assert_eq!(
                     got.iter().map(|a| a.label).collect::<Vec<_>>(),
                     vec![2, 0],
@@ -461,7 +464,10 @@ mod tests {
                 };
                 assert_eq!(got[0].scores.len(), expect_scores, "{protocol} {reveal:?}");
                 // Wrong counts are refused, never padded.
-                assert!(parse_response(protocol, &body, None, 3, &names, &TensorPlan::default()).is_err());
+                assert!(
+                    parse_response(protocol, &body, None, 3, &names, &TensorPlan::default())
+                        .is_err()
+                );
             }
         }
     }
@@ -470,7 +476,8 @@ mod tests {
     fn requests_parse_back_to_the_same_pixels() {
         let px = vec![0.0, 0.25, 0.5, 1.0, 1.0, 0.0, 0.2, 0.4];
         for protocol in Protocol::ALL {
-            let (body, ct) = request_body(protocol, &px, 2, shape(), Some(2), &TensorPlan::default()).unwrap();
+            let (body, ct) =
+                request_body(protocol, &px, 2, shape(), Some(2), &TensorPlan::default()).unwrap();
             let got = match protocol {
                 Protocol::V2 => parse_v2_request(&body, shape(), 8),
                 Protocol::TfServing => parse_tf_request(&body, shape(), 8),
@@ -482,7 +489,15 @@ mod tests {
         }
         // One image goes as PNG, lossless for 8-bit values.
         let one = [0.0, 128.0 / 255.0, 1.0, 3.0 / 255.0];
-        let (png, ct) = request_body(Protocol::Labels, &one, 1, shape(), None, &TensorPlan::default()).unwrap();
+        let (png, ct) = request_body(
+            Protocol::Labels,
+            &one,
+            1,
+            shape(),
+            None,
+            &TensorPlan::default(),
+        )
+        .unwrap();
         assert_eq!(ct, "image/png");
         assert_eq!(
             parse_labels_request(&png, ct, shape(), 8).unwrap().pixels,
@@ -562,6 +577,47 @@ mod tests {
                 .unwrap_err()
                 .status,
             422
+        );
+    }
+
+    #[test]
+    fn torchserve_answer_shapes_are_read() {
+        let names = ClassNames::indices(10);
+        let one = |v: Value, n| parse_labels_response(&v, n, &names);
+        // The image classifier handler: class -> probability, most probable anywhere.
+        let a = one(serde_json::json!({"3": 0.05, "7": 0.93, "1": 0.02}), 1).unwrap();
+        assert_eq!(a[0].label, 7);
+        assert_eq!(a[0].scores[0], (7, 0.93));
+        assert_eq!(a[0].scores.len(), 3);
+        // The MNIST example: a bare class, alone or one per image.
+        assert_eq!(one(serde_json::json!(7), 1).unwrap()[0].label, 7);
+        assert_eq!(one(serde_json::json!("7"), 1).unwrap()[0].label, 7);
+        let b = one(serde_json::json!([7, 2]), 2).unwrap();
+        assert_eq!((b[0].label, b[1].label), (7, 2));
+        let b = one(serde_json::json!([{"4": 0.6, "5": 0.4}, {"9": 1.0}]), 2).unwrap();
+        assert_eq!((b[0].label, b[1].label), (4, 9));
+        // Hugging Face's list of {label, score} is still one image.
+        let h = one(
+            serde_json::json!([{"label": "2", "score": 0.7}, {"label": "8", "score": 0.3}]),
+            1,
+        );
+        assert_eq!(h.unwrap()[0].label, 2);
+        // Wrong shapes are named.
+        assert!(one(serde_json::json!({"11": 0.5}), 1).is_err());
+        assert!(
+            one(serde_json::json!({"3": "high"}), 1)
+                .unwrap_err()
+                .contains("not a finite number")
+        );
+        assert!(
+            one(serde_json::json!(true), 1)
+                .unwrap_err()
+                .contains("expected")
+        );
+        assert!(
+            one(serde_json::json!([7, 2]), 3)
+                .unwrap_err()
+                .contains("2 predictions for 3")
         );
     }
 
