@@ -289,9 +289,16 @@ impl HttpEndpoint {
                 ))
             }
             Protocol::Labels => {
-                let ping = self.get_json("/ping").await?;
+                // TorchServe answers /ping; a Hugging Face endpoint has no health route, so
+                // when the protocol was named the service is taken at its word.
+                let ping = match self.get_json("/ping").await {
+                    Ok(ping) => ping,
+                    Err(_) if self.cfg.protocol == Some(Protocol::Labels) => Value::Null,
+                    Err(e) => return Err(e),
+                };
                 let name = match &self.cfg.model_name {
                     Some(name) => name.clone(),
+                    None if ping.is_null() => String::new(),
                     None => self.discover_labels().await?,
                 };
                 Ok((
@@ -413,6 +420,7 @@ impl HttpEndpoint {
         count: usize,
     ) -> std::result::Result<(Vec<Answer>, String, u16), Failure> {
         let url = format!("{}{}", self.cfg.url, self.protocol.infer_path(&self.model));
+        let url = url.trim_end_matches('/').to_string();
         let mut req = self
             .client
             .post(&url)

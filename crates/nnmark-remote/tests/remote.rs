@@ -354,6 +354,55 @@ fn without_a_model_name_the_model_that_fits_the_key_is_found() {
     );
 }
 
+#[test]
+fn hugging_face_style_endpoints_are_reached_without_a_health_route() {
+    fixture();
+    // A label/score service at Hugging Face's paths: /models/{owner}/{name} for the API, the
+    // bare URL for a dedicated endpoint; no /ping.
+    let served = ServedModel::new(
+        Box::new(LocalOracle::new(
+            fixture().marked.clone(),
+            Reveal::Probabilities,
+        )),
+        "nnmark-burn",
+    );
+    let cfg = ServeConfig::new(
+        Protocol::Labels,
+        "lenet",
+        Reveal::TopK(3),
+        ClassNames::parse("fashion", 10).unwrap(),
+    );
+    let router = nnmark_remote::server::router(served, cfg).unwrap();
+    let hf = axum::Router::new()
+        .fallback_service(router)
+        .layer(axum::middleware::from_fn(
+            |mut req: Request, next: Next| async move {
+                let path = req.uri().path().to_string();
+                if path == "/ping" || path.starts_with("/predictions") {
+                    return (axum::http::StatusCode::NOT_FOUND, "not here").into_response();
+                }
+                if path == "/models/acme/lenet" || path == "/" {
+                    *req.uri_mut() = "/predictions/lenet".parse().unwrap();
+                }
+                next.run(req).await
+            },
+        ));
+    let server = start_router(hf);
+    let (mut opts, cfg) = quick(1, 5.0);
+    opts.batch = 1;
+    for name in [Some("acme/lenet"), None] {
+        let mut c = cfg(&server.url());
+        c.protocol = Some(Protocol::Labels);
+        c.model_name = name.map(String::from);
+        let body = run(c, &opts).unwrap_or_else(|e| panic!("{name:?}: {e}"));
+        assert!(body.decision.watermarked, "{name:?}");
+    }
+    // Probing (no protocol named) still needs a service that says what it speaks.
+    let mut c = cfg(&server.url());
+    c.protocol = None;
+    assert!(run(c, &opts).is_err());
+}
+
 fn start_router(router: axum::Router) -> RunningServer {
     RunningServer::start_router(router, "127.0.0.1:0".parse().unwrap()).unwrap()
 }

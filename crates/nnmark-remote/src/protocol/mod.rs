@@ -77,11 +77,17 @@ impl Protocol {
         }
     }
 
-    /// The inference path for model `name`.
+    /// The inference path for model `name` (for labels: `/predictions/{name}` as TorchServe,
+    /// `/models/{owner/name}` as Hugging Face's API, the service's own URL when `name` is empty).
     pub fn infer_path(self, name: &str) -> String {
         match self {
             Protocol::V2 => format!("/v2/models/{name}/infer"),
             Protocol::TfServing => format!("/v1/models/{name}:predict"),
+            // Hugging Face's inference API names models `owner/model` under /models; a
+            // dedicated endpoint (no model name) answers at its own URL; TorchServe under
+            // /predictions.
+            Protocol::Labels if name.is_empty() => String::new(),
+            Protocol::Labels if name.contains('/') => format!("/models/{name}"),
             Protocol::Labels => format!("/predictions/{name}"),
         }
     }
