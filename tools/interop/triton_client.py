@@ -69,6 +69,16 @@ def main(url, model, fixture_path):
     check("get_system_shared_memory_status", c.get_system_shared_memory_status() == [])
     check("get_cuda_shared_memory_status", c.get_cuda_shared_memory_status() == [])
     refused("load_model refused", lambda: c.load_model(model), 400, "not allowed")
+    refused("unload_model refused", lambda: c.unload_model(model), 400, "not allowed")
+    check("get_trace_settings", c.get_trace_settings()["trace_level"] == ["OFF"])
+    check("get_trace_settings of the model", c.get_trace_settings(model)["trace_level"] == ["OFF"])
+    check("get_log_settings", c.get_log_settings()["log_info"] is True)
+    refused("update_trace_settings refused",
+            lambda: c.update_trace_settings(settings={"trace_level": ["TIMESTAMPS"]}), 400, "fixed")
+    refused("update_log_settings refused",
+            lambda: c.update_log_settings(settings={"log_info": False}), 400, "fixed")
+    refused("register_system_shared_memory refused",
+            lambda: c.register_system_shared_memory("r", "/nnmark", 64), 400, "not supported")
     refused("unknown model", lambda: c.get_model_metadata("nope"), 404, "nope")
 
     input_name = meta["inputs"][0]["name"]

@@ -595,6 +595,30 @@ async fn v2_shm_refused() -> ApiError {
     )
 }
 
+/// `GET /v2/trace/setting` (and per model): tracing is off, as in Triton's default.
+async fn v2_trace_settings() -> Json<serde_json::Value> {
+    Json(json!({
+        "trace_level": ["OFF"], "trace_rate": "1000", "trace_count": "-1",
+        "log_frequency": "0", "trace_file": "", "trace_mode": "triton",
+    }))
+}
+
+/// `GET /v2/logging`: the request log this server writes (one line per request, at INFO).
+async fn v2_log_settings() -> Json<serde_json::Value> {
+    Json(json!({
+        "log_file": "", "log_info": true, "log_warning": true, "log_error": true,
+        "log_verbose_level": 0, "log_format": "default",
+    }))
+}
+
+/// Updates of trace and log settings: this server's are fixed at start (`RUST_LOG`).
+async fn v2_settings_refused() -> ApiError {
+    ApiError(
+        StatusCode::BAD_REQUEST,
+        "trace and log settings are fixed when the server starts (set RUST_LOG); they cannot be updated over HTTP".into(),
+    )
+}
+
 async fn v2_infer(
     State(state): State<Arc<AppState>>,
     Path(name): Path<String>,
@@ -837,6 +861,18 @@ pub fn router(model: ServedModel, cfg: ServeConfig) -> Result<Router> {
                 post(v2_version_infer),
             )
             .route("/v2/models/stats", get(v2_all_stats))
+            .route(
+                "/v2/trace/setting",
+                get(v2_trace_settings).post(v2_settings_refused),
+            )
+            .route(
+                "/v2/models/{name}/trace/setting",
+                get(v2_trace_settings).post(v2_settings_refused),
+            )
+            .route(
+                "/v2/logging",
+                get(v2_log_settings).post(v2_settings_refused),
+            )
             .route("/v2/repository/index", post(v2_repository_index))
             .route(
                 "/v2/repository/models/{name}/{verb}",
