@@ -202,6 +202,10 @@ pub struct RemoteArgs {
     /// Ask a v2 endpoint for its top-k classification instead of its default output.
     #[arg(long)]
     pub top_k: Option<usize>,
+    /// Resize the key's images (bilinear; grey repeated into colour channels) to the size the
+    /// endpoint's metadata declares, when it is not the key's (default: refuse such a model).
+    #[arg(long)]
+    pub resize: bool,
     /// Images per request.
     #[arg(long, default_value_t = 8)]
     pub batch: usize,

@@ -102,6 +102,7 @@ fn remote_job(a: &VerifyArgs) -> Result<RemoteJob> {
             token: read_token(r.token_file.as_deref(), "NNMARK_TOKEN")?,
             labels: r.labels.clone(),
             top_k: r.top_k,
+            resize: r.resize,
             timeout: seconds("--timeout", r.timeout)?,
             retries: r.retries,
         },

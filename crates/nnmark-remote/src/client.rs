@@ -46,9 +46,15 @@ pub struct SuspectInfo {
     pub model_name: Option<String>,
     /// Server and model metadata exactly as the suspect reported them (or the file's hash).
     pub metadata: Value,
+    /// How requests were built from that metadata (input name, layout, output read, resizing),
+    /// for HTTP suspects.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub request: Option<TensorPlan>,
 }
 
-/// Anything the remote verifier can query.
+/// A suspect as the verifier queries it: the one async batch interface for local models and
+/// ONNX files (through [`OracleEndpoint`]) and HTTP services ([`HttpEndpoint`]), each answer
+/// returned with what the evidence records about its exchange.
 pub trait Endpoint: Sync {
     /// What to record about the suspect.
     fn info(&self) -> SuspectInfo;
@@ -86,6 +92,9 @@ pub struct EndpointConfig {
     pub class_names: ClassNames,
     /// Ask v2 services for top-k through the classification extension.
     pub top_k: Option<usize>,
+    /// Resize the key's images (and the decoys) to the size the service's metadata declares
+    /// when it is not the key's; off by default, when such a service is refused.
+    pub resize: bool,
     /// Largest answer read, in bytes ([`DEFAULT_MAX_RESPONSE_BYTES`]); a longer one is a
     /// failed attempt, read no further.
     pub max_response_bytes: usize,
@@ -109,6 +118,7 @@ impl EndpointConfig {
             max_response_bytes: DEFAULT_MAX_RESPONSE_BYTES,
             class_names: ClassNames::indices(classes),
             top_k: None,
+            resize: false,
         }
     }
 }
@@ -204,41 +214,47 @@ impl HttpEndpoint {
     }
 
     async fn get_json(&self, path: &str) -> std::result::Result<Value, String> {
-        let mut req = self.client.get(format!("{}{path}", self.cfg.url));
-        if let Some(t) = &self.cfg.token {
-            req = req.bearer_auth(t);
-        }
-        let resp = req.send().await.map_err(|e| format!("GET {path}: {e}"))?;
-        let status = resp.status();
-        let bytes = read_capped(resp, self.cfg.max_response_bytes)
-            .await
-            .map_err(|e| format!("GET {path}: {e}"))?;
-        let text = String::from_utf8_lossy(&bytes);
-        if !status.is_success() {
-            return Err(format!("GET {path}: {status} {}", snippet(&text)));
-        }
-        serde_json::from_str(&text).map_err(|e| format!("GET {path}: answer is not JSON: {e}"))
+        self.json_call(
+            "GET",
+            self.client.get(format!("{}{path}", self.cfg.url)),
+            path,
+        )
+        .await
     }
 
+    /// `POST path` with an empty JSON object (the v2 repository index takes one).
     async fn post_json(&self, path: &str) -> std::result::Result<Value, String> {
-        let mut req = self
+        let req = self
             .client
             .post(format!("{}{path}", self.cfg.url))
             .header(reqwest::header::CONTENT_TYPE, "application/json")
             .body("{}");
+        self.json_call("POST", req, path).await
+    }
+
+    /// Sends a metadata request (with the token), reads at most the answer cap and parses it.
+    async fn json_call(
+        &self,
+        method: &str,
+        mut req: reqwest::RequestBuilder,
+        path: &str,
+    ) -> std::result::Result<Value, String> {
         if let Some(t) = &self.cfg.token {
             req = req.bearer_auth(t);
         }
-        let resp = req.send().await.map_err(|e| format!("POST {path}: {e}"))?;
+        let resp = req
+            .send()
+            .await
+            .map_err(|e| format!("{method} {path}: {e}"))?;
         let status = resp.status();
         let bytes = read_capped(resp, self.cfg.max_response_bytes)
             .await
-            .map_err(|e| format!("POST {path}: {e}"))?;
+            .map_err(|e| format!("{method} {path}: {e}"))?;
         let text = String::from_utf8_lossy(&bytes);
         if !status.is_success() {
-            return Err(format!("POST {path}: {status} {}", snippet(&text)));
+            return Err(format!("{method} {path}: {status} {}", snippet(&text)));
         }
-        serde_json::from_str(&text).map_err(|e| format!("POST {path}: answer is not JSON: {e}"))
+        serde_json::from_str(&text).map_err(|e| format!("{method} {path}: answer is not JSON: {e}"))
     }
 
     /// Speaks protocol `p` to the service: its metadata, the model's name, and how to send it
@@ -252,8 +268,13 @@ impl HttpEndpoint {
                 let (name, model, plan) = match &self.cfg.model_name {
                     Some(name) => {
                         let model = self.get_json(&format!("/v2/models/{name}")).await?;
-                        let plan = TensorPlan::from_v2_metadata(&model, self.shape, classes)
-                            .map_err(|e| format!("model '{name}' {e}"))?;
+                        let plan = TensorPlan::from_v2_metadata(
+                            &model,
+                            self.shape,
+                            classes,
+                            self.cfg.resize,
+                        )
+                        .map_err(|e| format!("model '{name}' {e}"))?;
                         (name.clone(), model, plan)
                     }
                     None => self.discover_v2(classes).await?,
@@ -280,6 +301,7 @@ impl HttpEndpoint {
                         .and_then(|m| m.get("metadata"))
                         .unwrap_or(&Value::Null),
                     self.shape,
+                    self.cfg.resize,
                 )
                 .map_err(|e| format!("model '{name}' {e}"))?;
                 Ok((
@@ -353,13 +375,16 @@ impl HttpEndpoint {
                 continue;
             }
             match self.get_json(&format!("/v2/models/{name}")).await {
-                Ok(model) => match TensorPlan::from_v2_metadata(&model, self.shape, classes) {
-                    Ok(plan) => {
-                        tracing::info!(model = name, "model found in the repository index");
-                        return Ok((name.to_string(), model, plan));
+                Ok(model) => {
+                    match TensorPlan::from_v2_metadata(&model, self.shape, classes, self.cfg.resize)
+                    {
+                        Ok(plan) => {
+                            tracing::info!(model = name, "model found in the repository index");
+                            return Ok((name.to_string(), model, plan));
+                        }
+                        Err(e) => tried.push(format!("'{name}' {e}")),
                     }
-                    Err(e) => tried.push(format!("'{name}' {e}")),
-                },
+                }
                 Err(e) => tried.push(format!("'{name}': {e}")),
             }
         }
@@ -562,6 +587,7 @@ impl Endpoint for HttpEndpoint {
             protocol: Some(self.protocol),
             model_name: Some(self.model.clone()),
             metadata: self.metadata.clone(),
+            request: Some(self.plan.clone()),
         }
     }
 
@@ -647,6 +673,7 @@ impl OracleEndpoint {
                 protocol: None,
                 model_name: None,
                 metadata,
+                request: None,
             },
         }
     }
@@ -688,71 +715,5 @@ impl Endpoint for OracleEndpoint {
             latency_ms: started.elapsed().as_secs_f64() * 1e3,
             retries: 0,
         })
-    }
-}
-
-/// A blocking [`Oracle`] over an HTTP endpoint, for code that queries synchronously (the
-/// distillation attack through a real API, `nnmark verify` of any scheme).
-pub struct RemoteOracle {
-    endpoint: HttpEndpoint,
-    runtime: tokio::runtime::Runtime,
-    classes: usize,
-    queries: u64,
-}
-
-impl RemoteOracle {
-    /// Connects to `cfg` for images of `shape` and `classes` classes.
-    pub fn connect(
-        cfg: EndpointConfig,
-        shape: ImageShape,
-        classes: usize,
-        max_batch: usize,
-    ) -> Result<Self> {
-        let runtime = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .map_err(|e| Error::remote(&cfg.url, format!("cannot start runtime: {e}")))?;
-        let endpoint = runtime.block_on(HttpEndpoint::connect(cfg, shape, max_batch))?;
-        Ok(Self {
-            endpoint,
-            runtime,
-            classes,
-            queries: 0,
-        })
-    }
-}
-
-impl Oracle for RemoteOracle {
-    fn input_shape(&self) -> ImageShape {
-        self.endpoint.shape
-    }
-
-    fn num_classes(&self) -> usize {
-        self.classes
-    }
-
-    fn describe(&self) -> String {
-        format!(
-            "{} endpoint {}",
-            self.endpoint.protocol, self.endpoint.cfg.url
-        )
-    }
-
-    fn query(&mut self, pixels: &[f32]) -> Result<Vec<Answer>> {
-        let n = self.endpoint.shape.numel();
-        let mut out = Vec::new();
-        for chunk in pixels.chunks(n * self.endpoint.max_batch) {
-            let count = chunk.len() / n;
-            let x = self
-                .runtime
-                .block_on(self.endpoint.query(chunk.to_vec(), count))?;
-            self.queries += count as u64;
-            out.extend(x.answers);
-        }
-        Ok(out)
-    }
-
-    fn queries_made(&self) -> u64 {
-        self.queries
     }
 }

@@ -16,7 +16,7 @@ pub mod server;
 pub mod verify;
 pub mod workflow;
 
-pub use client::{Endpoint, EndpointConfig, HttpEndpoint, OracleEndpoint, RemoteOracle};
+pub use client::{Endpoint, EndpointConfig, HttpEndpoint, OracleEndpoint};
 pub use protocol::{ClassNames, Protocol};
 pub use server::{RunningServer, ServeConfig, ServedModel};
 pub use verify::{EvidenceBody, RemoteVerifyOptions, verify_endpoint};

@@ -36,6 +36,8 @@ pub enum RemoteSuspect {
         labels: Option<String>,
         /// Ask a v2 server for its top-k classification.
         top_k: Option<usize>,
+        /// Resize the key's images to the size the service declares.
+        resize: bool,
         /// Time allowed per attempt.
         timeout: Duration,
         /// Retries of a failed request.
@@ -125,6 +127,7 @@ pub fn verify_remote(p: &PreparedKey, job: &RemoteJob) -> Result<RemoteReport> {
                 token,
                 labels,
                 top_k,
+                resize,
                 timeout,
                 retries,
             } => {
@@ -137,6 +140,7 @@ pub fn verify_remote(p: &PreparedKey, job: &RemoteJob) -> Result<RemoteReport> {
                 cfg.class_names =
                     class_names_for(labels.as_deref(), &p.key.meta.dataset, spec.num_classes)?;
                 cfg.top_k = *top_k;
+                cfg.resize = *resize;
                 let ep = HttpEndpoint::connect(cfg, spec.input, opts.batch).await?;
                 verify_endpoint(&ep, &p.key, p.scheme, &decoys, null, opts).await
             }

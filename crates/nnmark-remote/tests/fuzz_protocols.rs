@@ -315,6 +315,7 @@ fn evidence_body() -> nnmark_remote::verify::EvidenceBody {
             protocol: None,
             model_name: Some("model".into()),
             metadata: json!({}),
+            request: None,
         },
         key: KeyInfo {
             fingerprint: "22".repeat(32),

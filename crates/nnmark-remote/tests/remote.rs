@@ -12,7 +12,7 @@ use axum::extract::Request;
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use nnmark::KeyFile;
-use nnmark::data::{self, Dataset};
+use nnmark::data::{self, Dataset, ImageShape};
 use nnmark::model::{Architecture, Model, ModelSpec, Normalization};
 use nnmark::oracle::{LocalOracle, Reveal};
 use nnmark::scheme::{self, EmbedMode};
@@ -246,7 +246,8 @@ fn an_independent_model_is_not_accused() {
 }
 
 /// The marked model's service: v2, answering labels.
-fn marked_v2_labels() -> axum::Router {
+/// The service of the marked model, as `nnmark serve` would run it.
+fn marked_router(protocol: Protocol, reveal: Reveal) -> axum::Router {
     let served = ServedModel::new(
         Box::new(LocalOracle::new(
             fixture().marked.clone(),
@@ -255,12 +256,16 @@ fn marked_v2_labels() -> axum::Router {
         "nnmark-burn",
     );
     let cfg = ServeConfig::new(
-        Protocol::V2,
+        protocol,
         "lenet",
-        Reveal::Label,
+        reveal,
         ClassNames::parse("fashion", 10).unwrap(),
     );
     nnmark_remote::server::router(served, cfg).unwrap()
+}
+
+fn marked_v2_labels() -> axum::Router {
+    marked_router(Protocol::V2, Reveal::Label)
 }
 
 /// Wraps the real service with a fault on its inference route.
@@ -359,20 +364,7 @@ fn hugging_face_style_endpoints_are_reached_without_a_health_route() {
     fixture();
     // A label/score service at Hugging Face's paths: /models/{owner}/{name} for the API, the
     // bare URL for a dedicated endpoint; no /ping.
-    let served = ServedModel::new(
-        Box::new(LocalOracle::new(
-            fixture().marked.clone(),
-            Reveal::Probabilities,
-        )),
-        "nnmark-burn",
-    );
-    let cfg = ServeConfig::new(
-        Protocol::Labels,
-        "lenet",
-        Reveal::TopK(3),
-        ClassNames::parse("fashion", 10).unwrap(),
-    );
-    let router = nnmark_remote::server::router(served, cfg).unwrap();
+    let router = marked_router(Protocol::Labels, Reveal::TopK(3));
     let hf = axum::Router::new()
         .fallback_service(router)
         .layer(axum::middleware::from_fn(
@@ -401,6 +393,67 @@ fn hugging_face_style_endpoints_are_reached_without_a_health_route() {
     let mut c = cfg(&server.url());
     c.protocol = None;
     assert!(run(c, &opts).is_err());
+}
+
+#[test]
+fn a_model_of_another_input_size_is_refused_unless_resizing_is_asked_for() {
+    fixture();
+    // The marked model behind a front that declares 32x32 colour inputs (as a thief might
+    // retrain on resized images): the front shrinks what it gets back to 28x28 grey.
+    let colour = ImageShape {
+        channels: 3,
+        height: 32,
+        width: 32,
+    };
+    let grey = ImageShape::MNIST;
+    let front = marked_v2_labels().layer(axum::middleware::from_fn(
+        move |req: Request, next: Next| async move {
+            let path = req.uri().path().to_string();
+            if path == "/v2/models/lenet" {
+                return axum::Json(serde_json::json!({"name": "lenet",
+                    "inputs": [{"name": "x", "datatype": "FP32", "shape": [-1, 3, 32, 32]}],
+                    "outputs": [{"name": "label", "datatype": "INT64", "shape": [-1]}]}))
+                .into_response();
+            }
+            if !path.ends_with("/infer") {
+                return next.run(req).await;
+            }
+            let (parts, body) = req.into_parts();
+            let bytes = axum::body::to_bytes(body, 1 << 26).await.unwrap();
+            let v: serde_json::Value = serde_json::from_slice(&bytes).unwrap();
+            let t = &v["inputs"][0];
+            assert_eq!(t["name"], "x");
+            assert_eq!(
+                t["shape"].as_array().unwrap()[1..],
+                serde_json::json!([3, 32, 32]).as_array().unwrap()[..]
+            );
+            let data: Vec<f32> = t["data"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|x| x.as_f64().unwrap() as f32)
+                .collect();
+            let n = data.len() / colour.numel();
+            let back = nnmark_remote::protocol::resize_images(&data, colour, grey);
+            let body = serde_json::json!({"inputs": [{"name": "input", "datatype": "FP32",
+                "shape": [n, 1, 28, 28], "data": back}]});
+            let req = Request::from_parts(parts, axum::body::Body::from(body.to_string()));
+            next.run(req).await
+        },
+    ));
+    let server = start_router(front);
+    let (opts, cfg) = quick(1, 5.0);
+    let e = run(cfg(&server.url()), &opts).unwrap_err().to_string();
+    assert!(
+        e.contains("[-1, 3, 32, 32]") && e.contains("--resize"),
+        "{e}"
+    );
+    let mut c = cfg(&server.url());
+    c.resize = true;
+    let body = run(c, &opts).unwrap();
+    let plan = body.suspect.request.clone().unwrap();
+    assert_eq!(plan.resize_to, Some(colour));
+    assert!(body.decision.watermarked, "{:?}", body.decision);
 }
 
 fn start_router(router: axum::Router) -> RunningServer {
@@ -1268,34 +1321,6 @@ fn onnx_export_answers_like_the_model_and_an_onnx_suspect_is_verified() {
     .unwrap();
     assert!(body.decision.watermarked);
     assert_eq!(body.suspect.metadata["model"]["platform"], "onnx-tract");
-}
-
-#[test]
-fn a_remote_oracle_answers_like_the_local_model() {
-    // The blocking Oracle over HTTP (what the distillation attack or `verify` of any black-box
-    // scheme would query): same labels and probabilities as the model itself, in batches.
-    use nnmark::Oracle;
-    let f = fixture();
-    let server = serve(&f.marked, Protocol::V2, Reveal::Probabilities, |c| {
-        c.max_batch = 64
-    });
-    let mut remote = nnmark_remote::RemoteOracle::connect(
-        client_cfg(&server.url(), None),
-        f.marked.spec.input,
-        10,
-        64,
-    )
-    .unwrap();
-    let mut local = LocalOracle::new(f.marked.clone(), Reveal::Probabilities);
-    let px = f.decoys.take(150).pixels().to_vec();
-    let (a, b) = (remote.query(&px).unwrap(), local.query(&px).unwrap());
-    assert_eq!(a.len(), 150);
-    assert_eq!(remote.queries_made(), 150);
-    for (x, y) in a.iter().zip(&b) {
-        assert_eq!(x.label, y.label);
-        assert!((x.scores[0].1 - y.scores[0].1).abs() < 1e-6);
-    }
-    assert!(remote.describe().contains("v2"));
 }
 
 #[test]

@@ -1,6 +1,13 @@
-//! `Oracle`: anything that answers a batch of images with labels (and, when it can, class
-//! probabilities). Black-box verification sees only this trait, never a model; the first
-//! implementation is a local model, later ones are HTTP endpoints and ONNX files.
+//! `Oracle`: a classifier run in this process (a model, an ONNX file, a model behind a query
+//! filter) answering a batch of images with labels and, when it can, class probabilities,
+//! synchronously. Schemes' black-box extraction, the attacks that query a model and `serve`
+//! see only this trait, never a model's weights.
+//!
+//! A suspect that the evidence-writing verifier queries is an `nnmark_remote::Endpoint`
+//! instead: one async batch interface for local models, ONNX files and HTTP services alike,
+//! which records each exchange for the evidence. HTTP services implement it directly and an
+//! oracle through `OracleEndpoint`; the adapter runs one way only, so nothing synchronous ever
+//! waits on a network.
 
 use serde::{Deserialize, Serialize};
 

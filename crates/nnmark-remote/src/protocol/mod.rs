@@ -25,7 +25,7 @@ use std::fmt;
 pub use binary::HEADER_LENGTH as BINARY_HEADER_LENGTH;
 pub use classes::{ClassNames, FASHION_CLASSES, class_names_for};
 pub use labels::{Labels, labels_response, parse_labels_request, parse_labels_response};
-pub use layout::{InputLayout, TensorPlan, nest};
+pub use layout::{InputLayout, TensorPlan, declared_image, nest, resize_images};
 pub use tf::{TfServing, parse_tf_request, parse_tf_response, tf_response};
 pub use v2::{
     LABEL_OUTPUT, OutputRequest, PlannedOutput, SCORES_OUTPUT, V2, V2Infer, parse_v2_infer,

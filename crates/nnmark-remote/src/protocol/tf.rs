@@ -142,8 +142,9 @@ impl WireFormat for TfServing {
         plan: &TensorPlan,
     ) -> Result<(Vec<u8>, &'static str)> {
         // One instance per image, nested as the signature declares it.
+        let (pixels, shape) = plan.prepare(pixels, shape);
         let dims = plan.layout.dims(count, shape);
-        let values = plan.layout.arrange(pixels, shape);
+        let values = plan.layout.arrange(&pixels, shape);
         let instances: Vec<Value> = values
             .chunks(shape.numel())
             .map(|image| nest(image, &dims[1..]))

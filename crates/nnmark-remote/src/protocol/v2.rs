@@ -524,7 +524,8 @@ impl WireFormat for V2 {
         top_k: Option<usize>,
         plan: &TensorPlan,
     ) -> Result<(Vec<u8>, &'static str)> {
-        let data = plan.layout.arrange(pixels, shape);
+        let (pixels, shape) = plan.prepare(pixels, shape);
+        let data = plan.layout.arrange(&pixels, shape);
         let raw: Vec<u8> = data.iter().flat_map(|v| v.to_le_bytes()).collect();
         // The request id names the images (and nothing secret): a service's logs can be
         // matched to the evidence's request hashes.
