@@ -248,8 +248,8 @@ pub struct AttackArgs {
     #[arg(long)]
     pub model: PathBuf,
     /// The attack, `name[:value][,key=value...]`, stages joined by `+` (`prune:0.5+ftal:epochs=2`).
-    /// Attacks: ftll, ftal, rtll, rtal, prune, prune-global, quantize, adversarial, distill,
-    /// blur, noise, pixel-quantize.
+    /// Attacks: ftll, ftal, rtll, rtal, prune, prune-global, fine-prune, quantize, overwrite,
+    /// adversarial, distill, blur, noise, pixel-quantize, jpeg.
     #[arg(long)]
     pub attack: String,
     /// The watermark key, when the attack is sized by it (adversarial: ratio × key items).
@@ -505,7 +505,7 @@ pub struct VerifyArgs {
     #[arg(long, required_unless_present = "endpoint")]
     pub model: Option<PathBuf>,
     /// Query the suspect through a query-time input filter, as a thief might serve it
-    /// (`blur:1.0`, `noise:0.1`, `pixel-quantize:4`); black-box schemes only.
+    /// (`blur:1.0`, `noise:0.1`, `pixel-quantize:4`, `jpeg:50`); black-box schemes only.
     #[arg(long, value_name = "FILTER", conflicts_with = "reveal")]
     pub through: Option<String>,
     /// Architecture of a foreign suspect file.

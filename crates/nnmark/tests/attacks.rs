@@ -364,6 +364,7 @@ fn query_filters_leave_weights_and_change_inputs() {
         ("blur:0.5", 0.8),
         ("noise:0.1", 0.8),
         ("pixel-quantize:4", 0.8),
+        ("jpeg:50", 0.8),
     ] {
         let a = attack::parse(spec_text).unwrap();
         let out = run(spec_text, base.clone());
@@ -384,6 +385,33 @@ fn query_filters_leave_weights_and_change_inputs() {
         t.apply(&mut x, test.shape, 0);
         assert_ne!(x.as_slice(), test.image(0), "{spec_text}");
     }
+}
+
+/// A fine-tuning schedule reaches the training: a cyclic schedule of one-epoch cycles is the
+/// constant rate (bit for bit), one of two-epoch cycles halves the second epoch's rate.
+#[test]
+fn fine_tuning_schedules_reach_the_training() {
+    let base = stolen(Architecture::Mlp);
+    let constant = tensors(&run("ftal:epochs=2,lr=0.05", base.clone()));
+    let one = tensors(&run(
+        "ftal:epochs=2,lr=0.05,schedule=cyclic:1",
+        base.clone(),
+    ));
+    let two = run("ftal:epochs=2,lr=0.05,schedule=cyclic:2", base.clone());
+    assert_eq!(one, constant);
+    assert_ne!(tensors(&two), constant);
+    assert!(accuracy(&two) > 0.85, "{}", accuracy(&two));
+    assert_eq!(
+        attack::parse("rtal:epochs=3,schedule=cyclic:2")
+            .unwrap()
+            .describe(),
+        "rtal:epochs=3,lr=0.01,schedule=cyclic:2"
+    );
+    let e = attack::parse("ftal:schedule=wavy")
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(e.contains("wavy") && e.contains("cyclic:PERIOD"), "{e}");
 }
 
 #[test]

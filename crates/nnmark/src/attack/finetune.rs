@@ -1,15 +1,18 @@
 //! Fine-tuning attacks in Adi et al.'s four variants (USENIX Security 2018, §5): FTLL trains
 //! only the last layer, FTAL all layers, RTLL re-initialises the last layer and trains it
 //! alone, RTAL re-initialises it and trains everything. All four train on the attacker's data
-//! with its true labels (SGD, momentum 0.9, constant rate).
+//! with its true labels (SGD, momentum 0.9, a constant rate by default). The stronger
+//! fine-tuning of the removal literature (Lukas et al., S&P'22: large rates, cyclic schedules)
+//! is the same attack with `lr=` and `schedule=cosine|cyclic:PERIOD|step:SIZE:GAMMA`.
 
 use burn::module::Module;
 use burn::nn::LinearConfig;
 
 use super::{Attack, AttackArgs, AttackContext, AttackInfo, attacker_recipe};
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::model::Model;
-use crate::train::{self, Silent};
+use crate::train::LrSchedule;
+use crate::train::{self, Silent, TrainConfig};
 
 /// Which layers move, and whether the last one starts afresh.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -42,49 +45,72 @@ impl FineTuneVariant {
 }
 
 /// A fine-tuning attack.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct FineTune {
     /// The variant.
     pub variant: FineTuneVariant,
     /// Passes over the attacker's data.
     pub epochs: usize,
-    /// Learning rate.
+    /// Learning rate (the base rate of the schedule).
     pub lr: f64,
+    /// How the rate changes over the epochs.
+    pub schedule: LrSchedule,
 }
 
 fn build(variant: FineTuneVariant, a: &mut AttackArgs) -> Result<Box<dyn Attack>> {
+    let epochs = a.usize("epochs", true, 5, 1)?;
+    let lr = a.lr(0.01)?;
+    let schedule = match a.text("schedule") {
+        None => LrSchedule::Constant,
+        Some(s) => s.parse().map_err(|_| {
+            Error::invalid(
+                format!("attack {} schedule", variant.name()),
+                &s,
+                "expected constant, cosine, cyclic:PERIOD (epochs per cycle) or step:SIZE:GAMMA",
+            )
+        })?,
+    };
     Ok(Box::new(FineTune {
         variant,
-        epochs: a.usize("epochs", true, 5, 1)?,
-        lr: a.lr(0.01)?,
+        epochs,
+        lr,
+        schedule,
     }))
 }
 
 pub(super) const FTLL: AttackInfo = AttackInfo {
     name: "ftll",
-    summary: "fine-tune the last layer (epochs=5, lr=0.01)",
+    summary: "fine-tune the last layer (epochs=5, lr=0.01, schedule=constant|cosine|cyclic:N)",
     build: |a| build(FineTuneVariant::Ftll, a),
 };
 pub(super) const FTAL: AttackInfo = AttackInfo {
     name: "ftal",
-    summary: "fine-tune all layers (epochs=5, lr=0.01)",
+    summary: "fine-tune all layers (epochs=5, lr=0.01, schedule=constant|cosine|cyclic:N)",
     build: |a| build(FineTuneVariant::Ftal, a),
 };
 pub(super) const RTLL: AttackInfo = AttackInfo {
     name: "rtll",
-    summary: "re-initialise the last layer and train it (epochs=5, lr=0.01)",
+    summary: "re-initialise the last layer and train it (epochs=5, lr=0.01, schedule=constant|cosine|cyclic:N)",
     build: |a| build(FineTuneVariant::Rtll, a),
 };
 pub(super) const RTAL: AttackInfo = AttackInfo {
     name: "rtal",
-    summary: "re-initialise the last layer and train all layers (epochs=5, lr=0.01)",
+    summary: "re-initialise the last layer and train all layers (epochs=5, lr=0.01, schedule=constant|cosine|cyclic:N)",
     build: |a| build(FineTuneVariant::Rtal, a),
 };
 
 impl Attack for FineTune {
     fn describe(&self) -> String {
+        let schedule = match self.schedule {
+            LrSchedule::Constant => String::new(),
+            LrSchedule::Cosine => ",schedule=cosine".into(),
+            LrSchedule::Cyclic { period } => format!(",schedule=cyclic:{period}"),
+            LrSchedule::Step { step_size, gamma } => {
+                format!(",schedule=step:{step_size}:{gamma}")
+            }
+        };
         format!(
-            "{}:epochs={},lr={}",
+            "{}:epochs={},lr={}{schedule}",
             self.variant.name(),
             self.epochs,
             self.lr
@@ -110,8 +136,11 @@ impl Attack for FineTune {
             let head = model.net.head_mut();
             *head = head.clone().set_require_grad(true);
         }
-        let cfg =
-            attacker_recipe(self.epochs, self.lr, ctx.seed).fitted_to(model.spec.architecture);
+        let cfg = TrainConfig {
+            schedule: self.schedule.clone(),
+            ..attacker_recipe(self.epochs, self.lr, ctx.seed)
+        }
+        .fitted_to(model.spec.architecture);
         let (mut out, _) = train::train(model, data, &cfg, ctx.device, &mut Silent)?;
         // The flag persists in the module; a later stage must be free to train every layer.
         out.net = out.net.set_require_grad(true);

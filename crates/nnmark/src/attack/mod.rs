@@ -105,6 +105,7 @@ pub static REGISTRY: &[AttackInfo] = &[
     transform::BLUR,
     transform::NOISE,
     transform::PIXEL_QUANTIZE,
+    transform::JPEG,
 ];
 
 /// Names of every attack.

@@ -131,6 +131,13 @@ pub enum LrSchedule {
     },
     /// Cosine annealing from the base rate to 0 over the run.
     Cosine,
+    /// Cosine annealing restarted every `period` epochs (Loshchilov and Hutter's warm
+    /// restarts): the rate jumps back to the base rate at each cycle's start, the large steps
+    /// that fine-tuning removal attacks rely on.
+    Cyclic {
+        /// Epochs per cycle.
+        period: usize,
+    },
 }
 
 impl LrSchedule {
@@ -145,24 +152,36 @@ impl LrSchedule {
                 base * 0.5
                     * (1.0 + (std::f64::consts::PI * epoch as f64 / epochs.max(1) as f64).cos())
             }
+            LrSchedule::Cyclic { period } => {
+                let period = period.max(1);
+                base * 0.5
+                    * (1.0 + (std::f64::consts::PI * (epoch % period) as f64 / period as f64).cos())
+            }
         }
     }
 }
 
 impl std::str::FromStr for LrSchedule {
     type Err = Error;
-    /// `constant`, `cosine`, or `step:STEP_SIZE:GAMMA`.
+    /// `constant`, `cosine`, `cyclic:PERIOD`, or `step:STEP_SIZE:GAMMA`.
     fn from_str(s: &str) -> Result<Self> {
         let bad = || {
             Error::invalid(
                 "schedule",
                 s,
-                "expected constant, cosine or step:STEP_SIZE:GAMMA, e.g. step:5:0.1",
+                "expected constant, cosine, cyclic:PERIOD or step:STEP_SIZE:GAMMA, e.g. step:5:0.1",
             )
         };
         match s {
             "constant" => Ok(LrSchedule::Constant),
             "cosine" => Ok(LrSchedule::Cosine),
+            _ if s.starts_with("cyclic:") => {
+                let period: usize = s["cyclic:".len()..].parse().map_err(|_| bad())?;
+                if period == 0 {
+                    return Err(bad());
+                }
+                Ok(LrSchedule::Cyclic { period })
+            }
             _ => {
                 let rest = s.strip_prefix("step:").ok_or_else(bad)?;
                 let (size, gamma) = rest.split_once(':').ok_or_else(bad)?;
@@ -706,4 +725,26 @@ impl Run<'_> {
 enum StepError {
     /// The loss was not finite.
     Diverged(f64),
+}
+
+#[cfg(test)]
+mod schedule_tests {
+    use super::LrSchedule;
+
+    #[test]
+    fn cyclic_schedules_restart_at_each_cycle() {
+        let s: LrSchedule = "cyclic:2".parse().unwrap();
+        assert_eq!(s, LrSchedule::Cyclic { period: 2 });
+        let r: Vec<f64> = (0..5).map(|e| s.lr(0.1, e, 5)).collect();
+        let want = [0.1, 0.05, 0.1, 0.05, 0.1];
+        assert!(
+            r.iter().zip(want).all(|(a, b)| (a - b).abs() < 1e-12),
+            "{r:?}"
+        );
+        let s: LrSchedule = "cyclic:4".parse().unwrap();
+        assert!((s.lr(1.0, 2, 8) - 0.5).abs() < 1e-12 && s.lr(1.0, 4, 8) == 1.0);
+        for bad in ["cyclic:0", "cyclic:x", "cyclic:"] {
+            assert!(bad.parse::<LrSchedule>().is_err(), "{bad}");
+        }
+    }
 }

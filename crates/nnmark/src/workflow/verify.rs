@@ -312,7 +312,7 @@ pub fn verify_local(
                     Error::invalid(
                         "--through",
                         filter,
-                        "not a query filter (blur, noise, pixel-quantize)",
+                        "not a query filter (blur, noise, pixel-quantize, jpeg)",
                     )
                 })?;
             let mut local = crate::oracle::LocalOracle::new(suspect, crate::oracle::Reveal::Label);
