@@ -414,6 +414,33 @@ fn fine_tuning_schedules_reach_the_training() {
     assert!(e.contains("wavy") && e.contains("cyclic:PERIOD"), "{e}");
 }
 
+/// Label smoothing reaches the loss: the smoothed fine-tune moves the weights elsewhere than
+/// the plain one and leaves the model less sure of itself (its top probability on test images
+/// drops), at little cost in accuracy.
+#[test]
+fn label_smoothing_fine_tuning_softens_the_model() {
+    let base = stolen(Architecture::Mlp);
+    let plain = run("ftal:epochs=2,lr=0.05", base.clone());
+    let smooth = run("ftal:epochs=2,lr=0.05,smoothing=0.3", base);
+    assert_ne!(tensors(&plain), tensors(&smooth));
+    let confidence = |m: &Model| {
+        let p = nnmark::train::predict_proba(m, split().test.pixels(), 256);
+        p.iter()
+            .map(|row| row.iter().cloned().fold(0.0f32, f32::max))
+            .sum::<f32>()
+            / p.len() as f32
+    };
+    let (c_plain, c_smooth) = (confidence(&plain), confidence(&smooth));
+    eprintln!("mean top probability: plain {c_plain:.3}, smoothed {c_smooth:.3}");
+    assert!(c_smooth < c_plain - 0.05, "{c_plain} vs {c_smooth}");
+    assert!(accuracy(&smooth) > 0.85, "{}", accuracy(&smooth));
+    assert!(attack::parse("ftal:smoothing=1").is_err());
+    assert_eq!(
+        attack::parse("ftll:smoothing=0.1").unwrap().describe(),
+        "ftll:epochs=5,lr=0.01,smoothing=0.1"
+    );
+}
+
 #[test]
 fn bad_specs_fail_before_any_work() {
     let err = |s: &str| attack::parse(s).err().expect(s).to_string();

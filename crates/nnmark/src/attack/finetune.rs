@@ -3,7 +3,9 @@
 //! alone, RTAL re-initialises it and trains everything. All four train on the attacker's data
 //! with its true labels (SGD, momentum 0.9, a constant rate by default). The stronger
 //! fine-tuning of the removal literature (Lukas et al., S&P'22: large rates, cyclic schedules)
-//! is the same attack with `lr=` and `schedule=cosine|cyclic:PERIOD|step:SIZE:GAMMA`.
+//! is the same attack with `lr=` and `schedule=cosine|cyclic:PERIOD|step:SIZE:GAMMA`; the
+//! regularised fine-tuning with label smoothing (Szegedy et al.'s targets, `(1 - ε)` on the
+//! true class and `ε / classes` on every class) is `smoothing=ε`.
 
 use burn::module::Module;
 use burn::nn::LinearConfig;
@@ -55,6 +57,9 @@ pub struct FineTune {
     pub lr: f64,
     /// How the rate changes over the epochs.
     pub schedule: LrSchedule,
+    /// Label smoothing ε in [0, 1): the targets put `1 - ε` on the true class and spread `ε`
+    /// evenly over all classes (0: plain labels).
+    pub smoothing: f64,
 }
 
 fn build(variant: FineTuneVariant, a: &mut AttackArgs) -> Result<Box<dyn Attack>> {
@@ -70,32 +75,39 @@ fn build(variant: FineTuneVariant, a: &mut AttackArgs) -> Result<Box<dyn Attack>
             )
         })?,
     };
+    let smoothing = a.f64(
+        "smoothing",
+        false,
+        Some(0.0),
+        (|v| (0.0..1.0).contains(&v), "must be in [0, 1)"),
+    )?;
     Ok(Box::new(FineTune {
         variant,
         epochs,
         lr,
         schedule,
+        smoothing,
     }))
 }
 
 pub(super) const FTLL: AttackInfo = AttackInfo {
     name: "ftll",
-    summary: "fine-tune the last layer (epochs=5, lr=0.01, schedule=constant|cosine|cyclic:N)",
+    summary: "fine-tune the last layer (epochs=5, lr=0.01, schedule=constant|cosine|cyclic:N, smoothing=0)",
     build: |a| build(FineTuneVariant::Ftll, a),
 };
 pub(super) const FTAL: AttackInfo = AttackInfo {
     name: "ftal",
-    summary: "fine-tune all layers (epochs=5, lr=0.01, schedule=constant|cosine|cyclic:N)",
+    summary: "fine-tune all layers (epochs=5, lr=0.01, schedule=constant|cosine|cyclic:N, smoothing=0)",
     build: |a| build(FineTuneVariant::Ftal, a),
 };
 pub(super) const RTLL: AttackInfo = AttackInfo {
     name: "rtll",
-    summary: "re-initialise the last layer and train it (epochs=5, lr=0.01, schedule=constant|cosine|cyclic:N)",
+    summary: "re-initialise the last layer and train it (epochs=5, lr=0.01, schedule=constant|cosine|cyclic:N, smoothing=0)",
     build: |a| build(FineTuneVariant::Rtll, a),
 };
 pub(super) const RTAL: AttackInfo = AttackInfo {
     name: "rtal",
-    summary: "re-initialise the last layer and train all layers (epochs=5, lr=0.01, schedule=constant|cosine|cyclic:N)",
+    summary: "re-initialise the last layer and train all layers (epochs=5, lr=0.01, schedule=constant|cosine|cyclic:N, smoothing=0)",
     build: |a| build(FineTuneVariant::Rtal, a),
 };
 
@@ -109,8 +121,13 @@ impl Attack for FineTune {
                 format!(",schedule=step:{step_size}:{gamma}")
             }
         };
+        let smoothing = if self.smoothing > 0.0 {
+            format!(",smoothing={}", self.smoothing)
+        } else {
+            String::new()
+        };
         format!(
-            "{}:epochs={},lr={}{schedule}",
+            "{}:epochs={},lr={}{schedule}{smoothing}",
             self.variant.name(),
             self.epochs,
             self.lr
@@ -141,7 +158,25 @@ impl Attack for FineTune {
             ..attacker_recipe(self.epochs, self.lr, ctx.seed)
         }
         .fitted_to(model.spec.architecture);
-        let (mut out, _) = train::train(model, data, &cfg, ctx.device, &mut Silent)?;
+        let classes = model.spec.num_classes;
+        let eps = self.smoothing as f32;
+        let smoothed: Vec<f32> = if eps > 0.0 {
+            data.labels()
+                .iter()
+                .flat_map(|&l| {
+                    (0..classes).map(move |c| {
+                        eps / classes as f32 + if c == l as usize { 1.0 - eps } else { 0.0 }
+                    })
+                })
+                .collect()
+        } else {
+            Vec::new()
+        };
+        let extras = train::TrainExtras {
+            soft_targets: (eps > 0.0).then_some(smoothed.as_slice()),
+            ..Default::default()
+        };
+        let (mut out, _) = train::train_with(model, data, &cfg, ctx.device, &mut Silent, extras)?;
         // The flag persists in the module; a later stage must be free to train every layer.
         out.net = out.net.set_require_grad(true);
         Ok(out)
