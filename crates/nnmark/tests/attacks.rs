@@ -441,6 +441,62 @@ fn label_smoothing_fine_tuning_softens_the_model() {
     );
 }
 
+/// Distillation with a surrogate data set queries with that set, not the attacker's: an
+/// attacker holding 60 images of its own copies the model far better through the 8,000 images
+/// of a named set (the embedded MNIST sample, always there) than through its own.
+#[test]
+fn distillation_can_query_with_a_surrogate_data_set() {
+    let base = stolen(Architecture::Mlp);
+    let few = split().attacker.take(60);
+    let steal = |spec_text: &str| {
+        attack::parse(spec_text)
+            .unwrap()
+            .remove(
+                base.clone(),
+                &AttackContext {
+                    data: Some(&few),
+                    device: &Device::flex(),
+                    seed: 9,
+                    key_items: None,
+                    scheme: None,
+                },
+            )
+            .unwrap()
+    };
+    let own = accuracy(&steal("distill:epochs=3"));
+    let surrogate = accuracy(&steal("distill:epochs=3,data=mnist10k"));
+    eprintln!("student accuracy: own 60 images {own:.4}, surrogate set {surrogate:.4}");
+    assert!(
+        surrogate > own + 0.1 && surrogate > 0.85,
+        "{own} vs {surrogate}"
+    );
+    let a = attack::parse("distill:data=mnist10k").unwrap();
+    assert!(
+        !a.needs_data(),
+        "a surrogate set replaces the attacker's data"
+    );
+    assert_eq!(
+        a.describe(),
+        "distill:arch=same,epochs=10,answers=labels,data=mnist10k"
+    );
+    let e = attack::parse("distill:data=cifar")
+        .unwrap()
+        .remove(
+            base.clone(),
+            &AttackContext {
+                data: None,
+                device: &Device::flex(),
+                seed: 9,
+                key_items: None,
+                scheme: None,
+            },
+        )
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(e.contains("cifar"), "{e}");
+}
+
 #[test]
 fn bad_specs_fail_before_any_work() {
     let err = |s: &str| attack::parse(s).err().expect(s).to_string();

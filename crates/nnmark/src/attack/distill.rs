@@ -3,15 +3,21 @@
 //! architecture, on the answers: the labels only (what most services return) or the full
 //! probability vectors (Hinton et al.'s soft targets, temperature 1 as served). Trigger-set
 //! watermarks often do not survive it, because the student never sees the triggers.
+//!
+//! With `data=NAME` the thief queries with another data set's training images instead of its
+//! own (a knockoff-style extraction with a surrogate set, e.g. Fashion-MNIST images to copy an
+//! MNIST model): the set is read from the data folders (`nnmark data fetch` puts Fashion-MNIST
+//! there; nothing is downloaded here) and must have the stolen model's image shape.
 
 use super::{Attack, AttackArgs, AttackContext, AttackInfo};
-use crate::error::Result;
+use crate::data::DataSource;
+use crate::error::{Error, Result};
 use crate::model::{Architecture, Model, ModelSpec};
 use crate::oracle::{LocalOracle, Oracle, Reveal};
 use crate::train::{self, Silent, TrainConfig, TrainExtras};
 
 /// Distillation through the oracle.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct Distill {
     /// The student's architecture (None: the stolen model's).
     pub arch: Option<Architecture>,
@@ -19,11 +25,13 @@ pub struct Distill {
     pub epochs: usize,
     /// Train on the probability vectors instead of the labels.
     pub probabilities: bool,
+    /// A named data set whose training images are the queries (None: the attacker's data).
+    pub surrogate: Option<String>,
 }
 
 pub(super) const DISTILL: AttackInfo = AttackInfo {
     name: "distill",
-    summary: "train a fresh model on the stolen model's answers to the attacker's inputs (distill:arch=lenet,epochs=10,answers=labels|probabilities)",
+    summary: "train a fresh model on the stolen model's answers to the attacker's inputs, or to a surrogate data set's (distill:arch=lenet,epochs=10,answers=labels|probabilities,data=fashion)",
     build: |a: &mut AttackArgs| {
         let arch = match a.text("arch") {
             None => None,
@@ -34,6 +42,7 @@ pub(super) const DISTILL: AttackInfo = AttackInfo {
             epochs: a.usize("epochs", true, 10, 1)?,
             probabilities: a.choice("answers", false, "labels", &["labels", "probabilities"])?
                 == "probabilities",
+            surrogate: a.text("data"),
         }))
     },
 };
@@ -41,23 +50,49 @@ pub(super) const DISTILL: AttackInfo = AttackInfo {
 impl Attack for Distill {
     fn describe(&self) -> String {
         format!(
-            "distill:arch={},epochs={},answers={}",
+            "distill:arch={},epochs={},answers={}{}",
             self.arch.map_or("same".to_string(), |a| a.to_string()),
             self.epochs,
             if self.probabilities {
                 "probabilities"
             } else {
                 "labels"
-            }
+            },
+            self.surrogate
+                .as_ref()
+                .map_or(String::new(), |d| format!(",data={d}"))
         )
     }
 
     fn needs_data(&self) -> bool {
-        true
+        self.surrogate.is_none()
     }
 
     fn remove(&self, model: Model, ctx: &AttackContext<'_>) -> Result<Model> {
-        let data = ctx.attacker_data("distill")?;
+        let surrogate = match &self.surrogate {
+            None => None,
+            Some(name) => {
+                let mut set = crate::data::load(&DataSource::Named(name.clone()), None)?.train;
+                if set.shape != model.spec.input {
+                    return Err(Error::invalid(
+                        "attack distill data",
+                        name,
+                        format!(
+                            "holds {} images; the stolen model takes {}",
+                            set.shape, model.spec.input
+                        ),
+                    ));
+                }
+                // Its labels are the data set's own classes, which the answers replace; only
+                // the class count must fit the relabelled set.
+                set.num_classes = model.spec.num_classes;
+                Some(set)
+            }
+        };
+        let data = match &surrogate {
+            Some(set) => set,
+            None => ctx.attacker_data("distill")?,
+        };
         model.check_data(data)?;
         let spec = ModelSpec {
             architecture: self.arch.unwrap_or(model.spec.architecture),
