@@ -497,6 +497,30 @@ fn distillation_can_query_with_a_surrogate_data_set() {
     assert!(e.contains("cifar"), "{e}");
 }
 
+/// Weight shifting lands farther from the stolen weights than fine-tuning with the same data,
+/// rate and epochs, and keeps the accuracy.
+#[test]
+fn weight_shifting_moves_the_weights_away() {
+    let base = stolen(Architecture::Mlp);
+    let plain = run("ftal:epochs=3,lr=0.02", base.clone());
+    let shifted = run(
+        "weight-shift:epochs=3,lr=0.02,lambda=2,shift=0.5",
+        base.clone(),
+    );
+    let (d_plain, d_shift) = (
+        attack::relative_distance(&plain, &base),
+        attack::relative_distance(&shifted, &base),
+    );
+    let acc = accuracy(&shifted);
+    eprintln!(
+        "relative distance: fine-tuning {d_plain:.4}, weight shifting {d_shift:.4}; accuracy {acc:.4}"
+    );
+    assert!(d_shift > 1.5 * d_plain, "{d_plain} vs {d_shift}");
+    assert!(acc > 0.85, "{acc}");
+    assert_eq!(attack::relative_distance(&base, &base), 0.0);
+    assert!(attack::parse("weight-shift:lambda=0").is_err());
+}
+
 #[test]
 fn bad_specs_fail_before_any_work() {
     let err = |s: &str| attack::parse(s).err().expect(s).to_string();

@@ -16,6 +16,7 @@ mod overwrite;
 mod prune;
 mod quantize;
 mod transform;
+mod weight_shift;
 
 pub use adversarial::AdversarialFineTune;
 pub use args::AttackArgs;
@@ -26,6 +27,7 @@ pub use overwrite::Overwrite;
 pub use prune::{Prune, PruneScope, prune_magnitude};
 pub use quantize::{Quantize, quantize_weights};
 pub use transform::{InputTransform, TransformedOracle};
+pub use weight_shift::{WeightShift, relative_distance};
 
 use burn::prelude::Device;
 
@@ -102,6 +104,7 @@ pub static REGISTRY: &[AttackInfo] = &[
     overwrite::OVERWRITE,
     adversarial::ADVERSARIAL,
     distill::DISTILL,
+    weight_shift::WEIGHT_SHIFT,
     transform::BLUR,
     transform::NOISE,
     transform::PIXEL_QUANTIZE,
