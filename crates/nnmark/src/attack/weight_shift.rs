@@ -10,7 +10,7 @@ use burn::module::{Module, ModuleVisitor, Param};
 use burn::tensor::{Tensor, TensorData};
 
 use super::{Attack, AttackArgs, AttackContext, AttackInfo, attacker_recipe};
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::model::Model;
 use crate::train::{self, Silent, TrainExtras};
 
@@ -68,17 +68,20 @@ fn flat_params(model: &Model) -> Vec<Tensor<1>> {
 /// `‖θ − θ₀‖ / ‖θ₀‖` between two models of one architecture, over every float parameter.
 pub fn relative_distance(model: &Model, original: &Model) -> f64 {
     let (mut diff, mut norm) = (0.0f64, 0.0f64);
+    let values = |t: Tensor<1>| {
+        t.into_data()
+            .convert::<f32>()
+            .try_into_vec::<f32>()
+            .unwrap_or_default()
+    };
     for (a, b) in flat_params(model).into_iter().zip(flat_params(original)) {
-        let (a, b) = (a.into_data(), b.into_data());
-        let (a, b) = (a.as_slice::<f32>(), b.as_slice::<f32>());
-        if let (Ok(a), Ok(b)) = (a, b) {
-            diff += a
-                .iter()
-                .zip(b)
-                .map(|(x, y)| ((x - y) as f64).powi(2))
-                .sum::<f64>();
-            norm += b.iter().map(|y| (*y as f64).powi(2)).sum::<f64>();
-        }
+        let (a, b) = (values(a), values(b));
+        diff += a
+            .iter()
+            .zip(&b)
+            .map(|(x, y)| ((x - y) as f64).powi(2))
+            .sum::<f64>();
+        norm += b.iter().map(|y| (*y as f64).powi(2)).sum::<f64>();
     }
     (diff / norm.max(f64::MIN_POSITIVE)).sqrt()
 }
@@ -102,9 +105,15 @@ impl Attack for WeightShift {
             .into_iter()
             .map(|t| {
                 let n = t.dims()[0];
-                (t.into_data().to_vec::<f32>().unwrap_or_default(), n)
+                t.into_data()
+                    .convert::<f32>()
+                    .try_into_vec::<f32>()
+                    .map(|v| (v, n))
+                    .map_err(|e| {
+                        Error::Unsupported(format!("weight-shift reads f32 weights: {e:?}"))
+                    })
             })
-            .collect();
+            .collect::<Result<_>>()?;
         let norm_sq: f64 = original
             .iter()
             .flat_map(|(v, _)| v.iter().map(|x| (*x as f64).powi(2)))
