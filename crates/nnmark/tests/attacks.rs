@@ -521,6 +521,66 @@ fn weight_shifting_moves_the_weights_away() {
     assert!(attack::parse("weight-shift:lambda=0").is_err());
 }
 
+/// Neural cleanse on a backdoor-style mark (Zhang et al.'s stamped text, every trigger labelled
+/// with one target class, as in the paper): the reversed trigger of the target class is the
+/// outlier, and unlearning it takes the key's matches down while the accuracy stays.
+#[test]
+fn neural_cleanse_finds_a_backdoor_style_mark_and_unlearns_it() {
+    use nnmark::scheme::{self, EmbedMode, Suspect};
+    let device = Device::flex();
+    let zhang = scheme::by_name("zhang-content").unwrap();
+    let e = watermark::embed(
+        watermark::EmbedRequest {
+            scheme: zhang,
+            params: serde_json::json!({"labels": "target"}),
+            mode: EmbedMode::FineTune,
+            base: stolen(Architecture::Mlp),
+            teacher: None,
+            data: &split().owner,
+            aux: None,
+            train: TrainConfig::for_mode(true),
+            dataset_name: "mnist10k".into(),
+            shadow_cache: None,
+        },
+        &device,
+        &mut train::Silent,
+    )
+    .unwrap();
+    let labels = &e.key.triggers.as_ref().unwrap().labels;
+    let target = labels[0] as usize;
+    assert!(
+        labels.iter().all(|&l| l as usize == target),
+        "one target class"
+    );
+    let matches = |m: &Model| {
+        zhang
+            .extract(&e.key, &mut Suspect::Model(m))
+            .unwrap()
+            .matches
+    };
+    let before = matches(&e.model);
+    let triggers =
+        attack::reverse_engineer(&e.model, &split().attacker.take(512), 100, 0.01, 9).unwrap();
+    let sizes: Vec<f64> = triggers.iter().map(|t| t.size()).collect();
+    let index = attack::anomaly_indices(&sizes);
+    let outlier = (0..index.len())
+        .max_by(|&a, &b| index[a].total_cmp(&index[b]))
+        .unwrap();
+    eprintln!(
+        "target {target}; trigger sizes {sizes:.1?}; anomaly index {:.2}; success {:.2}",
+        index[outlier], triggers[outlier].success
+    );
+    assert_eq!(outlier, target);
+    assert!(index[target] > 2.0, "{index:?}");
+    let acc_before = accuracy(&e.model);
+    let cleaned = run("neural-cleanse:steps=100,epochs=2", e.model.clone());
+    let after = matches(&cleaned);
+    let acc_after = accuracy(&cleaned);
+    eprintln!("key matches {before} -> {after}; accuracy {acc_before:.4} -> {acc_after:.4}");
+    assert!(after * 2 < before, "{before} -> {after}");
+    assert!(acc_after > acc_before - 0.05, "{acc_before} -> {acc_after}");
+}
+
 #[test]
 fn bad_specs_fail_before_any_work() {
     let err = |s: &str| attack::parse(s).err().expect(s).to_string();

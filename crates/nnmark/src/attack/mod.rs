@@ -12,6 +12,7 @@ mod args;
 mod distill;
 mod fineprune;
 mod finetune;
+mod neural_cleanse;
 mod overwrite;
 mod prune;
 mod quantize;
@@ -23,6 +24,7 @@ pub use args::AttackArgs;
 pub use distill::Distill;
 pub use fineprune::{FinePrune, mean_activations};
 pub use finetune::{FineTune, FineTuneVariant};
+pub use neural_cleanse::{NeuralCleanse, ReversedTrigger, anomaly_indices, reverse_engineer};
 pub use overwrite::Overwrite;
 pub use prune::{Prune, PruneScope, prune_magnitude};
 pub use quantize::{Quantize, quantize_weights};
@@ -105,6 +107,7 @@ pub static REGISTRY: &[AttackInfo] = &[
     adversarial::ADVERSARIAL,
     distill::DISTILL,
     weight_shift::WEIGHT_SHIFT,
+    neural_cleanse::NEURAL_CLEANSE,
     transform::BLUR,
     transform::NOISE,
     transform::PIXEL_QUANTIZE,
