@@ -286,16 +286,24 @@ pub fn run(
     cfg.check()?;
     // None stands for the unattacked baseline.
     type Attacks = Vec<Option<Box<dyn attack::Attack>>>;
+    // Every attack that trains on the attacker's data also runs at each smaller budget.
     let parse = |list: &[String]| -> Result<Attacks> {
-        list.iter()
-            .map(|a| {
-                if a == "none" {
-                    Ok(None)
-                } else {
-                    attack::parse(a).map(Some)
+        let mut out: Attacks = Vec::new();
+        for a in list {
+            if a == "none" {
+                out.push(None);
+                continue;
+            }
+            let full = attack::parse(a)?;
+            let trains = full.needs_data();
+            out.push(Some(full));
+            if trains {
+                for b in cfg.attacker_budgets.iter().filter(|b| **b < 1.0) {
+                    out.push(Some(attack::parse(&format!("budget:{b}+{a}"))?));
                 }
-            })
-            .collect()
+            }
+        }
+        Ok(out)
     };
     let global = parse(&cfg.attacks)?;
     let per_scheme: Vec<Option<Attacks>> = cfg

@@ -223,6 +223,64 @@ fn shard_specs_and_bad_configs_fail_before_any_work() {
     assert!(e.contains("bad.toml") && e.contains("colour"), "{e}");
     let e = err(SMOKE.replace("arch = \"mlp\"", "arch = \"vgg\""));
     assert!(e.contains("known models"), "{e}");
+    let e = err(SMOKE.replace(
+        "references = 2",
+        "references = 2\nattacker_budgets = [0.1, 0]",
+    ));
+    assert!(
+        e.contains("attacker_budgets") && e.contains("(0, 1]"),
+        "{e}"
+    );
+}
+
+/// Attacker budgets are a matrix axis: every attack that trains also runs on the smaller
+/// shares of the attacker's data (`budget:B+attack`); the others run once.
+#[test]
+fn attacker_budgets_add_cells_for_attacks_that_train() {
+    let text = r#"
+name = "budgets"
+seeds = [1]
+fpr = 1e-3
+attacks = ["none", "ftll:epochs=1", "prune:0.5"]
+attacker_budgets = [0.1, 1.0]
+
+[[models]]
+dataset = "mnist10k"
+arch = "mlp"
+epochs = 2
+
+[[schemes]]
+name = "zhang-noise"
+epochs = 2
+lr = 0.01
+"#;
+    let cfg = EvalConfig::from_toml(text, "budgets.toml").unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let summary = run(&cfg, &dir.path().join("out"), Shard::ALL);
+    let records = eval::read_jsonl(&summary.results).unwrap();
+    let mut attacks: Vec<&str> = records.iter().map(|r| r.attack.as_str()).collect();
+    attacks.sort();
+    assert_eq!(
+        attacks,
+        [
+            "budget:0.1+ftll:epochs=1,lr=0.01",
+            "ftll:epochs=1,lr=0.01",
+            "none",
+            "prune:0.5"
+        ]
+    );
+    // The budgeted fine-tuning saw a tenth of the data: another model than the full one.
+    let acc = |a: &str| {
+        records
+            .iter()
+            .find(|r| r.attack == a)
+            .map(|r| r.attacked_accuracy)
+            .unwrap()
+    };
+    assert_ne!(
+        acc("budget:0.1+ftll:epochs=1,lr=0.01"),
+        acc("ftll:epochs=1,lr=0.01")
+    );
 }
 
 /// The committed configuration of the seed papers' experiments parses and checks.

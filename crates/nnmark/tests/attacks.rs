@@ -581,6 +581,25 @@ fn neural_cleanse_finds_a_backdoor_style_mark_and_unlearns_it() {
     assert!(acc_after > acc_before - 0.05, "{acc_before} -> {acc_after}");
 }
 
+/// A budget stage gives the stages after it a stratified share of the attacker's data: a
+/// student distilled from 1% of it copies the model worse than one distilled from all of it.
+#[test]
+fn a_budget_stage_shrinks_the_data_of_the_next_stages() {
+    let attacker = &split().attacker;
+    let part = attack::Budget { fraction: 0.1 }.apply(attacker, 9).unwrap();
+    let share = part.len() as f64 / attacker.len() as f64;
+    assert!((share - 0.1).abs() < 0.01, "{share}");
+    let counts = part.class_counts();
+    assert!(counts.iter().all(|&c| c > 0), "stratified: {counts:?}");
+    let base = stolen(Architecture::Mlp);
+    assert_eq!(tensors(&run("budget:0.1", base.clone())), tensors(&base));
+    let full = accuracy(&run("budget:1+distill:epochs=3", base.clone()));
+    let small = accuracy(&run("budget:0.01+distill:epochs=3", base.clone()));
+    eprintln!("student accuracy: whole third {full:.4}, 1% of it {small:.4}");
+    assert!(full > small + 0.05, "{full} vs {small}");
+    assert!(attack::parse("budget:0").is_err() && attack::parse("budget:1.5").is_err());
+}
+
 #[test]
 fn bad_specs_fail_before_any_work() {
     let err = |s: &str| attack::parse(s).err().expect(s).to_string();

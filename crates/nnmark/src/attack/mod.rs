@@ -9,6 +9,7 @@
 
 mod adversarial;
 mod args;
+mod budget;
 mod distill;
 mod fineprune;
 mod finetune;
@@ -21,6 +22,7 @@ mod weight_shift;
 
 pub use adversarial::AdversarialFineTune;
 pub use args::AttackArgs;
+pub use budget::Budget;
 pub use distill::Distill;
 pub use fineprune::{FinePrune, mean_activations};
 pub use finetune::{FineTune, FineTuneVariant};
@@ -81,6 +83,10 @@ pub trait Attack: Send + Sync {
     fn needs_data(&self) -> bool {
         false
     }
+    /// For a `budget` stage: the share of the attacker's data the stages after it get.
+    fn data_budget(&self) -> Option<&Budget> {
+        None
+    }
 }
 
 /// One registry entry: how to build an attack from its arguments.
@@ -108,6 +114,7 @@ pub static REGISTRY: &[AttackInfo] = &[
     distill::DISTILL,
     weight_shift::WEIGHT_SHIFT,
     neural_cleanse::NEURAL_CLEANSE,
+    budget::BUDGET,
     transform::BLUR,
     transform::NOISE,
     transform::PIXEL_QUANTIZE,
@@ -132,10 +139,17 @@ impl Attack for Composed {
     }
 
     fn remove(&self, mut model: Model, ctx: &AttackContext<'_>) -> Result<Model> {
+        // A budget stage shrinks the data of the stages after it.
+        let mut budgeted: Option<crate::data::Dataset> = None;
         for (i, a) in self.0.iter().enumerate() {
+            if let Some(b) = a.data_budget() {
+                let data = ctx.attacker_data("budget")?;
+                budgeted = Some(b.apply(data, ctx.seed)?);
+                continue;
+            }
             // Each stage draws from its own stream, so `a+b` and `b` alone differ only by `a`.
             let stage = AttackContext {
-                data: ctx.data,
+                data: budgeted.as_ref().or(ctx.data),
                 device: ctx.device,
                 seed: ctx.seed.wrapping_add(i as u64 * 0x9E37_79B9),
                 key_items: ctx.key_items,
