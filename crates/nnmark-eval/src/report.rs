@@ -1,5 +1,7 @@
 //! The evaluation report: Markdown tables and one self-contained HTML file with inline SVG
-//! plots (drawn with `plotters`): survival heat map (scheme × attack), accuracy and key match
+//! plots (drawn with `plotters`). It opens with the strongest plausible attack per row (the
+//! lowest key match within the accuracy bound), then the survival heat map (scheme × attack),
+//! key match against accuracy loss per attack with each row's Pareto front, accuracy and key match
 //! against the pruning rate, the null distribution of independent models' match rates with
 //! the decision threshold, and per-scheme tables in the layout of the papers (frontier
 //! stitching Table 2: rate, key elements removed ± sd, extraction rate, accuracy ± sd).
@@ -75,6 +77,85 @@ fn pct(v: f64) -> String {
     format!("{:.2}", v * 100.0)
 }
 
+/// One attack's cells summarised for the headline: mean key match, mean accuracy loss in
+/// percentage points, seeds where the mark is still detected, seeds where it was removed.
+pub(crate) struct AttackSummary<'a> {
+    pub(crate) attack: &'a str,
+    pub(crate) match_rate: f64,
+    pub(crate) marked_match_rate: f64,
+    pub(crate) loss_pp: f64,
+    pub(crate) plausible: bool,
+    pub(crate) detected: usize,
+    pub(crate) removed: usize,
+    pub(crate) seeds: usize,
+}
+
+pub(crate) fn summarise<'a>(attack: &'a str, cells: &[&CellRecord]) -> AttackSummary<'a> {
+    let mean = |f: &dyn Fn(&CellRecord) -> f64| {
+        cells.iter().map(|r| f(r)).sum::<f64>() / cells.len().max(1) as f64
+    };
+    AttackSummary {
+        attack,
+        match_rate: mean(&|r| r.key.match_rate),
+        marked_match_rate: mean(&|r| r.marked_key.match_rate),
+        loss_pp: mean(&|r| (r.marked_accuracy - r.attacked_accuracy) * 100.0),
+        // An attack counts as plausible only where it is plausible in every seed.
+        plausible: cells.iter().all(|r| r.plausible),
+        detected: cells.iter().filter(|r| r.verdict.watermarked).count(),
+        removed: cells.iter().filter(|r| r.removed).count(),
+        seeds: cells.len(),
+    }
+}
+
+/// The headline: per row, the plausible attack (within the accuracy bound in every seed) that
+/// leaves the least key evidence (the Watermark-Robustness-Toolbox's rule), with its cost.
+fn strongest_attacks(md: &mut String, rows: &Rows<'_>) {
+    let _ = writeln!(
+        md,
+        "## Strongest plausible attack\n\nPer row, of the attacks that stay within the accuracy bound in every seed, the one with the lowest mean key match; *detected* counts the seeds where the verdict still shows the mark, *removed* those where it does not.\n"
+    );
+    let _ = writeln!(
+        md,
+        "| data / model / scheme | attack | key match (marked → attacked) | accuracy loss (pp) | detected | removed |"
+    );
+    let _ = writeln!(md, "|---|---|---|---|---|---|");
+    for (row, cells) in rows {
+        let best = cells
+            .iter()
+            .filter(|(a, _)| a != "none")
+            .map(|(a, c)| summarise(a, c))
+            .filter(|s| s.plausible)
+            .min_by(|x, y| {
+                x.match_rate
+                    .total_cmp(&y.match_rate)
+                    .then(x.loss_pp.total_cmp(&y.loss_pp))
+            });
+        match best {
+            Some(s) => {
+                let _ = writeln!(
+                    md,
+                    "| {row} | {} | {} → {} | {:.2} | {}/{} | {}/{} |",
+                    s.attack,
+                    pct(s.marked_match_rate),
+                    pct(s.match_rate),
+                    s.loss_pp,
+                    s.detected,
+                    s.seeds,
+                    s.removed,
+                    s.seeds
+                );
+            }
+            None => {
+                let _ = writeln!(
+                    md,
+                    "| {row} | no attack stayed within the bound | – | – | – | – |"
+                );
+            }
+        }
+    }
+    let _ = writeln!(md);
+}
+
 /// The Markdown report.
 pub fn markdown(records: &[CellRecord]) -> String {
     let mut md = String::new();
@@ -97,6 +178,7 @@ pub fn markdown(records: &[CellRecord]) -> String {
         );
     }
     let rows = rows(records);
+    strongest_attacks(&mut md, &rows);
     let _ = writeln!(md, "## Survival (seeds where the mark is still detected)\n");
     let attacks = columns(&rows);
     let _ = writeln!(md, "| data / model / scheme | {} |", attacks.join(" | "));
@@ -340,6 +422,93 @@ fn pruning_curves(records: &[CellRecord]) -> Result<Option<String>> {
     Ok(Some(plot))
 }
 
+/// Accuracy loss against key match, one point per attack (mean over seeds) and one colour per
+/// row, with each row's Pareto front (the attacks no other attack beats on both) as a line: the
+/// lower left is the attacker's goal.
+fn pareto(records: &[CellRecord]) -> Result<Option<String>> {
+    let rows = rows(records);
+    let series: Vec<(String, Vec<(f64, f64)>)> = rows
+        .iter()
+        .map(|(row, cells)| {
+            let pts = cells
+                .iter()
+                .filter(|(a, _)| a != "none")
+                .map(|(a, c)| {
+                    let s = summarise(a, c);
+                    (s.loss_pp, s.match_rate)
+                })
+                .collect::<Vec<_>>();
+            (row.clone(), pts)
+        })
+        .filter(|(_, p)| !p.is_empty())
+        .collect();
+    if series.is_empty() {
+        return Ok(None);
+    }
+    let max_loss = series
+        .iter()
+        .flat_map(|(_, p)| p.iter().map(|q| q.0))
+        .fold(5.0f64, f64::max)
+        .min(100.0);
+    let min_loss = series
+        .iter()
+        .flat_map(|(_, p)| p.iter().map(|q| q.0))
+        .fold(0.0f64, f64::min)
+        .max(-100.0);
+    let plot = svg(900, 420, |root| {
+        let e = |e: DrawingAreaErrorKind<_>| e.to_string();
+        let mut chart = ChartBuilder::on(root)
+            .caption(
+                "key match vs accuracy loss per attack (lower left: the attacker's goal)",
+                ("sans-serif", 14),
+            )
+            .margin(10)
+            .x_label_area_size(30)
+            .y_label_area_size(40)
+            .build_cartesian_2d(min_loss..max_loss * 1.05, 0f64..1.02f64)
+            .map_err(e)?;
+        chart
+            .configure_mesh()
+            .x_desc("accuracy loss (pp)")
+            .y_desc("key match")
+            .draw()
+            .map_err(e)?;
+        for (i, (row, pts)) in series.iter().enumerate() {
+            let color = Palette99::pick(i).to_rgba();
+            chart
+                .draw_series(pts.iter().map(|&p| Circle::new(p, 4, color.filled())))
+                .map_err(e)?
+                .label(row.clone())
+                .legend(move |(x, y)| Circle::new((x + 7, y), 4, color.filled()));
+            chart
+                .draw_series(LineSeries::new(pareto_front(pts), color.stroke_width(1)))
+                .map_err(e)?;
+        }
+        chart
+            .configure_series_labels()
+            .background_style(WHITE.mix(0.8))
+            .border_style(BLACK)
+            .position(SeriesLabelPosition::UpperRight)
+            .draw()
+            .map_err(e)?;
+        Ok(())
+    })?;
+    Ok(Some(plot))
+}
+
+/// The points no other point beats on both coordinates (lower is better on each), by the first.
+pub(crate) fn pareto_front(points: &[(f64, f64)]) -> Vec<(f64, f64)> {
+    let mut sorted = points.to_vec();
+    sorted.sort_by(|a, b| a.0.total_cmp(&b.0).then(a.1.total_cmp(&b.1)));
+    let mut front: Vec<(f64, f64)> = Vec::new();
+    for p in sorted {
+        if front.last().is_none_or(|q| p.1 < q.1) {
+            front.push(p);
+        }
+    }
+    front
+}
+
 /// Match rates of independent models with each row's threshold rate marked.
 fn null_plot(records: &[CellRecord]) -> Result<Option<String>> {
     let rows: Vec<(String, Vec<f64>, f64)> = rows(records)
@@ -432,6 +601,9 @@ pub fn html(records: &[CellRecord]) -> Result<String> {
         "<h1>nnmark evaluation</h1>\n<h2>Survival heat map</h2>\n{}",
         heat_map(records)?
     );
+    if let Some(p) = pareto(records)? {
+        let _ = writeln!(h, "<h2>Accuracy loss against key match</h2>\n{p}");
+    }
     if let Some(p) = pruning_curves(records)? {
         let _ = writeln!(h, "<h2>Pruning</h2>\n{p}");
     }
@@ -461,4 +633,26 @@ pub fn write(records: &[CellRecord], dir: &Path) -> Result<(PathBuf, PathBuf)> {
     nnmark::io::write_atomic(&md, markdown(records).as_bytes(), Some(0o644))?;
     nnmark::io::write_atomic(&html_path, html(records)?.as_bytes(), Some(0o644))?;
     Ok((md, html_path))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::pareto_front;
+
+    #[test]
+    fn the_pareto_front_keeps_the_points_nothing_beats() {
+        let pts = [
+            (1.0, 0.9),
+            (0.5, 0.95),
+            (3.0, 0.2),
+            (2.0, 0.5),
+            (2.5, 0.6),
+            (4.0, 0.2),
+        ];
+        assert_eq!(
+            pareto_front(&pts),
+            vec![(0.5, 0.95), (1.0, 0.9), (2.0, 0.5), (3.0, 0.2)]
+        );
+        assert!(pareto_front(&[]).is_empty());
+    }
 }

@@ -173,11 +173,42 @@ fn smoke_matrix_caches_shards_merges_and_reports() {
     let md = std::fs::read_to_string(md).unwrap();
     let html = std::fs::read_to_string(html).unwrap();
     assert!(md.contains("## Survival") && md.contains("mnist10k / mlp / frontier-stitching"));
+    // The headline names, per row, the plausible attack with the lowest mean key match.
+    assert!(md.find("## Strongest plausible attack") < md.find("## Survival"));
+    for scheme in ["frontier-stitching", "zhang-noise"] {
+        let row = format!("mnist10k / mlp / {scheme}");
+        let mut by_attack: std::collections::BTreeMap<&str, Vec<&eval::CellRecord>> =
+            Default::default();
+        for r in records
+            .iter()
+            .filter(|r| r.scheme == scheme && r.attack != "none")
+        {
+            by_attack.entry(r.attack.as_str()).or_default().push(r);
+        }
+        let best = by_attack
+            .iter()
+            .filter(|(_, c)| c.iter().all(|r| r.plausible))
+            .map(|(a, c)| {
+                let m = c.iter().map(|r| r.key.match_rate).sum::<f64>() / c.len() as f64;
+                (m, *a)
+            })
+            .min_by(|x, y| x.0.total_cmp(&y.0))
+            .map(|(_, a)| a);
+        let line = md
+            .lines()
+            .find(|l| l.starts_with(&format!("| {row} |")))
+            .unwrap();
+        match best {
+            Some(a) => assert!(line.starts_with(&format!("| {row} | {a} |")), "{line}"),
+            None => assert!(line.contains("no attack stayed within the bound"), "{line}"),
+        }
+    }
+    assert!(html.contains("Accuracy loss against key match"));
     assert!(md.contains("| 50% |"), "pruning table: {md}");
     assert!(md.contains("Independent models on the keys"));
     assert!(
-        html.matches("<svg").count() >= 3,
-        "heat map, pruning, null plots"
+        html.matches("<svg").count() >= 4,
+        "heat map, Pareto, pruning, null plots"
     );
 }
 
@@ -291,4 +322,16 @@ fn the_committed_seeds_matrix_is_valid() {
         EvalConfig::from_toml(&std::fs::read_to_string(&path).unwrap(), "seeds.toml").unwrap();
     assert!(cfg.seeds.len() >= 3);
     assert_eq!(cfg.models.len(), 3);
+    // The strongest-attack matrix runs every registered attack at least once.
+    let path = path.with_file_name("strongest.toml");
+    let cfg =
+        EvalConfig::from_toml(&std::fs::read_to_string(&path).unwrap(), "strongest.toml").unwrap();
+    for name in nnmark::attack::names() {
+        assert!(
+            cfg.attacks.iter().any(|a| a
+                .split('+')
+                .any(|stage| stage.split(':').next() == Some(name))),
+            "eval/strongest.toml runs no '{name}' attack"
+        );
+    }
 }
