@@ -249,7 +249,8 @@ pub struct AttackArgs {
     pub model: PathBuf,
     /// The attack, `name[:value][,key=value...]`, stages joined by `+` (`prune:0.5+ftal:epochs=2`).
     /// Attacks: ftll, ftal, rtll, rtal, prune, prune-global, fine-prune, quantize, overwrite,
-    /// adversarial, distill, weight-shift, neural-cleanse, blur, noise, pixel-quantize, jpeg;
+    /// adversarial, distill, weight-shift, neural-cleanse, transfer, blur, noise, pixel-quantize,
+    /// jpeg;
     /// `budget:F+...` gives the following stages a share F of the attacker's data.
     #[arg(long)]
     pub attack: String,

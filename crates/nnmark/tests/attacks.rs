@@ -600,6 +600,43 @@ fn a_budget_stage_shrinks_the_data_of_the_next_stages() {
     assert!(attack::parse("budget:0").is_err() && attack::parse("budget:1.5").is_err());
 }
 
+/// Transfer learning replaces the output layer twice and moves every layer, and the model comes
+/// back to the task. (The test's other set is the embedded sample, the one always here; the
+/// attack's point is another set, e.g. `data=fashion` against an MNIST model.)
+#[test]
+fn transfer_learning_moves_every_layer_and_comes_back_to_the_task() {
+    let base = stolen(Architecture::Mlp);
+    let before = tensors(&base);
+    let out = run("transfer:data=mnist10k,epochs=1,back=2", base);
+    let after = tensors(&out);
+    assert!(
+        before.iter().zip(&after).all(|(b, a)| b != a),
+        "every tensor moved"
+    );
+    assert_eq!(out.spec.num_classes, 10);
+    let acc = accuracy(&out);
+    eprintln!("accuracy after transfer and back: {acc:.4}");
+    assert!(acc > 0.85, "{acc}");
+    let e = attack::parse("transfer").err().unwrap().to_string();
+    assert!(e.contains("transfer:data=NAME"), "{e}");
+    let e = attack::parse("transfer:data=cifar")
+        .unwrap()
+        .remove(
+            stolen(Architecture::Mlp),
+            &AttackContext {
+                data: Some(&split().attacker),
+                device: &Device::flex(),
+                seed: 1,
+                key_items: None,
+                scheme: None,
+            },
+        )
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(e.contains("cifar"), "{e}");
+}
+
 #[test]
 fn bad_specs_fail_before_any_work() {
     let err = |s: &str| attack::parse(s).err().expect(s).to_string();

@@ -135,7 +135,8 @@ pub fn resize_images(pixels: &[f32], from: ImageShape, to: ImageShape) -> Vec<f3
     use image::{ImageBuffer, Luma, imageops};
     let plane = from.height * from.width;
     let mut out = Vec::with_capacity(pixels.len() / from.numel().max(1) * to.numel());
-    for img in pixels.chunks(from.numel()) {
+    // Whole images only: a trailing partial image (never sent by the client) is dropped.
+    for img in pixels.chunks_exact(from.numel().max(1)) {
         for c in 0..to.channels {
             let source: Vec<f32> = if from.channels == to.channels {
                 img[c * plane..(c + 1) * plane].to_vec()

@@ -17,6 +17,7 @@ mod neural_cleanse;
 mod overwrite;
 mod prune;
 mod quantize;
+mod transfer;
 mod transform;
 mod weight_shift;
 
@@ -30,6 +31,7 @@ pub use neural_cleanse::{NeuralCleanse, ReversedTrigger, anomaly_indices, revers
 pub use overwrite::Overwrite;
 pub use prune::{Prune, PruneScope, prune_magnitude};
 pub use quantize::{Quantize, quantize_weights};
+pub use transfer::Transfer;
 pub use transform::{InputTransform, TransformedOracle};
 pub use weight_shift::{WeightShift, relative_distance};
 
@@ -114,6 +116,7 @@ pub static REGISTRY: &[AttackInfo] = &[
     distill::DISTILL,
     weight_shift::WEIGHT_SHIFT,
     neural_cleanse::NEURAL_CLEANSE,
+    transfer::TRANSFER,
     budget::BUDGET,
     transform::BLUR,
     transform::NOISE,

@@ -133,6 +133,13 @@ pub fn reverse_engineer(
     seed: u64,
 ) -> Result<Vec<ReversedTrigger>> {
     model.check_data(probe)?;
+    if probe.is_empty() {
+        return Err(crate::error::Error::invalid(
+            "attack neural-cleanse",
+            &probe.name,
+            "needs at least one of the attacker's images to reverse-engineer triggers with",
+        ));
+    }
     let shape = model.spec.input;
     let plane = shape.height * shape.width;
     let device = crate::train::model_device(model);
