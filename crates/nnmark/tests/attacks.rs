@@ -74,6 +74,20 @@ fn run(spec_text: &str, model: Model) -> Model {
     .unwrap()
 }
 
+/// Runs an attack on `model` with `data` as the attacker's (or none), seed 9, no key.
+fn attack_with(spec_text: &str, model: Model, data: Option<&Dataset>) -> nnmark::Result<Model> {
+    attack::parse(spec_text)?.remove(
+        model,
+        &AttackContext {
+            data,
+            device: &Device::flex(),
+            seed: 9,
+            key_items: None,
+            scheme: None,
+        },
+    )
+}
+
 fn accuracy(m: &Model) -> f64 {
     train::evaluate(m, &split().test, 256).unwrap().accuracy
 }
@@ -448,21 +462,7 @@ fn label_smoothing_fine_tuning_softens_the_model() {
 fn distillation_can_query_with_a_surrogate_data_set() {
     let base = stolen(Architecture::Mlp);
     let few = split().attacker.take(60);
-    let steal = |spec_text: &str| {
-        attack::parse(spec_text)
-            .unwrap()
-            .remove(
-                base.clone(),
-                &AttackContext {
-                    data: Some(&few),
-                    device: &Device::flex(),
-                    seed: 9,
-                    key_items: None,
-                    scheme: None,
-                },
-            )
-            .unwrap()
-    };
+    let steal = |spec_text: &str| attack_with(spec_text, base.clone(), Some(&few)).unwrap();
     let own = accuracy(&steal("distill:epochs=3"));
     let surrogate = accuracy(&steal("distill:epochs=3,data=mnist10k"));
     eprintln!("student accuracy: own 60 images {own:.4}, surrogate set {surrogate:.4}");
@@ -479,18 +479,7 @@ fn distillation_can_query_with_a_surrogate_data_set() {
         a.describe(),
         "distill:arch=same,epochs=10,answers=labels,data=mnist10k"
     );
-    let e = attack::parse("distill:data=cifar")
-        .unwrap()
-        .remove(
-            base.clone(),
-            &AttackContext {
-                data: None,
-                device: &Device::flex(),
-                seed: 9,
-                key_items: None,
-                scheme: None,
-            },
-        )
+    let e = attack_with("distill:data=cifar", base.clone(), None)
         .err()
         .unwrap()
         .to_string();
@@ -619,21 +608,14 @@ fn transfer_learning_moves_every_layer_and_comes_back_to_the_task() {
     assert!(acc > 0.85, "{acc}");
     let e = attack::parse("transfer").err().unwrap().to_string();
     assert!(e.contains("transfer:data=NAME"), "{e}");
-    let e = attack::parse("transfer:data=cifar")
-        .unwrap()
-        .remove(
-            stolen(Architecture::Mlp),
-            &AttackContext {
-                data: Some(&split().attacker),
-                device: &Device::flex(),
-                seed: 1,
-                key_items: None,
-                scheme: None,
-            },
-        )
-        .err()
-        .unwrap()
-        .to_string();
+    let e = attack_with(
+        "transfer:data=cifar",
+        stolen(Architecture::Mlp),
+        Some(&split().attacker),
+    )
+    .err()
+    .unwrap()
+    .to_string();
     assert!(e.contains("cifar"), "{e}");
 }
 
