@@ -25,7 +25,7 @@ pub fn parse_labels_request(
         for (i, inst) in list.iter().enumerate() {
             flatten(inst, &format!("inputs[{i}]"), &mut pixels)?;
         }
-        return check_count(pixels, list.len(), shape, max_batch, None);
+        return check_count(pixels, list.len(), shape, max_batch);
     }
     let unreadable = |e: &dyn std::fmt::Display| {
         Rejection::unprocessable(format!("body is not a readable image: {e}"))
@@ -65,7 +65,7 @@ pub fn parse_labels_request(
             )));
         }
     };
-    check_count(pixels, 1, shape, max_batch, None)
+    check_count(pixels, 1, shape, max_batch)
 }
 
 /// Encodes one CHW image with values in [0, 1] as PNG (lossless for 8-bit sources).

@@ -138,8 +138,6 @@ pub struct Images {
     pub pixels: Vec<f32>,
     /// Number of images.
     pub count: usize,
-    /// Top-k asked for through v2's classification extension.
-    pub classification: Option<usize>,
 }
 
 /// Pixel values the served models take; anything outside (with a little slack for rounding)
@@ -203,7 +201,6 @@ fn check_count(
     count: usize,
     shape: ImageShape,
     max_batch: usize,
-    classification: Option<usize>,
 ) -> std::result::Result<Images, Rejection> {
     if count == 0 {
         return Err(Rejection::unprocessable("the request holds no image"));
@@ -220,11 +217,7 @@ fn check_count(
             shape.numel()
         )));
     }
-    Ok(Images {
-        pixels,
-        count,
-        classification,
-    })
+    Ok(Images { pixels, count })
 }
 
 /// What the server reveals for one answer, given its policy and the request's top-k wish.

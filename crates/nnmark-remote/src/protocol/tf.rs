@@ -35,7 +35,7 @@ pub fn parse_tf_request(
             )));
         }
     }
-    check_count(pixels, list.len(), shape, max_batch, None)
+    check_count(pixels, list.len(), shape, max_batch)
 }
 
 /// Builds a TF Serving predict response.

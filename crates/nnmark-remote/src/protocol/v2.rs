@@ -123,8 +123,7 @@ pub fn parse_v2_infer(
             )));
         }
     };
-    let classification = outputs.first().and_then(|o| o.classification);
-    let images = check_count(pixels, count, shape, max_batch, classification)?;
+    let images = check_count(pixels, count, shape, max_batch)?;
     let id = match v.get("id") {
         None | Some(Value::Null) => None,
         Some(Value::String(s)) => Some(s.clone()),
@@ -336,7 +335,6 @@ pub fn v2_response(
         images: Images {
             pixels: Vec::new(),
             count: answers.len(),
-            classification: None,
         },
         id: None,
         outputs: Vec::new(),
