@@ -20,7 +20,7 @@ use burn::prelude::Device;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
-use nnmark::attack::{self, AttackContext, TransformedOracle};
+use nnmark::attack::{self, AttackContext, GuardedOracle, TransformedOracle};
 use nnmark::data::{self, DataSource, DataSplit, Dataset};
 use nnmark::error::{Error, Result};
 use nnmark::keyfile::KeyFile;
@@ -174,8 +174,26 @@ pub struct CellRecord {
     pub seconds: f64,
     /// Seconds the embedding took (shared by the cells of a group).
     pub embed_seconds: f64,
+    /// What the thief's query detector flagged, for an attack that serves the model behind one
+    /// (`guard`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub guard: Option<GuardRecord>,
     /// nnmark and burn versions.
     pub versions: serde_json::Value,
+}
+
+/// A query detector's decisions in one cell: flagged key items (its true positives) and
+/// flagged test images (its false positives on the ordinary traffic decoys stand for).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct GuardRecord {
+    /// Key items flagged (none for a white-box key, read from the weights).
+    pub key_flagged: usize,
+    /// Key items asked.
+    pub key_queries: usize,
+    /// Test images flagged.
+    pub test_flagged: usize,
+    /// Test images asked.
+    pub test_queries: usize,
 }
 
 /// What a run did.
@@ -609,23 +627,57 @@ fn run_cell(
     cell_hash: &str,
 ) -> Result<CellRecord> {
     let started = std::time::Instant::now();
+    let ctx = AttackContext {
+        data: Some(attacker),
+        device: opts.device,
+        seed: g.seed,
+        key_items: p.key.triggers.as_ref().map(|t| t.labels.len()),
+        scheme: Some(sc),
+    };
     let attacked = match att {
         None => p.marked.clone(),
-        Some(a) => a.remove(
-            p.marked.clone(),
-            &AttackContext {
-                data: Some(attacker),
-                device: opts.device,
-                seed: g.seed,
-                key_items: p.key.triggers.as_ref().map(|t| t.labels.len()),
-                scheme: Some(sc),
-            },
-        )?,
+        Some(a) => a.remove(p.marked.clone(), &ctx)?,
     };
     let filter = att.and_then(|a| a.query_transform());
+    let guard = match att {
+        Some(a) => a.query_guard(&attacked, &ctx)?,
+        None => None,
+    };
     let white_box = sc.access() == scheme::Access::WhiteBox;
-    let (extraction, attacked_accuracy) = match (&filter, white_box) {
-        (Some(t), false) => {
+    let mut guard_record = None;
+    let (extraction, attacked_accuracy) = match (guard, &filter, white_box) {
+        (Some(guard), _, _) => {
+            // Served behind the detector (and the input filter, when the attack has one).
+            let mut served = GuardedOracle::new(attacked.clone(), guard, Reveal::Label);
+            let x = if white_box {
+                sc.extract(&p.key, &mut Suspect::Model(&attacked))?
+            } else {
+                match &filter {
+                    Some(t) => {
+                        let mut through = TransformedOracle::new(&mut served, t.clone());
+                        sc.extract(&p.key, &mut Suspect::Oracle(&mut through))?
+                    }
+                    None => sc.extract(&p.key, &mut Suspect::Oracle(&mut served))?,
+                }
+            };
+            let key_flags = served.flags().to_vec();
+            served.clear_flags();
+            let accuracy = match &filter {
+                Some(t) => {
+                    let mut through = TransformedOracle::new(&mut served, t.clone());
+                    nnmark::oracle::accuracy(&mut through, &split.test)?
+                }
+                None => nnmark::oracle::accuracy(&mut served, &split.test)?,
+            };
+            guard_record = Some(GuardRecord {
+                key_flagged: key_flags.iter().filter(|f| **f).count(),
+                key_queries: key_flags.len(),
+                test_flagged: served.flags().iter().filter(|f| **f).count(),
+                test_queries: served.flags().len(),
+            });
+            (x, accuracy)
+        }
+        (None, Some(t), false) => {
             let mut local = LocalOracle::new(attacked.clone(), Reveal::Label);
             let mut through = TransformedOracle::new(&mut local, t.clone());
             let x = sc.extract(&p.key, &mut Suspect::Oracle(&mut through))?;
@@ -633,14 +685,14 @@ fn run_cell(
             let mut through = TransformedOracle::new(&mut local, t.clone());
             (x, nnmark::oracle::accuracy(&mut through, &split.test)?)
         }
-        (Some(t), true) => {
+        (None, Some(t), true) => {
             // The owner reads the weights; the thief's filter only changes what users get.
             let x = sc.extract(&p.key, &mut Suspect::Model(&attacked))?;
             let mut local = LocalOracle::new(attacked, Reveal::Label);
             let mut through = TransformedOracle::new(&mut local, t.clone());
             (x, nnmark::oracle::accuracy(&mut through, &split.test)?)
         }
-        (None, _) => (
+        (None, None, _) => (
             sc.extract(&p.key, &mut Suspect::Model(&attacked))?,
             train::evaluate(&attacked, &split.test, 256)?.accuracy,
         ),
@@ -689,6 +741,7 @@ fn run_cell(
         plausible,
         seconds: started.elapsed().as_secs_f64(),
         embed_seconds: p.embed_seconds,
+        guard: guard_record,
         versions: versions(),
     })
 }

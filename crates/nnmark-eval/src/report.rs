@@ -156,6 +156,61 @@ fn strongest_attacks(md: &mut String, rows: &Rows<'_>) {
     let _ = writeln!(md);
 }
 
+/// The adaptive remote attacker's rows: per row and detector, the share of key items it
+/// flagged (its true-positive rate), the share of test images it flagged (its false-positive
+/// rate on the ordinary traffic remote verification's decoys are drawn from), the accuracy it
+/// cost and whether the mark still shows.
+fn query_detectors(md: &mut String, rows: &Rows<'_>) {
+    let mut lines = Vec::new();
+    for (row, cells) in rows {
+        for (attack, c) in cells {
+            let guarded: Vec<&crate::GuardRecord> =
+                c.iter().filter_map(|r| r.guard.as_ref()).collect();
+            if guarded.is_empty() {
+                continue;
+            }
+            let rate = |num: &dyn Fn(&crate::GuardRecord) -> usize,
+                        den: &dyn Fn(&crate::GuardRecord) -> usize| {
+                let (n, d) = guarded
+                    .iter()
+                    .fold((0, 0), |(n, d), g| (n + num(g), d + den(g)));
+                if d == 0 {
+                    "–".to_string()
+                } else {
+                    pct(n as f64 / d as f64)
+                }
+            };
+            let s = summarise(attack, c);
+            lines.push(format!(
+                "| {row} | {attack} | {} | {} | {:.2} | {}/{} | {}/{} |",
+                rate(&|g| g.key_flagged, &|g| g.key_queries),
+                rate(&|g| g.test_flagged, &|g| g.test_queries),
+                s.loss_pp,
+                s.detected,
+                s.seeds,
+                s.removed,
+                s.seeds
+            ));
+        }
+    }
+    if lines.is_empty() {
+        return;
+    }
+    let _ = writeln!(
+        md,
+        "## Query detectors (the adaptive remote attacker)\n\nThe stolen model served behind a detector fitted on the attacker's data; flagged queries get another answer. *Key flagged* is the detector's true-positive rate on the key's items, *test flagged* its false-positive rate on ordinary test images (remote verification draws its decoys from them), pooled over seeds.\n"
+    );
+    let _ = writeln!(
+        md,
+        "| data / model / scheme | detector | key flagged | test flagged | accuracy loss (pp) | detected | removed |"
+    );
+    let _ = writeln!(md, "|---|---|---|---|---|---|---|");
+    for l in lines {
+        let _ = writeln!(md, "{l}");
+    }
+    let _ = writeln!(md);
+}
+
 /// The Markdown report.
 pub fn markdown(records: &[CellRecord]) -> String {
     let mut md = String::new();
@@ -179,6 +234,7 @@ pub fn markdown(records: &[CellRecord]) -> String {
     }
     let rows = rows(records);
     strongest_attacks(&mut md, &rows);
+    query_detectors(&mut md, &rows);
     let _ = writeln!(md, "## Survival (seeds where the mark is still detected)\n");
     let attacks = columns(&rows);
     let _ = writeln!(md, "| data / model / scheme | {} |", attacks.join(" | "));

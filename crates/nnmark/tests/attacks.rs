@@ -510,18 +510,13 @@ fn weight_shifting_moves_the_weights_away() {
     assert!(attack::parse("weight-shift:lambda=0").is_err());
 }
 
-/// Neural cleanse on a backdoor-style mark (Zhang et al.'s stamped text, every trigger labelled
-/// with one target class, as in the paper): the reversed trigger of the target class is the
-/// outlier, and unlearning it takes the key's matches down while the accuracy stays.
-#[test]
-fn neural_cleanse_finds_a_backdoor_style_mark_and_unlearns_it() {
-    use nnmark::scheme::{self, EmbedMode, Suspect};
-    let device = Device::flex();
-    let zhang = scheme::by_name("zhang-content").unwrap();
-    let e = watermark::embed(
+/// An MLP marked with `scheme` (fine-tuned from the stolen model, default training) and `params`.
+fn marked(scheme_name: &str, params: serde_json::Value) -> watermark::Embedded {
+    use nnmark::scheme::{self, EmbedMode};
+    watermark::embed(
         watermark::EmbedRequest {
-            scheme: zhang,
-            params: serde_json::json!({"labels": "target"}),
+            scheme: scheme::by_name(scheme_name).unwrap(),
+            params,
             mode: EmbedMode::FineTune,
             base: stolen(Architecture::Mlp),
             teacher: None,
@@ -531,10 +526,27 @@ fn neural_cleanse_finds_a_backdoor_style_mark_and_unlearns_it() {
             dataset_name: "mnist10k".into(),
             shadow_cache: None,
         },
-        &device,
+        &Device::flex(),
         &mut train::Silent,
     )
-    .unwrap();
+    .unwrap()
+}
+
+/// Zhang et al.'s stamped text with every trigger labelled with one target class, as in the
+/// paper: a backdoor-style mark (shared by the neural cleanse and laundering tests).
+fn zhang_target() -> &'static watermark::Embedded {
+    static E: OnceLock<watermark::Embedded> = OnceLock::new();
+    E.get_or_init(|| marked("zhang-content", serde_json::json!({"labels": "target"})))
+}
+
+/// Neural cleanse on a backdoor-style mark (Zhang et al.'s stamped text, every trigger labelled
+/// with one target class, as in the paper): the reversed trigger of the target class is the
+/// outlier, and unlearning it takes the key's matches down while the accuracy stays.
+#[test]
+fn neural_cleanse_finds_a_backdoor_style_mark_and_unlearns_it() {
+    use nnmark::scheme::{self, Suspect};
+    let zhang = scheme::by_name("zhang-content").unwrap();
+    let e = zhang_target();
     let labels = &e.key.triggers.as_ref().unwrap().labels;
     let target = labels[0] as usize;
     assert!(
@@ -713,4 +725,146 @@ fn overwriting_embeds_a_second_mark() {
     let err = ow.remove(base, &ctx(None)).err().unwrap().to_string();
     assert!(err.contains("scheme=NAME"), "{err}");
     assert!(attack::parse("overwrite:scheme=nope").is_err());
+}
+
+/// Neural laundering on the backdoor-style mark: it resets last-layer neurons (their weights
+/// into the output layer stay zero after retraining), and the key's matches fall while the
+/// accuracy stays.
+#[test]
+fn laundering_resets_the_neurons_the_trigger_excites_and_removes_the_mark() {
+    use nnmark::scheme::{self, Suspect};
+    let zhang = scheme::by_name("zhang-content").unwrap();
+    let e = zhang_target();
+    let matches = |m: &Model| {
+        zhang
+            .extract(&e.key, &mut Suspect::Model(m))
+            .unwrap()
+            .matches
+    };
+    let dead_rows = |m: &Model| {
+        let mut m = m.clone();
+        let w: Vec<f32> = m
+            .net
+            .head_mut()
+            .weight
+            .val()
+            .into_data()
+            .try_to_vec::<f32>()
+            .unwrap();
+        let outputs = m.spec.num_classes;
+        w.chunks(outputs)
+            .filter(|row| row.iter().all(|v| *v == 0.0))
+            .count()
+    };
+    assert_eq!(dead_rows(&e.model), 0);
+    let laundered = run("laundering:steps=100,epochs=2", e.model.clone());
+    let (before, after) = (matches(&e.model), matches(&laundered));
+    let (acc_before, acc_after) = (accuracy(&e.model), accuracy(&laundered));
+    let reset = dead_rows(&laundered);
+    eprintln!(
+        "laundering: {reset} neurons reset; key matches {before} -> {after}; accuracy {acc_before:.4} -> {acc_after:.4}"
+    );
+    assert!(reset > 0, "no neuron was reset");
+    assert!(after * 2 < before, "{before} -> {after}");
+    assert!(acc_after > acc_before - 0.05, "{acc_before} -> {acc_after}");
+    for bad in [
+        "laundering:z=-1",
+        "laundering:fraction=0",
+        "laundering:steps=0",
+    ] {
+        assert!(attack::parse(bad).is_err(), "{bad}");
+    }
+}
+
+/// Smooth retraining trains a fresh model on the smoothed teacher's votes: it is not the
+/// stolen model's weights, it agrees with the stolen model on most test images, and it keeps
+/// most of its accuracy.
+#[test]
+fn smooth_retraining_copies_the_smoothed_teacher_into_a_fresh_model() {
+    let base = stolen(Architecture::Mlp);
+    let student = run("smooth-retrain:sigma=0.25,samples=4,epochs=5", base.clone());
+    let test = &split().test;
+    let (t, s) = (
+        train::predict(&base, test.pixels(), 256),
+        train::predict(&student, test.pixels(), 256),
+    );
+    let agree = t.iter().zip(&s).filter(|(a, b)| a == b).count() as f64 / t.len() as f64;
+    let (acc_t, acc_s) = (accuracy(&base), accuracy(&student));
+    eprintln!("smooth retraining: agreement {agree:.4}; accuracy {acc_t:.4} -> {acc_s:.4}");
+    assert!(agree > 0.85, "{agree}");
+    assert!(acc_s > acc_t - 0.05, "{acc_t} -> {acc_s}");
+    let moved = tensors(&base)
+        .iter()
+        .zip(tensors(&student))
+        .all(|(a, b)| *a != b);
+    assert!(moved, "every tensor is the student's own");
+    for bad in [
+        "smooth-retrain:sigma=0",
+        "smooth-retrain:samples=0",
+        "smooth-retrain:answers=x",
+    ] {
+        assert!(attack::parse(bad).is_err(), "{bad}");
+    }
+}
+
+/// The adaptive remote attacker: a MagNet-style autoencoder detector, fitted on the attacker's
+/// clean data, flags Adi's abstract-image key items far more often than ordinary test images
+/// (at about the false-positive rate it was calibrated to), and answering the flagged items
+/// with the second class hides the mark the unguarded model shows.
+#[test]
+fn a_query_detector_spots_out_of_distribution_key_items_and_hides_the_mark() {
+    use nnmark::scheme::{self, Suspect};
+    let adi = scheme::by_name("adi").unwrap();
+    let e = marked("adi", serde_json::json!({}));
+    let null = watermark::key_null(&e.key, adi).unwrap();
+    let verdict = |s: &mut Suspect<'_>| {
+        watermark::verify(&e.key, adi, s, "suspect", null.clone(), 1e-6)
+            .unwrap()
+            .verdict
+    };
+    assert!(verdict(&mut Suspect::Model(&e.model)).watermarked);
+    let ctx = AttackContext {
+        data: Some(&split().attacker),
+        device: &Device::flex(),
+        seed: 9,
+        key_items: Some(100),
+        scheme: None,
+    };
+    let triggers = e.key.triggers.as_ref().unwrap();
+    let test = &split().test;
+    for (spec_text, want_hidden) in [
+        ("guard:score=autoencoder,fpr=0.05,epochs=30", true),
+        ("guard:score=confidence,fpr=0.05", false),
+    ] {
+        let a = attack::parse(spec_text).unwrap();
+        let model = a.remove(e.model.clone(), &ctx).unwrap();
+        let guard = a.query_guard(&model, &ctx).unwrap().expect("a guard");
+        let mut served = attack::GuardedOracle::new(model.clone(), guard, Reveal::Label);
+        let shown = verdict(&mut Suspect::Oracle(&mut served));
+        let tpr = served.flags().iter().filter(|f| **f).count() as f64 / triggers.len() as f64;
+        served.clear_flags();
+        let acc = nnmark::oracle::accuracy(&mut served, test).unwrap();
+        let fpr = served.flags().iter().filter(|f| **f).count() as f64 / test.len() as f64;
+        eprintln!(
+            "{spec_text}: key items flagged {tpr:.3}, test images flagged {fpr:.3}, accuracy {:.4} -> {acc:.4}, mark shown: {} (p {:.2e})",
+            accuracy(&e.model),
+            shown.watermarked,
+            shown.p_value
+        );
+        // Calibrated on the attacker's data: the test images are flagged near the asked rate.
+        assert!(fpr < 0.1, "{spec_text}: {fpr}");
+        if want_hidden {
+            assert!(tpr > 0.8, "{spec_text}: {tpr}");
+            assert!(!shown.watermarked, "{spec_text}: the mark still shows");
+            assert!(acc > accuracy(&e.model) - 0.1, "{acc}");
+        }
+    }
+    for bad in [
+        "guard:fpr=0",
+        "guard:fpr=1",
+        "guard:score=x",
+        "guard:answer=x",
+    ] {
+        assert!(attack::parse(bad).is_err(), "{bad}");
+    }
 }

@@ -67,7 +67,7 @@ pub fn mean_activations(model: &Model, pixels: &[f32]) -> Vec<f64> {
 
 /// Zeroes the output layer's weights from the neurons in `dead` (weight rows: burn stores
 /// Linear weights as [inputs, outputs]).
-fn cut(mut model: Model, dead: &[bool]) -> Model {
+pub(super) fn cut(mut model: Model, dead: &[bool]) -> Model {
     let head = model.net.head_mut();
     let w = head.weight.val();
     let [d_in, d_out] = w.dims();

@@ -13,10 +13,13 @@ mod budget;
 mod distill;
 mod fineprune;
 mod finetune;
+mod guard;
+mod laundering;
 mod neural_cleanse;
 mod overwrite;
 mod prune;
 mod quantize;
+mod smooth_retrain;
 mod transfer;
 mod transform;
 mod weight_shift;
@@ -27,10 +30,13 @@ pub use budget::Budget;
 pub use distill::Distill;
 pub use fineprune::{FinePrune, mean_activations};
 pub use finetune::{FineTune, FineTuneVariant};
+pub use guard::{Autoencoder, Deflection, Guard, GuardScoreKind, GuardedOracle, QueryGuard};
+pub use laundering::{Laundering, excited_neurons};
 pub use neural_cleanse::{NeuralCleanse, ReversedTrigger, anomaly_indices, reverse_engineer};
 pub use overwrite::Overwrite;
 pub use prune::{Prune, PruneScope, prune_magnitude};
 pub use quantize::{Quantize, quantize_weights};
+pub use smooth_retrain::SmoothRetrain;
 pub use transfer::Transfer;
 pub use transform::{InputTransform, TransformedOracle};
 pub use weight_shift::{WeightShift, relative_distance};
@@ -89,6 +95,11 @@ pub trait Attack: Send + Sync {
     fn data_budget(&self) -> Option<&Budget> {
         None
     }
+    /// A detector the thief serves the attacked model behind (fitted on the attacker's data):
+    /// queries it flags get another answer. None for attacks without one.
+    fn query_guard(&self, _model: &Model, _ctx: &AttackContext<'_>) -> Result<Option<QueryGuard>> {
+        Ok(None)
+    }
 }
 
 /// One registry entry: how to build an attack from its arguments.
@@ -116,12 +127,15 @@ pub static REGISTRY: &[AttackInfo] = &[
     distill::DISTILL,
     weight_shift::WEIGHT_SHIFT,
     neural_cleanse::NEURAL_CLEANSE,
+    laundering::LAUNDERING,
     transfer::TRANSFER,
+    smooth_retrain::SMOOTH_RETRAIN,
     budget::BUDGET,
     transform::BLUR,
     transform::NOISE,
     transform::PIXEL_QUANTIZE,
     transform::JPEG,
+    guard::GUARD,
 ];
 
 /// Names of every attack.
@@ -176,6 +190,29 @@ impl Attack for Composed {
 
     fn needs_data(&self) -> bool {
         self.0.iter().any(|a| a.needs_data())
+    }
+
+    /// The last stage's guard, fitted on the data that stage would get.
+    fn query_guard(&self, model: &Model, ctx: &AttackContext<'_>) -> Result<Option<QueryGuard>> {
+        let mut budgeted: Option<crate::data::Dataset> = None;
+        let mut guard = None;
+        for (i, a) in self.0.iter().enumerate() {
+            if let Some(b) = a.data_budget() {
+                budgeted = Some(b.apply(ctx.attacker_data("budget")?, ctx.seed)?);
+                continue;
+            }
+            let stage = AttackContext {
+                data: budgeted.as_ref().or(ctx.data),
+                device: ctx.device,
+                seed: ctx.seed.wrapping_add(i as u64 * 0x9E37_79B9),
+                key_items: ctx.key_items,
+                scheme: ctx.scheme,
+            };
+            if let Some(g) = a.query_guard(model, &stage)? {
+                guard = Some(g);
+            }
+        }
+        Ok(guard)
     }
 }
 

@@ -246,45 +246,71 @@ impl Attack for NeuralCleanse {
 
     fn remove(&self, model: Model, ctx: &AttackContext<'_>) -> Result<Model> {
         let data = ctx.attacker_data("neural-cleanse")?;
-        let probe = data.take(data.len().min(512));
-        let triggers = reverse_engineer(&model, &probe, self.steps, self.lambda, ctx.seed)?;
-        let sizes: Vec<f64> = triggers.iter().map(ReversedTrigger::size).collect();
-        let index = anomaly_indices(&sizes);
-        let mut flagged: Vec<usize> = (0..triggers.len()).filter(|&c| index[c] > 2.0).collect();
-        if flagged.is_empty() {
-            let smallest = (0..sizes.len())
-                .min_by(|&x, &y| sizes[x].total_cmp(&sizes[y]))
-                .unwrap_or(0);
-            tracing::info!(
-                class = smallest,
-                "neural cleanse: no class stands out (anomaly index <= 2); unlearning the smallest trigger"
-            );
-            flagged.push(smallest);
-        } else {
-            tracing::info!(?flagged, "neural cleanse: outlier classes");
-        }
-        // Stamp a share of the attacker's images with the flagged triggers, labels unchanged.
-        let mut rng = ChaCha8Rng::seed_from_u64(ctx.seed ^ 0x0B11_7E5E);
-        let mut pixels = data.pixels().to_vec();
-        let n = data.shape.numel();
-        let mut picks: Vec<usize> = (0..data.len()).collect();
-        picks.shuffle(&mut rng);
-        let count = ((data.len() as f64) * self.fraction).round() as usize;
-        for (k, &i) in picks.iter().take(count).enumerate() {
-            let t = &triggers[flagged[k % flagged.len()]];
-            t.stamp(&mut pixels[i * n..(i + 1) * n], data.shape.channels);
-        }
-        let unlearn = Dataset::new(
-            format!("{} (with reversed triggers)", data.name),
-            data.shape,
-            data.num_classes,
-            pixels,
-            data.labels().to_vec(),
-        )?;
+        let (triggers, flagged) =
+            reverse_and_flag(&model, data, self.steps, self.lambda, ctx.seed)?;
+        let unlearn = unlearning_set(data, &triggers, &flagged, self.fraction, ctx.seed)?;
         let cfg =
             attacker_recipe(self.epochs, self.lr, ctx.seed).fitted_to(model.spec.architecture);
         Ok(train::train(model, &unlearn, &cfg, ctx.device, &mut Silent)?.0)
     }
+}
+
+/// Reverse-engineers a trigger per class on (at most 512 of) the attacker's images and picks
+/// the classes to unlearn: the outliers by anomaly index, or the smallest trigger's class when
+/// none stands out.
+pub(super) fn reverse_and_flag(
+    model: &Model,
+    data: &Dataset,
+    steps: usize,
+    lambda: f64,
+    seed: u64,
+) -> Result<(Vec<ReversedTrigger>, Vec<usize>)> {
+    let probe = data.take(data.len().min(512));
+    let triggers = reverse_engineer(model, &probe, steps, lambda, seed)?;
+    let sizes: Vec<f64> = triggers.iter().map(ReversedTrigger::size).collect();
+    let index = anomaly_indices(&sizes);
+    let mut flagged: Vec<usize> = (0..triggers.len()).filter(|&c| index[c] > 2.0).collect();
+    if flagged.is_empty() {
+        let smallest = (0..sizes.len())
+            .min_by(|&x, &y| sizes[x].total_cmp(&sizes[y]))
+            .unwrap_or(0);
+        tracing::info!(
+            class = smallest,
+            "neural cleanse: no class stands out (anomaly index <= 2); unlearning the smallest trigger"
+        );
+        flagged.push(smallest);
+    } else {
+        tracing::info!(?flagged, "neural cleanse: outlier classes");
+    }
+    Ok((triggers, flagged))
+}
+
+/// The attacker's data with the flagged triggers stamped on a `fraction` of its images (taking
+/// the flagged classes in turn), every image keeping its true label.
+pub(super) fn unlearning_set(
+    data: &Dataset,
+    triggers: &[ReversedTrigger],
+    flagged: &[usize],
+    fraction: f64,
+    seed: u64,
+) -> Result<Dataset> {
+    let mut rng = ChaCha8Rng::seed_from_u64(seed ^ 0x0B11_7E5E);
+    let mut pixels = data.pixels().to_vec();
+    let n = data.shape.numel();
+    let mut picks: Vec<usize> = (0..data.len()).collect();
+    picks.shuffle(&mut rng);
+    let count = ((data.len() as f64) * fraction).round() as usize;
+    for (k, &i) in picks.iter().take(count).enumerate() {
+        let t = &triggers[flagged[k % flagged.len()]];
+        t.stamp(&mut pixels[i * n..(i + 1) * n], data.shape.channels);
+    }
+    Dataset::new(
+        format!("{} (with reversed triggers)", data.name),
+        data.shape,
+        data.num_classes,
+        pixels,
+        data.labels().to_vec(),
+    )
 }
 
 #[cfg(test)]

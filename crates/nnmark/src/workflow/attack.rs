@@ -87,13 +87,35 @@ fn key_verdict(
     scheme: &dyn crate::scheme::Scheme,
     model: &Model,
     filter: Option<InputTransform>,
+    guard: Option<&attack::QueryGuard>,
     null: &NullModel,
     name: &str,
 ) -> Result<Verdict> {
     let null = null.clone();
     let fpr = watermark::DEFAULT_FPR;
-    let verification = match filter {
-        Some(t) if scheme.access() != Access::WhiteBox => {
+    let verification = match (guard, filter) {
+        (Some(g), filter) if scheme.access() != Access::WhiteBox => {
+            let mut served = attack::GuardedOracle::new(model.clone(), g.clone(), Reveal::Label);
+            match filter {
+                Some(t) => watermark::verify(
+                    key,
+                    scheme,
+                    &mut Suspect::Oracle(&mut attack::TransformedOracle::new(&mut served, t)),
+                    name,
+                    null,
+                    fpr,
+                )?,
+                None => watermark::verify(
+                    key,
+                    scheme,
+                    &mut Suspect::Oracle(&mut served),
+                    name,
+                    null,
+                    fpr,
+                )?,
+            }
+        }
+        (None, Some(t)) if scheme.access() != Access::WhiteBox => {
             let mut local = LocalOracle::new(model.clone(), Reveal::Label);
             let mut filtered = attack::TransformedOracle::new(&mut local, t);
             watermark::verify(
@@ -138,33 +160,45 @@ pub fn attack(job: &AttackJob<'_>, device: &Device) -> Result<AttackReport> {
             scheme,
             &loaded.model,
             None,
+            None,
             null,
             "before the attack",
         )?),
         _ => None,
     };
     let started = std::time::Instant::now();
-    let model = attack.remove(
-        loaded.model,
-        &AttackContext {
-            data: Some(&attacker),
-            device,
-            seed: job.seed,
-            key_items,
-            scheme,
-        },
-    )?;
+    let ctx = AttackContext {
+        data: Some(&attacker),
+        device,
+        seed: job.seed,
+        key_items,
+        scheme,
+    };
+    let model = attack.remove(loaded.model, &ctx)?;
+    // A detector the thief serves the model behind; the weights file cannot carry it, so its
+    // effect is measured here and the file's metadata names it.
+    let guard = attack.query_guard(&model, &ctx)?;
     let seconds = started.elapsed().as_secs_f64();
     // What users of a filtered model get is the filter's answers.
-    let accuracy_after = match attack.query_transform() {
-        Some(t) => {
+    let accuracy_after = match (&guard, attack.query_transform()) {
+        (Some(g), t) => {
+            let mut served = attack::GuardedOracle::new(model.clone(), g.clone(), Reveal::Label);
+            match t {
+                Some(t) => crate::oracle::accuracy(
+                    &mut attack::TransformedOracle::new(&mut served, t),
+                    &job.split.test,
+                )?,
+                None => crate::oracle::accuracy(&mut served, &job.split.test)?,
+            }
+        }
+        (None, Some(t)) => {
             let mut local = LocalOracle::new(model.clone(), Reveal::Label);
             crate::oracle::accuracy(
                 &mut attack::TransformedOracle::new(&mut local, t),
                 &job.split.test,
             )?
         }
-        None => train::evaluate(&model, &job.split.test, 256)?.accuracy,
+        (None, None) => train::evaluate(&model, &job.split.test, 256)?.accuracy,
     };
     let mut meta = WeightsMeta::new(model.spec.clone(), loaded.meta.dataset.clone(), job.seed);
     meta.extra.insert("attack".into(), attack.describe());
@@ -175,6 +209,12 @@ pub fn attack(job: &AttackJob<'_>, device: &Device) -> Result<AttackReport> {
         meta.extra
             .insert("query_transform".into(), format!("{t:?}"));
     }
+    if guard.is_some() {
+        meta.extra.insert(
+            "query_guard".into(),
+            "served behind a query detector (see `attack`); the file holds the weights only".into(),
+        );
+    }
     let sha = weights::save(&model, &meta, job.out)?;
     let watermark = match (&key, scheme, &null, verdict_before) {
         (Some(k), Some(scheme), Some(Ok(null)), Some(before)) => Some(WatermarkEffect {
@@ -184,6 +224,7 @@ pub fn attack(job: &AttackJob<'_>, device: &Device) -> Result<AttackReport> {
                 scheme,
                 &model,
                 attack.query_transform(),
+                guard.as_ref(),
                 null,
                 "after the attack",
             )?,
@@ -204,7 +245,7 @@ pub fn attack(job: &AttackJob<'_>, device: &Device) -> Result<AttackReport> {
         seconds,
         seed: job.seed,
         out: (job.out.to_path_buf(), sha),
-        query_filter: attack.query_transform().is_some(),
+        query_filter: attack.query_transform().is_some() || guard.is_some(),
         watermark,
         watermark_unmeasured,
     })
