@@ -31,6 +31,8 @@ struct Fixture {
     independent: Model,
     key: KeyFile,
     decoys: Dataset,
+    /// Training images the owner did not use: the thief's own data.
+    thief: Dataset,
 }
 
 /// A LeNet trained on 8,000 Fashion-MNIST images, marked with Adi et al.'s 100 triggers by
@@ -97,6 +99,9 @@ fn fixture() -> &'static Fixture {
             independent,
             key: e.key,
             decoys: split.test.take(2000),
+            thief: split
+                .train
+                .subset(&(8000..split.train.len().min(10_000)).collect::<Vec<_>>()),
         }
     })
 }
@@ -1694,4 +1699,74 @@ fn default_keys_give_one_decision_locally_as_onnx_and_over_v2_labels() {
             );
         }
     }
+}
+
+/// The adaptive remote attacker: the marked model served behind a MagNet-style detector fitted
+/// on the thief's own images, flagged queries answered with the second class. Remote
+/// verification hides the key among decoys, but a per-image detector judges each image alone:
+/// it flags nearly every key item (Adi's abstract images lie off the data's manifold) and
+/// about its calibrated share of decoys, and the mark no longer shows. What the decoys measure
+/// is the evasion's price: ordinary users get wrong answers at the detector's false-positive
+/// rate.
+#[test]
+fn a_query_detector_in_front_of_the_server_spots_key_items_among_decoys() {
+    use nnmark::attack::{self, AttackContext, GuardedOracle};
+    let f = fixture();
+    let device = nnmark::device::parse_device("cpu").unwrap();
+    let ctx = AttackContext {
+        data: Some(&f.thief),
+        device: &device,
+        seed: 5,
+        key_items: None,
+        scheme: None,
+    };
+    let guard = attack::parse("guard:score=autoencoder,fpr=0.05")
+        .unwrap()
+        .query_guard(&f.marked, &ctx)
+        .unwrap()
+        .expect("a detector");
+    let served = ServedModel::new(
+        Box::new(GuardedOracle::new(
+            f.marked.clone(),
+            guard.clone(),
+            Reveal::Probabilities,
+        )),
+        "nnmark-burn",
+    );
+    let cfg = ServeConfig::new(
+        Protocol::V2,
+        "lenet",
+        Reveal::Label,
+        ClassNames::parse("fashion", 10).unwrap(),
+    );
+    let server = RunningServer::start(served, cfg, "127.0.0.1:0".parse().unwrap()).unwrap();
+    let opts = RemoteVerifyOptions {
+        seed: 5,
+        ..Default::default()
+    };
+    let body = run(client_cfg(&server.url(), None), &opts).unwrap();
+    server.stop().unwrap();
+    // The detector's decision on exactly the images that were sent.
+    let triggers = f.key.trigger_set().unwrap();
+    let (mut key, mut decoy) = ((0, 0), (0, 0));
+    for item in body.queries.iter().flat_map(|q| &q.items) {
+        let (image, tally) = match item.kind {
+            nnmark_remote::verify::ItemKind::Key => (triggers.query_pixels(&[item.item]), &mut key),
+            nnmark_remote::verify::ItemKind::Decoy => {
+                (f.decoys.image(item.item).to_vec(), &mut decoy)
+            }
+        };
+        tally.0 += usize::from(guard.flags(&f.marked, &image)[0]);
+        tally.1 += 1;
+    }
+    let tpr = key.0 as f64 / key.1 as f64;
+    let fpr = decoy.0 as f64 / decoy.1 as f64;
+    eprintln!(
+        "detector: {}/{} key items flagged ({tpr:.3}), {}/{} decoys flagged ({fpr:.3}); verdict {} (p {:.2e})",
+        key.0, key.1, decoy.0, decoy.1, body.decision.watermarked, body.decision.p_value
+    );
+    assert!(key.1 > 0 && decoy.1 > 0);
+    assert!(tpr > 0.8, "{tpr}");
+    assert!(fpr < 0.1, "{fpr}");
+    assert!(!body.decision.watermarked, "{:?}", body.decision);
 }
