@@ -122,6 +122,7 @@ fn remote_job(a: &VerifyArgs) -> Result<RemoteJob> {
             seed: r.seed,
         },
         data_dir: a.data_dir.clone(),
+        decoys: None,
         evidence: r.evidence.clone(),
         signing_key: r.signing_key.clone(),
     })

@@ -55,6 +55,9 @@ pub struct RemoteJob {
     pub options: RemoteVerifyOptions,
     /// Folder searched first for the key's data set (the decoys).
     pub data_dir: Option<PathBuf>,
+    /// Decoy images of the caller's own (None: the key's data set's test images); for keys
+    /// of data sets nnmark does not know, such as an external model's.
+    pub decoys: Option<Dataset>,
     /// Where the evidence file goes.
     pub evidence: PathBuf,
     /// The owner's Ed25519 key that signs it.
@@ -115,7 +118,10 @@ pub fn verify_remote(p: &PreparedKey, job: &RemoteJob) -> Result<RemoteReport> {
         .as_deref()
         .map(evidence::load_signing_key)
         .transpose()?;
-    let decoys = decoys(p, job.options.decoy_ratio, job.data_dir.as_deref())?;
+    let decoys = match &job.decoys {
+        Some(own) => own.clone(),
+        None => decoys(p, job.options.decoy_ratio, job.data_dir.as_deref())?,
+    };
     let null = Some(p.null.clone());
     let opts = &job.options;
     let mut body = runtime()?.block_on(async {

@@ -250,7 +250,6 @@ fn an_independent_model_is_not_accused() {
     }
 }
 
-/// The marked model's service: v2, answering labels.
 /// The service of the marked model, as `nnmark serve` would run it.
 fn marked_router(protocol: Protocol, reveal: Reveal) -> axum::Router {
     let served = ServedModel::new(
@@ -1769,4 +1768,37 @@ fn a_query_detector_in_front_of_the_server_spots_key_items_among_decoys() {
     assert!(tpr > 0.8, "{tpr}");
     assert!(fpr < 0.1, "{fpr}");
     assert!(!body.decision.watermarked, "{:?}", body.decision);
+}
+
+/// Answers are scored in dispatch order: with four requests in flight and a random delay on
+/// every answer, the same seed gives the same stopping point, matches and decision each run.
+#[test]
+fn the_decision_does_not_depend_on_the_order_answers_arrive_in() {
+    fixture();
+    let router = marked_v2_labels().layer(axum::middleware::from_fn(
+        |req: Request, next: Next| async move {
+            if req.uri().path().ends_with("/infer") {
+                let ms = rand::random_range(0..30u64);
+                tokio::time::sleep(Duration::from_millis(ms)).await;
+            }
+            next.run(req).await
+        },
+    ));
+    let server = start_router(router);
+    let opts = RemoteVerifyOptions {
+        seed: 3,
+        concurrency: 4,
+        ..Default::default()
+    };
+    let runs: Vec<EvidenceBody> = (0..3)
+        .map(|_| run(client_cfg(&server.url(), Some(Protocol::V2)), &opts).unwrap())
+        .collect();
+    for r in &runs {
+        assert!(r.decision.watermarked);
+        assert_eq!(r.decision, runs[0].decision);
+        assert_eq!(r.binomial, runs[0].binomial);
+        let seqs: Vec<u64> = r.queries.iter().map(|q| q.seq).collect();
+        assert!(seqs.windows(2).all(|w| w[0] < w[1]), "{seqs:?}");
+    }
+    server.stop().unwrap();
 }

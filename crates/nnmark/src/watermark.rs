@@ -219,6 +219,124 @@ pub fn embed(
     })
 }
 
+/// A key for a model trained outside nnmark (the Python package's owner workflow): the owner
+/// trains the trigger items into their own network, then binds the key to the exported model
+/// ([`bind_model`]) and publishes the commitment.
+pub struct ExternalKeyRequest<'a> {
+    /// The scheme: one whose key needs no model (Adi, Zhang's three kinds).
+    pub scheme: &'static dyn Scheme,
+    /// Parameter overrides (JSON object; null for the defaults).
+    pub params: serde_json::Value,
+    /// Shape of the model's input images.
+    pub input: crate::data::ImageShape,
+    /// Number of classes the model answers with.
+    pub num_classes: usize,
+    /// The owner's labelled images, for schemes that build triggers from them (Zhang's content
+    /// and noise marks); None for schemes that need none (Adi).
+    pub data: Option<&'a Dataset>,
+    /// Images from another distribution (Zhang's unrelated triggers).
+    pub aux: Option<&'a Dataset>,
+    /// The data set's name, recorded in the key (remote verification draws decoys from it
+    /// when nnmark knows it).
+    pub dataset_name: String,
+    /// Seed of everything random in the key.
+    pub seed: u64,
+}
+
+/// Generates a key for an external model. Only keys whose null is exact are made: with no
+/// model of nnmark's own, no shadow models can calibrate a key whose labels are not drawn at
+/// random, and a key nobody can judge is no use to its owner.
+pub fn external_key(req: ExternalKeyRequest<'_>, device: &Device) -> Result<KeyFile> {
+    let spec = crate::model::ModelSpec {
+        architecture: crate::model::Architecture::External,
+        input: req.input,
+        num_classes: req.num_classes,
+        normalization: crate::model::Normalization::identity(req.input.channels),
+    };
+    if !(2..=256).contains(&req.num_classes) {
+        return Err(Error::invalid(
+            "classes",
+            req.num_classes,
+            "must be between 2 and 256",
+        ));
+    }
+    let params = req.scheme.params(&req.params)?;
+    let empty;
+    let data = match req.data {
+        Some(d) => {
+            if d.shape != req.input {
+                return Err(Error::invalid(
+                    "images",
+                    &d.name,
+                    format!("hold {} images; the model takes {}", d.shape, req.input),
+                ));
+            }
+            d
+        }
+        None => {
+            empty = Dataset::new(
+                "no images",
+                req.input,
+                req.num_classes,
+                Vec::new(),
+                Vec::new(),
+            )?;
+            &empty
+        }
+    };
+    let material = req.scheme.keygen(&KeygenContext {
+        data,
+        spec: &spec,
+        clean: None,
+        aux: req.aux,
+        params: &params,
+        seed: req.seed,
+        device,
+        shadow_cache: None,
+    })?;
+    let params = material.params.clone().unwrap_or(params);
+    let mut key = KeyFile {
+        meta: KeyMeta {
+            format: "nnmark-key".into(),
+            version: KEY_FORMAT_VERSION,
+            scheme: req.scheme.name().into(),
+            params,
+            spec,
+            model_sha256: String::new(),
+            dataset: req.dataset_name,
+            embed_mode: "external".into(),
+            seed: req.seed,
+            nnmark_version: crate::VERSION.into(),
+            burn_version: crate::BURN_VERSION.into(),
+            created: now_rfc3339(),
+            spent: Vec::new(),
+            reveals: Vec::new(),
+            commitment_salt: None,
+            notes: BTreeMap::new(),
+        },
+        triggers: material.triggers,
+        nonces: material.nonces,
+        extra: material.extra,
+    };
+    if !req.scheme.null_is_exact(&key) {
+        return Err(Error::invalid(
+            "scheme parameters",
+            req.scheme.name(),
+            "this key's null is not exact (labels not drawn at random), and a model trained outside nnmark has no shadow models to calibrate it; keep the default random labels",
+        ));
+    }
+    key.ensure_commitment_salt()?;
+    Ok(key)
+}
+
+/// Binds a key to the marked model's file (its SHA-256, e.g. of the exported ONNX file) and
+/// returns the key's commitment to publish. Call it once the model is final: the commitment
+/// covers the fingerprint.
+pub fn bind_model(key: &mut KeyFile, model_bytes: &[u8]) -> Result<crate::commit::KeyCommitment> {
+    key.meta.model_sha256 = crate::io::sha256_hex(model_bytes);
+    crate::commit::KeyCommitment::for_key(key)
+}
+
 /// Whether a marked model proves its own key, before anything is written: its matches under
 /// the key's analytic null against the threshold at a false-positive rate, with a margin, so
 /// that a little drift (a fine-tuning step, a quantised copy) does not leave the owner with a

@@ -35,10 +35,14 @@ pub enum Architecture {
     Resnet,
     /// ReLU RNN with identity-initialised recurrence, one image row per step.
     Irnn,
+    /// A model trained outside nnmark (a PyTorch user's own network, marked with a key from
+    /// the Python package): nnmark checks it through ONNX, an endpoint or a callable, and has
+    /// no network of its own for it.
+    External,
 }
 
 impl Architecture {
-    /// Every architecture, for help texts.
+    /// Every architecture nnmark builds, for help texts (not [`Architecture::External`]).
     pub const ALL: [Architecture; 5] = [
         Architecture::Mlp,
         Architecture::Lenet,
@@ -55,6 +59,7 @@ impl Architecture {
             Architecture::MnistCnn => "mnist-cnn",
             Architecture::Resnet => "resnet",
             Architecture::Irnn => "irnn",
+            Architecture::External => "external",
         }
     }
 }
@@ -68,6 +73,9 @@ impl std::fmt::Display for Architecture {
 impl std::str::FromStr for Architecture {
     type Err = Error;
     fn from_str(s: &str) -> Result<Self> {
+        if s == "external" {
+            return Ok(Architecture::External);
+        }
         Architecture::ALL
             .into_iter()
             .find(|a| {
@@ -115,6 +123,13 @@ impl Network {
                 Network::Resnet(ResNet::new(input, classes, RESNET_WIDTH, device))
             }
             Architecture::Irnn => Network::Irnn(Irnn::new(input, classes, device)),
+            Architecture::External => {
+                return Err(Error::invalid(
+                    "model",
+                    "external",
+                    "a model trained outside nnmark has no nnmark network: check it as an ONNX file, an endpoint or (in Python) a callable",
+                ));
+            }
         })
     }
 

@@ -80,7 +80,7 @@ pub(crate) fn default_layer(arch: Architecture) -> Option<&'static str> {
     match arch {
         Architecture::Lenet | Architecture::MnistCnn => Some("conv2"),
         Architecture::Resnet => Some("layer2.0.conv2"),
-        Architecture::Mlp | Architecture::Irnn => None,
+        Architecture::Mlp | Architecture::Irnn | Architecture::External => None,
     }
 }
 

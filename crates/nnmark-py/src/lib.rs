@@ -1,0 +1,498 @@
+//! Python bindings of nnmark: the `nnmark._nnmark` extension module behind the `nnmark` Python
+//! package (`python/nnmark/__init__.py` adds the pure-Python parts: argument normalisation,
+//! the trigger mixer). Everything here is a thin call into the Rust library: keys are
+//! nnmark's key files, verdicts come from the same code as the command line's, errors are
+//! nnmark's messages raised as `nnmark.NnmarkError`. Long work (verification) runs with the
+//! GIL released; a Python suspect re-acquires it for each batch it answers.
+
+use std::path::{Path, PathBuf};
+
+use nnmark::KeyFile;
+use nnmark::data::{Dataset, ImageShape};
+use nnmark::oracle::{Answer, Oracle, check_batch};
+use nnmark::scheme::Suspect;
+use nnmark::watermark;
+use nnmark_remote::verify::RemoteVerifyOptions;
+use nnmark_remote::workflow::{RemoteJob, RemoteSuspect, verify_remote};
+use numpy::{PyArray1, PyArray4, PyReadonlyArray1, PyReadonlyArray4};
+use numpy::{PyUntypedArrayMethods, ndarray};
+use pyo3::create_exception;
+use pyo3::exceptions::PyException;
+use pyo3::prelude::*;
+
+create_exception!(
+    _nnmark,
+    NnmarkError,
+    PyException,
+    "An error reported by nnmark: bad input, an unreadable or tampered file, a refused request."
+);
+
+fn err(e: nnmark::Error) -> PyErr {
+    NnmarkError::new_err(e.to_string())
+}
+
+fn shape_of(s: (usize, usize, usize)) -> ImageShape {
+    ImageShape {
+        channels: s.0,
+        height: s.1,
+        width: s.2,
+    }
+}
+
+/// A labelled data set from numpy images (N, C, H, W) in [0, 1] and labels (N,).
+fn dataset_of(
+    name: &str,
+    images: &PyReadonlyArray4<'_, f32>,
+    labels: Option<&PyReadonlyArray1<'_, u8>>,
+    classes: usize,
+) -> PyResult<Dataset> {
+    let dims = images.shape();
+    let shape = ImageShape {
+        channels: dims[1],
+        height: dims[2],
+        width: dims[3],
+    };
+    let pixels: Vec<f32> = images.as_array().iter().copied().collect();
+    if let Some(bad) = pixels.iter().find(|v| !(0.0..=1.0).contains(*v)) {
+        return Err(err(nnmark::Error::invalid(
+            name,
+            bad,
+            "pixel values must lie in [0, 1] (divide 8-bit images by 255)",
+        )));
+    }
+    let labels = match labels {
+        Some(l) => {
+            let l: Vec<u8> = l.as_array().iter().copied().collect();
+            if l.len() != dims[0] {
+                return Err(err(nnmark::Error::invalid(
+                    "labels",
+                    l.len(),
+                    format!("need one label per image ({} images)", dims[0]),
+                )));
+            }
+            l
+        }
+        None => vec![0; dims[0]],
+    };
+    Dataset::new(name, shape, classes, pixels, labels).map_err(err)
+}
+
+/// Trigger images (N, C, H, W) and their labels, as numpy arrays.
+type TriggerArrays<'py> = (Bound<'py, PyArray4<f32>>, Bound<'py, PyArray1<u8>>);
+
+/// A watermark key: the secret trigger set and everything needed to check a suspect.
+#[pyclass(module = "nnmark._nnmark", name = "Key")]
+struct Key {
+    inner: KeyFile,
+}
+
+#[pymethods]
+impl Key {
+    /// Generates a key for a model trained outside nnmark (see the package docs).
+    #[staticmethod]
+    #[pyo3(signature = (scheme, input_shape, classes, seed, params_json, dataset, images=None, labels=None, aux_images=None, aux_labels=None))]
+    #[allow(clippy::too_many_arguments)]
+    fn _generate(
+        scheme: &str,
+        input_shape: (usize, usize, usize),
+        classes: usize,
+        seed: u64,
+        params_json: &str,
+        dataset: &str,
+        images: Option<PyReadonlyArray4<'_, f32>>,
+        labels: Option<PyReadonlyArray1<'_, u8>>,
+        aux_images: Option<PyReadonlyArray4<'_, f32>>,
+        aux_labels: Option<PyReadonlyArray1<'_, u8>>,
+    ) -> PyResult<Key> {
+        let scheme = nnmark::scheme::by_name(scheme).map_err(err)?;
+        let params: serde_json::Value = serde_json::from_str(params_json).map_err(|e| {
+            err(nnmark::Error::invalid(
+                "params",
+                params_json,
+                format!("not JSON: {e}"),
+            ))
+        })?;
+        let data = images
+            .as_ref()
+            .map(|i| dataset_of("images", i, labels.as_ref(), classes))
+            .transpose()?;
+        let aux = aux_images
+            .as_ref()
+            .map(|i| dataset_of("aux_images", i, aux_labels.as_ref(), classes))
+            .transpose()?;
+        let device = nnmark::device::parse_device("cpu").map_err(err)?;
+        let key = watermark::external_key(
+            watermark::ExternalKeyRequest {
+                scheme,
+                params,
+                input: shape_of(input_shape),
+                num_classes: classes,
+                data: data.as_ref(),
+                aux: aux.as_ref(),
+                dataset_name: dataset.to_string(),
+                seed,
+            },
+            &device,
+        )
+        .map_err(err)?;
+        Ok(Key { inner: key })
+    }
+
+    /// Reads and checks a key file (the CLI's format).
+    #[staticmethod]
+    fn load(path: PathBuf) -> PyResult<Key> {
+        Ok(Key {
+            inner: KeyFile::load(&path).map_err(err)?,
+        })
+    }
+
+    /// Writes the key atomically, readable by its owner only.
+    fn save(&self, path: PathBuf) -> PyResult<()> {
+        self.inner.save(&path).map_err(err)
+    }
+
+    /// The trigger set: images (N, C, H, W) float32 in [0, 1] and labels (N,) uint8.
+    fn triggers<'py>(&self, py: Python<'py>) -> PyResult<TriggerArrays<'py>> {
+        let t = self.inner.trigger_set().map_err(err)?;
+        let s = t.shape;
+        let pixels = t.query_pixels(&(0..t.len()).collect::<Vec<_>>());
+        let images =
+            ndarray::Array4::from_shape_vec((t.len(), s.channels, s.height, s.width), pixels)
+                .map_err(|e| NnmarkError::new_err(format!("trigger set shape: {e}")))?;
+        Ok((
+            PyArray4::from_owned_array(py, images),
+            PyArray1::from_vec(py, t.labels.clone()),
+        ))
+    }
+
+    /// Binds the key to the marked model's file (its SHA-256) and returns the commitment to
+    /// publish, as JSON text.
+    fn _bind_model(&mut self, path: PathBuf) -> PyResult<String> {
+        let bytes = std::fs::read(&path).map_err(|e| err(nnmark::Error::io(&path, e)))?;
+        let c = watermark::bind_model(&mut self.inner, &bytes).map_err(err)?;
+        serde_json::to_string_pretty(&c).map_err(|e| NnmarkError::new_err(e.to_string()))
+    }
+
+    /// The key's metadata as JSON text (no secret material).
+    fn _meta_json(&self) -> PyResult<String> {
+        serde_json::to_string(&self.inner.meta).map_err(|e| NnmarkError::new_err(e.to_string()))
+    }
+
+    /// SHA-256 of the key's bytes (names the key without revealing it).
+    #[getter]
+    fn fingerprint(&self) -> PyResult<String> {
+        Ok(nnmark::io::sha256_hex(&self.inner.to_bytes().map_err(err)?))
+    }
+
+    /// The scheme's name.
+    #[getter]
+    fn scheme(&self) -> String {
+        self.inner.meta.scheme.clone()
+    }
+
+    /// Input shape (channels, height, width).
+    #[getter]
+    fn input_shape(&self) -> (usize, usize, usize) {
+        let s = self.inner.meta.spec.input;
+        (s.channels, s.height, s.width)
+    }
+
+    /// Number of classes.
+    #[getter]
+    fn classes(&self) -> usize {
+        self.inner.meta.spec.num_classes
+    }
+
+    /// The seed the key was drawn from.
+    #[getter]
+    fn seed(&self) -> u64 {
+        self.inner.meta.seed
+    }
+
+    /// The data set's name recorded in the key.
+    #[getter]
+    fn dataset(&self) -> String {
+        self.inner.meta.dataset.clone()
+    }
+
+    /// SHA-256 of the marked model's file ("" until bound).
+    #[getter]
+    fn model_sha256(&self) -> String {
+        self.inner.meta.model_sha256.clone()
+    }
+
+    fn __repr__(&self) -> String {
+        let m = &self.inner.meta;
+        format!(
+            "Key(scheme={:?}, input_shape={:?}, classes={}, items={}, seed={})",
+            m.scheme,
+            self.input_shape(),
+            m.spec.num_classes,
+            self.inner.triggers.as_ref().map_or(0, |t| t.len()),
+            m.seed
+        )
+    }
+}
+
+/// A verdict: whether the suspect carries the mark at the requested false-positive rate.
+#[pyclass(module = "nnmark._nnmark", name = "Verdict", get_all)]
+struct Verdict {
+    /// The suspect carries the watermark at `fpr`.
+    watermarked: bool,
+    /// The p-value of the test (`method`).
+    p_value: f64,
+    /// Key items answered as the key says.
+    matches: u64,
+    /// Key items asked.
+    queries: u64,
+    /// The false-positive rate asked for.
+    fpr: f64,
+    /// Fewest matches that prove the mark among `queries` (fixed-n binomial).
+    threshold: u64,
+    /// `fixed-n-binomial`, or `sequential-mixture` for a sequential remote run.
+    method: String,
+    /// The evidence file of a remote or ONNX verification.
+    evidence: Option<PathBuf>,
+    json: String,
+}
+
+#[pymethods]
+impl Verdict {
+    /// The whole verdict (or, for a remote or ONNX suspect, the whole evidence) as JSON text.
+    fn to_json(&self) -> String {
+        self.json.clone()
+    }
+
+    fn __repr__(&self) -> String {
+        format!(
+            "Verdict(watermarked={}, p_value={:.3e}, matches={}/{}, fpr={:e}, method={:?})",
+            if self.watermarked { "True" } else { "False" },
+            self.p_value,
+            self.matches,
+            self.queries,
+            self.fpr,
+            self.method
+        )
+    }
+}
+
+/// A Python callable as a suspect: numpy batch (N, C, H, W) float32 in [0, 1] → one class per
+/// image (the package wrapper turns logits or probabilities into classes).
+struct PyOracle {
+    predict: Py<PyAny>,
+    shape: ImageShape,
+    classes: usize,
+    queries: u64,
+}
+
+impl Oracle for PyOracle {
+    fn input_shape(&self) -> ImageShape {
+        self.shape
+    }
+
+    fn num_classes(&self) -> usize {
+        self.classes
+    }
+
+    fn describe(&self) -> String {
+        "Python callable".into()
+    }
+
+    fn query(&mut self, pixels: &[f32]) -> nnmark::Result<Vec<Answer>> {
+        let n = check_batch(pixels, self.shape)?;
+        let s = self.shape;
+        let labels: Vec<i64> = Python::attach(|py| -> PyResult<Vec<i64>> {
+            let batch = ndarray::Array4::from_shape_vec(
+                (n, s.channels, s.height, s.width),
+                pixels.to_vec(),
+            )
+            .map_err(|e| NnmarkError::new_err(e.to_string()))?;
+            let out = self
+                .predict
+                .call1(py, (PyArray4::from_owned_array(py, batch),))?;
+            out.extract::<Vec<i64>>(py)
+        })
+        .map_err(|e| nnmark::Error::invalid("suspect", "Python callable", e.to_string()))?;
+        if labels.len() != n {
+            return Err(nnmark::Error::invalid(
+                "suspect",
+                "Python callable",
+                format!("answered {} classes for {n} images", labels.len()),
+            ));
+        }
+        self.queries += n as u64;
+        labels
+            .into_iter()
+            .map(|l| {
+                if l < 0 || l as usize >= self.classes {
+                    Err(nnmark::Error::invalid(
+                        "suspect answer",
+                        l,
+                        format!("not a class (0..{})", self.classes),
+                    ))
+                } else {
+                    Ok(Answer {
+                        label: l as usize,
+                        scores: Vec::new(),
+                    })
+                }
+            })
+            .collect()
+    }
+
+    fn queries_made(&self) -> u64 {
+        self.queries
+    }
+}
+
+/// Verifies a Python callable against the key (fixed-n binomial test on every unspent key
+/// item, the key's own null), the GIL released between the suspect's batches.
+#[pyfunction]
+fn _verify_callable(py: Python<'_>, key: &Key, predict: Py<PyAny>, fpr: f64) -> PyResult<Verdict> {
+    let k = &key.inner;
+    let mut oracle = PyOracle {
+        predict,
+        shape: k.meta.spec.input,
+        classes: k.meta.spec.num_classes,
+        queries: 0,
+    };
+    let v = py
+        .detach(|| -> nnmark::Result<watermark::Verification> {
+            let scheme = watermark::scheme_for_key(k, None)?;
+            let null = watermark::key_null(k, scheme)?;
+            watermark::verify(
+                k,
+                scheme,
+                &mut Suspect::Oracle(&mut oracle),
+                "Python callable",
+                null,
+                fpr,
+            )
+        })
+        .map_err(err)?;
+    let d = &v.verdict;
+    Ok(Verdict {
+        watermarked: d.watermarked,
+        p_value: d.p_value,
+        matches: d.matches,
+        queries: d.queries,
+        fpr: d.fpr,
+        threshold: d.threshold,
+        method: "fixed-n-binomial".into(),
+        evidence: None,
+        json: serde_json::to_string(&v).map_err(|e| NnmarkError::new_err(e.to_string()))?,
+    })
+}
+
+/// Verifies an ONNX file or an endpoint URL the way `nnmark verify --onnx/--endpoint` does
+/// (key items among decoys, the evidence written to `evidence`).
+#[pyfunction]
+#[pyo3(signature = (key, suspect, fpr, seed, evidence, decoys=None, data_dir=None, signing_key=None))]
+#[allow(clippy::too_many_arguments)]
+fn _verify_remote(
+    py: Python<'_>,
+    key: &Key,
+    suspect: &str,
+    fpr: f64,
+    seed: u64,
+    evidence: PathBuf,
+    decoys: Option<PyReadonlyArray4<'_, f32>>,
+    data_dir: Option<PathBuf>,
+    signing_key: Option<PathBuf>,
+) -> PyResult<Verdict> {
+    let k = &key.inner;
+    let own_decoys = decoys
+        .as_ref()
+        .map(|d| dataset_of("decoys", d, None, k.meta.spec.num_classes))
+        .transpose()?;
+    // Decoys: the caller's, else the key's data set's test images when nnmark knows it, else
+    // none (the key items are then sent on their own).
+    let known = nnmark::data::canonical_name(&k.meta.dataset).is_some();
+    let decoy_ratio = if own_decoys.is_some() || known {
+        1.0
+    } else {
+        0.0
+    };
+    let target = if suspect.starts_with("http://") || suspect.starts_with("https://") {
+        RemoteSuspect::Endpoint {
+            url: suspect.to_string(),
+            protocol: None,
+            model_name: None,
+            token: None,
+            labels: None,
+            top_k: None,
+            resize: false,
+            timeout: std::time::Duration::from_secs(30),
+            retries: 3,
+        }
+    } else {
+        RemoteSuspect::Onnx(PathBuf::from(suspect))
+    };
+    let report = py
+        .detach(
+            || -> nnmark::Result<nnmark_remote::workflow::RemoteReport> {
+                let scheme = watermark::scheme_for_key(k, None)?;
+                let prepared = nnmark::workflow::PreparedKey {
+                    key: k.clone(),
+                    path: Path::new("(key from Python)").to_path_buf(),
+                    scheme,
+                    null: watermark::key_null(k, scheme)?,
+                    references: Vec::new(),
+                    commitment: None,
+                };
+                verify_remote(
+                    &prepared,
+                    &RemoteJob {
+                        suspect: target,
+                        options: RemoteVerifyOptions {
+                            fpr,
+                            seed,
+                            decoy_ratio,
+                            ..Default::default()
+                        },
+                        data_dir,
+                        decoys: own_decoys,
+                        evidence: evidence.clone(),
+                        signing_key,
+                    },
+                )
+            },
+        )
+        .map_err(err)?;
+    let b = &report.body;
+    Ok(Verdict {
+        watermarked: b.decision.watermarked,
+        p_value: b.decision.p_value,
+        matches: b.binomial.matches,
+        queries: b.binomial.queries,
+        fpr: b.binomial.fpr,
+        threshold: b.binomial.threshold,
+        method: b.decision.method.clone(),
+        evidence: Some(report.evidence.clone()),
+        json: serde_json::to_string(b).map_err(|e| NnmarkError::new_err(e.to_string()))?,
+    })
+}
+
+/// nnmark's version and the burn version it was built with.
+#[pyfunction]
+fn versions() -> (String, String) {
+    (nnmark::VERSION.into(), nnmark::BURN_VERSION.into())
+}
+
+/// The scheme names nnmark knows.
+#[pyfunction]
+fn schemes() -> Vec<&'static str> {
+    nnmark::scheme::names()
+}
+
+#[pymodule]
+fn _nnmark(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    m.add_class::<Key>()?;
+    m.add_class::<Verdict>()?;
+    m.add_function(wrap_pyfunction!(_verify_callable, m)?)?;
+    m.add_function(wrap_pyfunction!(_verify_remote, m)?)?;
+    m.add_function(wrap_pyfunction!(versions, m)?)?;
+    m.add_function(wrap_pyfunction!(schemes, m)?)?;
+    m.add("NnmarkError", m.py().get_type::<NnmarkError>())?;
+    Ok(())
+}

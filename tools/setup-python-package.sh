@@ -1,0 +1,20 @@
+#!/usr/bin/env bash
+# Builds the `nnmark` Python package (crates/nnmark-py) into tools/.venv-py, a venv this
+# script creates with maturin, numpy, onnxruntime and pytest from PyPI, and prints the venv's
+# Python. The build is cargo's dev profile (incremental, CARGO_TARGET_DIR honoured; the
+# dependencies are optimised and shared with the test suite's build). For a wheel to install
+# elsewhere: `maturin build --release -m crates/nnmark-py/Cargo.toml`.
+set -euo pipefail
+here=$(cd "$(dirname "$0")" && pwd)
+venv="$here/.venv-py"
+stamp="$venv/.nnmark-py-1"
+if [ ! -f "$stamp" ]; then
+  [ -x "$venv/bin/python" ] || python3 -m venv "$venv"
+  "$venv/bin/pip" install -q --disable-pip-version-check \
+    "maturin==1.16.0" "numpy>=1.24" "onnxruntime==1.32.0" "pytest>=7"
+  touch "$stamp"
+fi
+# maturin develop installs into the venv it finds in VIRTUAL_ENV.
+VIRTUAL_ENV="$venv" PATH="$venv/bin:$PATH" \
+  "$venv/bin/maturin" develop --quiet -m "$here/../crates/nnmark-py/Cargo.toml" >&2
+echo "$venv/bin/python"
