@@ -43,3 +43,41 @@ fn the_python_package_passes_its_tests_against_the_cli() {
         "every test ran: {report}"
     );
 }
+
+/// The bring-your-own-model example end to end: a BatchNorm CNN nnmark does not ship, marked in
+/// a plain PyTorch loop with the package's trigger mixer, exported to ONNX, served with
+/// `nnmark serve` and checked with `nnmark verify --endpoint`; an independent PyTorch model
+/// trained the same way must not be accused. Needs PyTorch 2.9 from PyPI (several GB):
+/// `cargo test --release -p nnmark-cli --test python_package -- --ignored --nocapture`
+/// (about 50 s once the venv exists).
+#[test]
+#[ignore]
+fn the_pytorch_example_marks_its_own_model_and_proves_it_remotely() {
+    let script = repo().join("tools/setup-python-package.sh");
+    let setup = Command::new("bash")
+        .arg(&script)
+        .arg("torch")
+        .output()
+        .expect("bash runs");
+    assert!(
+        setup.status.success(),
+        "{} torch failed:\n{}",
+        script.display(),
+        String::from_utf8_lossy(&setup.stderr)
+    );
+    let python = String::from_utf8_lossy(&setup.stdout).trim().to_string();
+    let out_dir = tempfile::tempdir().expect("temp dir");
+    let out = Command::new(&python)
+        .args(["-W", "ignore"])
+        .arg(repo().join("crates/nnmark-py/examples/pytorch_own_model.py"))
+        .args(["--nnmark", env!("CARGO_BIN_EXE_nnmark"), "--out"])
+        .arg(out_dir.path())
+        .output()
+        .expect("the venv's python runs");
+    let report = String::from_utf8_lossy(&out.stdout).to_string();
+    eprintln!("{report}{}", String::from_utf8_lossy(&out.stderr));
+    assert!(out.status.success(), "the example's checks failed");
+    let r: serde_json::Value = serde_json::from_str(&report).expect("the example prints JSON");
+    assert_eq!(r["marked"]["remote"]["watermarked"], true);
+    assert_eq!(r["independent"]["remote"]["watermarked"], false);
+}

@@ -78,7 +78,7 @@ fn dataset_of(
 }
 
 /// Trigger images (N, C, H, W) and their labels, as numpy arrays.
-type TriggerArrays<'py> = (Bound<'py, PyArray4<f32>>, Bound<'py, PyArray1<u8>>);
+type TriggerArrays<'py> = SplitArrays<'py>;
 
 /// A watermark key: the secret trigger set and everything needed to check a suspect.
 #[pyclass(module = "nnmark._nnmark", name = "Key")]
@@ -473,6 +473,42 @@ fn _verify_remote(
     })
 }
 
+/// Images (N, C, H, W) in [0, 1] and labels (N,) of one split.
+type SplitArrays<'py> = (Bound<'py, PyArray4<f32>>, Bound<'py, PyArray1<u8>>);
+
+fn split_arrays<'py>(py: Python<'py>, d: &Dataset) -> PyResult<SplitArrays<'py>> {
+    let s = d.shape;
+    let images = ndarray::Array4::from_shape_vec(
+        (d.len(), s.channels, s.height, s.width),
+        d.pixels().to_vec(),
+    )
+    .map_err(|e| NnmarkError::new_err(format!("data set shape: {e}")))?;
+    Ok((
+        PyArray4::from_owned_array(py, images),
+        PyArray1::from_vec(py, d.labels().to_vec()),
+    ))
+}
+
+/// A named data set (`mnist10k`, embedded; `fashion`, from the data folders): (train images,
+/// train labels, test images, test labels).
+#[pyfunction]
+#[pyo3(signature = (name, data_dir=None))]
+fn _load_dataset<'py>(
+    py: Python<'py>,
+    name: &str,
+    data_dir: Option<PathBuf>,
+) -> PyResult<(SplitArrays<'py>, SplitArrays<'py>)> {
+    let split = nnmark::data::load(
+        &nnmark::data::DataSource::Named(name.to_string()),
+        data_dir.as_deref(),
+    )
+    .map_err(err)?;
+    Ok((
+        split_arrays(py, &split.train)?,
+        split_arrays(py, &split.test)?,
+    ))
+}
+
 /// nnmark's version and the burn version it was built with.
 #[pyfunction]
 fn versions() -> (String, String) {
@@ -492,6 +528,7 @@ fn _nnmark(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(_verify_callable, m)?)?;
     m.add_function(wrap_pyfunction!(_verify_remote, m)?)?;
     m.add_function(wrap_pyfunction!(versions, m)?)?;
+    m.add_function(wrap_pyfunction!(_load_dataset, m)?)?;
     m.add_function(wrap_pyfunction!(schemes, m)?)?;
     m.add("NnmarkError", m.py().get_type::<NnmarkError>())?;
     Ok(())

@@ -210,3 +210,11 @@ def test_errors_are_python_exceptions_with_nnmarks_messages(tmp_path):
         nnmark.verify(key, lambda x: np.full(len(x), 12))
     with pytest.raises(nnmark.NnmarkError, match="per_batch"):
         nnmark.TriggerMixer(key, per_batch=0)
+
+
+def test_load_dataset_gives_the_embedded_sample():
+    (x, y), (tx, ty) = nnmark.load_dataset("mnist10k")
+    assert x.shape == (8000, 1, 28, 28) and tx.shape == (2000, 1, 28, 28)
+    assert x.dtype == np.float32 and y.dtype == np.uint8 and set(y.tolist()) == set(range(10))
+    with pytest.raises(nnmark.NnmarkError, match="known data sets"):
+        nnmark.load_dataset("imagenet")

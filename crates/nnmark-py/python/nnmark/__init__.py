@@ -29,13 +29,14 @@ import numpy as np
 
 from ._nnmark import Key as _Key
 from ._nnmark import NnmarkError, Verdict, schemes, versions
-from ._nnmark import _verify_callable, _verify_remote
+from ._nnmark import _load_dataset, _verify_callable, _verify_remote
 
 __all__ = [
     "Key",
     "NnmarkError",
     "TriggerMixer",
     "Verdict",
+    "load_dataset",
     "schemes",
     "verify",
     "versions",
@@ -169,6 +170,16 @@ class Key:
 
     def __repr__(self) -> str:
         return repr(self._inner)
+
+
+def load_dataset(
+    name: str, data_dir: Optional[Union[str, os.PathLike]] = None
+) -> Tuple[Tuple[np.ndarray, np.ndarray], Tuple[np.ndarray, np.ndarray]]:
+    """A data set nnmark knows: ``mnist10k`` (the embedded 8,000 / 2,000 MNIST sample) or
+    ``fashion`` (Fashion-MNIST, from ``data_dir`` or the folder ``nnmark data fetch`` fills):
+    ``((train_images, train_labels), (test_images, test_labels))``, images (N, C, H, W)
+    float32 in [0, 1], labels uint8."""
+    return _load_dataset(name, None if data_dir is None else os.fspath(data_dir))
 
 
 def _classes(out: Any, n: int) -> list:
