@@ -509,6 +509,38 @@ fn _load_dataset<'py>(
     ))
 }
 
+/// Checks an evidence file as `nnmark evidence check` does; returns the report as JSON text.
+#[pyfunction]
+#[pyo3(signature = (file, public_key=None, key=None, allow_unsigned=false))]
+fn _check_evidence(
+    py: Python<'_>,
+    file: PathBuf,
+    public_key: Option<PathBuf>,
+    key: Option<PathBuf>,
+    allow_unsigned: bool,
+) -> PyResult<String> {
+    let check = py
+        .detach(|| {
+            nnmark_remote::workflow::check_evidence(
+                &file,
+                public_key.as_deref(),
+                key.as_deref(),
+                None,
+                &[],
+                allow_unsigned,
+            )
+        })
+        .map_err(err)?;
+    Ok(check.json().to_string())
+}
+
+/// Creates an owner signing key for evidence files: `path` (PKCS#8 PEM, mode 0600) and
+/// `path.pub`; returns (public key path, fingerprint). Never overwrites a key.
+#[pyfunction]
+fn _new_signing_key(path: PathBuf) -> PyResult<(PathBuf, String)> {
+    nnmark_remote::evidence::generate_keypair(&path).map_err(err)
+}
+
 /// nnmark's version and the burn version it was built with.
 #[pyfunction]
 fn versions() -> (String, String) {
@@ -529,6 +561,8 @@ fn _nnmark(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(_verify_remote, m)?)?;
     m.add_function(wrap_pyfunction!(versions, m)?)?;
     m.add_function(wrap_pyfunction!(_load_dataset, m)?)?;
+    m.add_function(wrap_pyfunction!(_check_evidence, m)?)?;
+    m.add_function(wrap_pyfunction!(_new_signing_key, m)?)?;
     m.add_function(wrap_pyfunction!(schemes, m)?)?;
     m.add("NnmarkError", m.py().get_type::<NnmarkError>())?;
     Ok(())

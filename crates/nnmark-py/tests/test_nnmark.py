@@ -218,3 +218,24 @@ def test_load_dataset_gives_the_embedded_sample():
     assert x.dtype == np.float32 and y.dtype == np.uint8 and set(y.tolist()) == set(range(10))
     with pytest.raises(nnmark.NnmarkError, match="known data sets"):
         nnmark.load_dataset("imagenet")
+
+
+@needs_cli
+def test_signed_evidence_checks_and_tampering_is_caught(marked, tmp_path):
+    key = nnmark.Key.load(marked / "owner.nnkey")
+    public, fingerprint = nnmark.new_signing_key(tmp_path / "owner.pem")
+    assert Path(public).exists() and len(fingerprint) == 64
+    with pytest.raises(nnmark.NnmarkError, match="exists already"):
+        nnmark.new_signing_key(tmp_path / "owner.pem")
+    ev = tmp_path / "evidence.json"
+    v = nnmark.verify(key, marked / "marked.onnx", evidence=ev, signing_key=tmp_path / "owner.pem")
+    report = nnmark.check_evidence(ev, public_key=public, key=marked / "owner.nnkey")["check"]
+    assert report["signed"] and report["statistics_match"] and report["key_checked"]
+    assert report["watermarked"] == v.watermarked and report["p_value"] == v.p_value
+    # The CLI checks the file the package wrote.
+    cli("evidence", "check", str(ev), "--public-key", public, cwd=tmp_path)
+    body = json.loads(ev.read_text())
+    body["body"]["decision"]["p_value"] = 0.5
+    ev.write_text(json.dumps(body))
+    with pytest.raises(nnmark.NnmarkError):
+        nnmark.check_evidence(ev, public_key=public)

@@ -29,14 +29,17 @@ import numpy as np
 
 from ._nnmark import Key as _Key
 from ._nnmark import NnmarkError, Verdict, schemes, versions
-from ._nnmark import _load_dataset, _verify_callable, _verify_remote
+from ._nnmark import _check_evidence, _load_dataset, _new_signing_key
+from ._nnmark import _verify_callable, _verify_remote
 
 __all__ = [
     "Key",
     "NnmarkError",
     "TriggerMixer",
     "Verdict",
+    "check_evidence",
     "load_dataset",
+    "new_signing_key",
     "schemes",
     "verify",
     "versions",
@@ -232,6 +235,35 @@ def verify(
         None if decoys is None else _images(decoys, "decoys"),
         None if data_dir is None else os.fspath(data_dir),
         None if signing_key is None else os.fspath(signing_key),
+    )
+
+
+def new_signing_key(path: Union[str, os.PathLike]) -> Tuple[str, str]:
+    """Creates the owner's Ed25519 key that signs evidence: ``path`` (private, mode 0600) and
+    ``path.pub``; returns (public key path, fingerprint). Never overwrites a key."""
+    public, fingerprint = _new_signing_key(os.fspath(path))
+    return os.fspath(public), fingerprint
+
+
+def check_evidence(
+    path: Union[str, os.PathLike],
+    *,
+    public_key: Optional[Union[str, os.PathLike]] = None,
+    key: Optional[Union[str, os.PathLike]] = None,
+    allow_unsigned: bool = False,
+) -> dict:
+    """Checks an evidence file as ``nnmark evidence check`` does: the signature (pinned to
+    ``public_key`` when given), the statistics recomputed from the logged answers and, with the
+    ``key`` file, every logged match. Returns the report: ``report["check"]`` holds
+    ``signed``, ``statistics_match``, ``key_checked``, ``watermarked`` and ``p_value``; a file
+    that cannot be read or whose signature does not verify raises ``NnmarkError``."""
+    return json.loads(
+        _check_evidence(
+            os.fspath(path),
+            None if public_key is None else os.fspath(public_key),
+            None if key is None else os.fspath(key),
+            bool(allow_unsigned),
+        )
     )
 
 
