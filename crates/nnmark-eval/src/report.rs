@@ -120,6 +120,22 @@ fn strongest_attacks(md: &mut String, rows: &Rows<'_>) {
     );
     let _ = writeln!(md, "|---|---|---|---|---|---|");
     for (row, cells) in rows {
+        // A mark the unattacked model does not show in some seed leaves nothing to remove
+        // there: every attack would "remove" it.
+        if let Some((_, none)) = cells.iter().find(|(a, _)| a == "none") {
+            let shown = none.iter().filter(|r| r.verdict.watermarked).count();
+            if shown < none.len() {
+                let _ = writeln!(
+                    md,
+                    "| {row} | none: the marked model itself did not show the mark in {} of {} seeds (key match {}); nothing to remove | – | – | {shown}/{} | – |",
+                    none.len() - shown,
+                    none.len(),
+                    pct(none.iter().map(|r| r.key.match_rate).sum::<f64>() / none.len() as f64),
+                    none.len()
+                );
+                continue;
+            }
+        }
         let best = cells
             .iter()
             .filter(|(a, _)| a != "none")
