@@ -79,6 +79,25 @@ pub fn accuracy(oracle: &mut dyn Oracle, test: &crate::data::Dataset) -> Result<
     Ok(right as f64 / test.len().max(1) as f64)
 }
 
+/// (class, probability) pairs, most probable first (ties: the lower class first).
+pub(crate) fn ranked(probabilities: Vec<f32>) -> Vec<(usize, f32)> {
+    let mut scores: Vec<(usize, f32)> = probabilities.into_iter().enumerate().collect();
+    scores.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
+    scores
+}
+
+/// The answer a service configured with `reveal` gives for ranked scores: the top class, and
+/// none, the top k or all of the scores.
+pub(crate) fn answer_from_ranked(mut scores: Vec<(usize, f32)>, reveal: Reveal) -> Answer {
+    let label = scores.first().map_or(0, |s| s.0);
+    match reveal {
+        Reveal::Label => scores.clear(),
+        Reveal::TopK(k) => scores.truncate(k.clamp(1, scores.len().max(1))),
+        Reveal::Probabilities => {}
+    }
+    Answer { label, scores }
+}
+
 /// A model held in memory, answering as a service configured with `reveal` would.
 pub struct LocalOracle {
     model: Model,
@@ -125,21 +144,9 @@ impl Oracle for LocalOracle {
                 })
                 .collect());
         }
-        let k = match self.reveal {
-            Reveal::TopK(k) => k.clamp(1, self.model.spec.num_classes),
-            _ => self.model.spec.num_classes,
-        };
         Ok(predict_proba(&self.model, pixels, 256)
             .into_iter()
-            .map(|p| {
-                let mut scores: Vec<(usize, f32)> = p.into_iter().enumerate().collect();
-                scores.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
-                scores.truncate(k);
-                Answer {
-                    label: scores[0].0,
-                    scores,
-                }
-            })
+            .map(|p| answer_from_ranked(ranked(p), self.reveal))
             .collect())
     }
 

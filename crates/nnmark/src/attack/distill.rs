@@ -33,19 +33,27 @@ pub(super) const DISTILL: AttackInfo = AttackInfo {
     name: "distill",
     summary: "train a fresh model on the stolen model's answers to the attacker's inputs, or to a surrogate data set's (distill:arch=lenet,epochs=10,answers=labels|probabilities,data=fashion)",
     build: |a: &mut AttackArgs| {
-        let arch = match a.text("arch") {
-            None => None,
-            Some(s) => Some(s.parse::<Architecture>()?),
-        };
+        let (arch, probabilities) = student_args(a)?;
         Ok(Box::new(Distill {
             arch,
             epochs: a.usize("epochs", true, 10, 1)?,
-            probabilities: a.choice("answers", false, "labels", &["labels", "probabilities"])?
-                == "probabilities",
+            probabilities,
             surrogate: a.text("data"),
         }))
     },
 };
+
+/// A student's `arch` (None: the stolen model's) and whether it learns from the
+/// `answers=probabilities` instead of the labels; shared with smooth retraining.
+pub(super) fn student_args(a: &mut AttackArgs) -> Result<(Option<Architecture>, bool)> {
+    let arch = match a.text("arch") {
+        None => None,
+        Some(s) => Some(s.parse::<Architecture>()?),
+    };
+    let probabilities =
+        a.choice("answers", false, "labels", &["labels", "probabilities"])? == "probabilities";
+    Ok((arch, probabilities))
+}
 
 impl Attack for Distill {
     fn describe(&self) -> String {

@@ -36,7 +36,7 @@ use super::{Attack, AttackArgs, AttackContext, AttackInfo};
 use crate::data::{Dataset, ImageShape};
 use crate::error::{Error, Result};
 use crate::model::Model;
-use crate::oracle::{Answer, Oracle, Reveal, check_batch};
+use crate::oracle::{Answer, Oracle, Reveal, answer_from_ranked, check_batch, ranked};
 use crate::train::{model_device, predict_proba, rng_guard};
 
 /// What the detector scores.
@@ -359,28 +359,20 @@ impl Oracle for GuardedOracle {
         let classes = self.model.spec.num_classes;
         let mut out = Vec::with_capacity(probs.len());
         for (p, &flagged) in probs.into_iter().zip(&flags) {
-            let mut scores: Vec<(usize, f32)> = p.into_iter().enumerate().collect();
-            scores.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
+            let mut scores = ranked(p);
             if flagged && classes > 1 {
                 let pick = match self.guard.answer {
                     Deflection::Second => 1,
                     Deflection::Random => self.rng.random_range(1..classes),
                 };
                 // The deflected class takes the top score, so every reveal level agrees.
+                let top = scores[0].1;
+                scores[0].1 = scores[pick].1;
+                scores[pick].1 = top;
                 scores.swap(0, pick);
-                let top = scores[0].1.max(scores[pick].1);
-                let low = scores[0].1.min(scores[pick].1);
-                scores[0].1 = top;
-                scores[pick].1 = low;
                 scores[1..].sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
             }
-            let label = scores[0].0;
-            match self.reveal {
-                Reveal::Label => scores.clear(),
-                Reveal::TopK(k) => scores.truncate(k.clamp(1, classes)),
-                Reveal::Probabilities => {}
-            }
-            out.push(Answer { label, scores });
+            out.push(answer_from_ranked(scores, self.reveal));
         }
         self.flags.extend(flags);
         Ok(out)

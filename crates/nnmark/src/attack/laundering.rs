@@ -17,7 +17,7 @@
 //! it. The reversed trigger and the unlearning are the same as neural cleanse's.
 
 use super::fineprune::{cut, mean_activations};
-use super::neural_cleanse::{reverse_and_flag, unlearning_set};
+use super::neural_cleanse::{reversal_args, reverse_and_flag, unlearning_set};
 use super::{Attack, AttackArgs, AttackContext, AttackInfo, attacker_recipe};
 use crate::error::Result;
 use crate::model::Model;
@@ -44,26 +44,17 @@ pub(super) const LAUNDERING: AttackInfo = AttackInfo {
     name: "laundering",
     summary: "neural cleanse's trigger, reset the last-layer neurons it excites, retrain (laundering:z=2,steps=100,lambda=0.01,fraction=0.2,epochs=3,lr=0.01)",
     build: |a: &mut AttackArgs| {
+        let (steps, lambda, fraction) = reversal_args(a)?;
         Ok(Box::new(Laundering {
-            steps: a.usize("steps", false, 100, 1)?,
-            lambda: a.f64(
-                "lambda",
-                false,
-                Some(0.01),
-                (|v| (0.0..=10.0).contains(&v), "must be in [0, 10]"),
-            )?,
+            steps,
+            lambda,
             z: a.f64(
                 "z",
                 false,
                 Some(2.0),
                 (|v| (0.0..=100.0).contains(&v), "must be in [0, 100]"),
             )?,
-            fraction: a.f64(
-                "fraction",
-                false,
-                Some(0.2),
-                (|v| v > 0.0 && v <= 1.0, "must be in (0, 1]"),
-            )?,
+            fraction,
             epochs: a.usize("epochs", false, 3, 1)?,
             lr: a.lr(0.01)?,
         }))

@@ -146,6 +146,34 @@ pub fn names() -> Vec<&'static str> {
 /// Several attacks applied left to right.
 pub(crate) struct Composed(pub Vec<Box<dyn Attack>>);
 
+impl Composed {
+    /// Calls `f` on every stage but the budget stages, with the context that stage gets: the
+    /// share of the data a budget stage before it left, and a seed of its own (so `a+b` and
+    /// `b` alone differ only by `a`).
+    fn each_stage(
+        &self,
+        ctx: &AttackContext<'_>,
+        mut f: impl FnMut(&dyn Attack, &AttackContext<'_>) -> Result<()>,
+    ) -> Result<()> {
+        let mut budgeted: Option<crate::data::Dataset> = None;
+        for (i, a) in self.0.iter().enumerate() {
+            if let Some(b) = a.data_budget() {
+                budgeted = Some(b.apply(ctx.attacker_data("budget")?, ctx.seed)?);
+                continue;
+            }
+            let stage = AttackContext {
+                data: budgeted.as_ref().or(ctx.data),
+                device: ctx.device,
+                seed: ctx.seed.wrapping_add(i as u64 * 0x9E37_79B9),
+                key_items: ctx.key_items,
+                scheme: ctx.scheme,
+            };
+            f(a.as_ref(), &stage)?;
+        }
+        Ok(())
+    }
+}
+
 impl Attack for Composed {
     fn describe(&self) -> String {
         self.0
@@ -155,26 +183,16 @@ impl Attack for Composed {
             .join("+")
     }
 
-    fn remove(&self, mut model: Model, ctx: &AttackContext<'_>) -> Result<Model> {
-        // A budget stage shrinks the data of the stages after it.
-        let mut budgeted: Option<crate::data::Dataset> = None;
-        for (i, a) in self.0.iter().enumerate() {
-            if let Some(b) = a.data_budget() {
-                let data = ctx.attacker_data("budget")?;
-                budgeted = Some(b.apply(data, ctx.seed)?);
-                continue;
-            }
-            // Each stage draws from its own stream, so `a+b` and `b` alone differ only by `a`.
-            let stage = AttackContext {
-                data: budgeted.as_ref().or(ctx.data),
-                device: ctx.device,
-                seed: ctx.seed.wrapping_add(i as u64 * 0x9E37_79B9),
-                key_items: ctx.key_items,
-                scheme: ctx.scheme,
-            };
-            model = a.remove(model, &stage)?;
-        }
-        Ok(model)
+    fn remove(&self, model: Model, ctx: &AttackContext<'_>) -> Result<Model> {
+        let mut current = Some(model);
+        self.each_stage(ctx, |a, stage| {
+            let model = current.take().ok_or_else(|| {
+                Error::invalid("attack", a.describe(), "an earlier stage lost the model")
+            })?;
+            current = Some(a.remove(model, stage)?);
+            Ok(())
+        })?;
+        current.ok_or_else(|| Error::invalid("attack", self.describe(), "no model came out"))
     }
 
     /// The transforms of the stages, chained.
@@ -194,24 +212,13 @@ impl Attack for Composed {
 
     /// The last stage's guard, fitted on the data that stage would get.
     fn query_guard(&self, model: &Model, ctx: &AttackContext<'_>) -> Result<Option<QueryGuard>> {
-        let mut budgeted: Option<crate::data::Dataset> = None;
         let mut guard = None;
-        for (i, a) in self.0.iter().enumerate() {
-            if let Some(b) = a.data_budget() {
-                budgeted = Some(b.apply(ctx.attacker_data("budget")?, ctx.seed)?);
-                continue;
-            }
-            let stage = AttackContext {
-                data: budgeted.as_ref().or(ctx.data),
-                device: ctx.device,
-                seed: ctx.seed.wrapping_add(i as u64 * 0x9E37_79B9),
-                key_items: ctx.key_items,
-                scheme: ctx.scheme,
-            };
-            if let Some(g) = a.query_guard(model, &stage)? {
+        self.each_stage(ctx, |a, stage| {
+            if let Some(g) = a.query_guard(model, stage)? {
                 guard = Some(g);
             }
-        }
+            Ok(())
+        })?;
         Ok(guard)
     }
 }

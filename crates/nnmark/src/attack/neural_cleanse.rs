@@ -42,25 +42,36 @@ pub(super) const NEURAL_CLEANSE: AttackInfo = AttackInfo {
     name: "neural-cleanse",
     summary: "reverse-engineer a trigger per class, unlearn the outlier (neural-cleanse:steps=100,lambda=0.01,fraction=0.2,epochs=2,lr=0.01)",
     build: |a: &mut AttackArgs| {
+        let (steps, lambda, fraction) = reversal_args(a)?;
         Ok(Box::new(NeuralCleanse {
-            steps: a.usize("steps", false, 100, 1)?,
-            lambda: a.f64(
-                "lambda",
-                false,
-                Some(0.01),
-                (|v| (0.0..=10.0).contains(&v), "must be in [0, 10]"),
-            )?,
-            fraction: a.f64(
-                "fraction",
-                false,
-                Some(0.2),
-                (|v| v > 0.0 && v <= 1.0, "must be in (0, 1]"),
-            )?,
+            steps,
+            lambda,
+            fraction,
             epochs: a.usize("epochs", false, 2, 1)?,
             lr: a.lr(0.01)?,
         }))
     },
 };
+
+/// The reverse engineering's and unlearning's parameters, shared with laundering: `steps`
+/// (100), `lambda` (0.01) and `fraction` (0.2).
+pub(super) fn reversal_args(a: &mut AttackArgs) -> Result<(usize, f64, f64)> {
+    Ok((
+        a.usize("steps", false, 100, 1)?,
+        a.f64(
+            "lambda",
+            false,
+            Some(0.01),
+            (|v| (0.0..=10.0).contains(&v), "must be in [0, 10]"),
+        )?,
+        a.f64(
+            "fraction",
+            false,
+            Some(0.2),
+            (|v| v > 0.0 && v <= 1.0, "must be in (0, 1]"),
+        )?,
+    ))
+}
 
 /// One class's reversed trigger.
 #[derive(Debug, Clone)]

@@ -11,6 +11,7 @@ use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 use rand_distr::{Distribution, Normal};
 
+use super::distill::student_args;
 use super::{Attack, AttackArgs, AttackContext, AttackInfo};
 use crate::data::Dataset;
 use crate::error::Result;
@@ -37,10 +38,7 @@ pub(super) const SMOOTH_RETRAIN: AttackInfo = AttackInfo {
     name: "smooth-retrain",
     summary: "train a fresh model on the votes of the stolen model over Gaussian-noised queries (smooth-retrain:sigma=0.25,samples=8,epochs=10,arch=lenet,answers=labels|probabilities)",
     build: |a: &mut AttackArgs| {
-        let arch = match a.text("arch") {
-            None => None,
-            Some(s) => Some(s.parse::<Architecture>()?),
-        };
+        let (arch, probabilities) = student_args(a)?;
         Ok(Box::new(SmoothRetrain {
             sigma: a.f64(
                 "sigma",
@@ -51,8 +49,7 @@ pub(super) const SMOOTH_RETRAIN: AttackInfo = AttackInfo {
             samples: a.usize("samples", false, 8, 1)?,
             arch,
             epochs: a.usize("epochs", false, 10, 1)?,
-            probabilities: a.choice("answers", false, "labels", &["labels", "probabilities"])?
-                == "probabilities",
+            probabilities,
         }))
     },
 };
