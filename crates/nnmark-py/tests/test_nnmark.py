@@ -108,6 +108,11 @@ def test_generate_save_load_round_trip(tmp_path):
     assert np.array_equal(again.triggers()[0], x)
     other = nnmark.Key.generate("adi", input_shape=(1, 28, 28), classes=10, seed=8)
     assert not np.array_equal(other.triggers()[0], x)
+    # Without a seed, a fresh one from the OS: two default keys differ, each records its own.
+    a = nnmark.Key.generate("adi", (1, 28, 28), 10)
+    b = nnmark.Key.generate("adi", (1, 28, 28), 10)
+    assert a.seed != b.seed and not np.array_equal(a.triggers()[0], b.triggers()[0])
+    assert np.array_equal(nnmark.Key.generate("adi", (1, 28, 28), 10, seed=a.seed).triggers()[0], a.triggers()[0])
 
 
 def test_zhang_keys_stamp_the_owners_images():

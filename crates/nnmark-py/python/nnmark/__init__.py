@@ -81,7 +81,7 @@ class Key:
         input_shape: Tuple[int, int, int],
         classes: int,
         *,
-        seed: int = 0,
+        seed: Optional[int] = None,
         images: Any = None,
         labels: Any = None,
         aux_images: Any = None,
@@ -97,7 +97,14 @@ class Key:
         verdict's false-positive rate is exact for any model trained without the key.
         ``dataset`` names your data; with ``mnist10k`` or ``fashion`` remote verification
         draws its decoys from it.
+
+        ``seed``: the trigger set is drawn from it, so anyone who knows it can rebuild the
+        key's items. By default a fresh 63-bit seed comes from the operating system's random
+        source; it is recorded in the key (``key.seed``), so the key can still be rebuilt by
+        its owner. Give one only for experiments.
         """
+        if seed is None:
+            seed = int.from_bytes(os.urandom(8), "little") >> 1
         return Key(
             _Key._generate(
                 scheme,
