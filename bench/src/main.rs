@@ -36,6 +36,7 @@ fn embed_adi(
             teacher: None,
             data: &split.train,
             aux: None,
+            key_seed: 0,
             train: recipe(),
             dataset_name: "mnist10k".into(),
             shadow_cache: None,
@@ -86,6 +87,7 @@ fn embed_model_dependent(
             teacher: None,
             data: &split.train,
             aux: None,
+            key_seed: cfg.seed,
             train: cfg,
             dataset_name: "mnist10k".into(),
             shadow_cache: None,
@@ -159,6 +161,7 @@ fn frontier_sweep(split: &data::DataSplit, device: &nnmark::Device) -> serde_jso
                     teacher: None,
                     data: &split.train,
                     aux: None,
+                    key_seed: cfg.seed,
                     train: TrainConfig {
                         epochs: 10,
                         optimizer: OptimizerConfig::sgd_momentum(0.01),

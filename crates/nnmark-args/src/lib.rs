@@ -371,7 +371,7 @@ pub struct TrainOpts {
     /// Fraction of the training data held out for early stopping.
     #[arg(long, default_value_t = 0.1)]
     pub val_fraction: f64,
-    /// Seed of initialisation, shuffling, dropout and key generation.
+    /// Seed of initialisation, shuffling and dropout (`embed`'s key has its own, --key-seed).
     #[arg(long, default_value_t = 1)]
     pub seed: u64,
     /// Clip each parameter's gradient to this L2 norm (default: 1 for irnn, none otherwise).
@@ -456,6 +456,11 @@ pub struct EmbedArgs {
     pub aux_data: Option<String>,
     #[command(flatten)]
     pub train: TrainOpts,
+    /// Seed of key generation (trigger images and labels, shadow recipes). Default: a fresh
+    /// one from the operating system, recorded in the key: anyone who knows the seed can
+    /// rebuild the trigger set, so give one only to reproduce a key.
+    #[arg(long)]
+    pub key_seed: Option<u64>,
     /// Marked model to write.
     #[arg(long)]
     pub out: PathBuf,

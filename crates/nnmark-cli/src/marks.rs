@@ -54,6 +54,7 @@ pub fn embed(a: EmbedArgs, device: &Device) -> Result<()> {
     job.aux_data = a.aux_data.clone();
     job.data_dir = a.data.data_dir.clone();
     job.train = a.train.config(fine_tune);
+    job.key_seed = a.key_seed;
     job.proof = ProofPolicy {
         fpr: a.fpr,
         margin: a.margin,

@@ -647,6 +647,15 @@ fn embed_verify_reveal_and_public_check_end_to_end() {
     for n in key.nonces.as_ref().unwrap() {
         assert!(!embed_text.contains(&hex::encode(n)));
     }
+    // Without --key-seed the trigger set comes from a seed drawn from the OS, not from the
+    // public training seed (1): it is recorded in the key, and never printed.
+    assert_ne!(key.meta.seed, 1);
+    assert_eq!(key.meta.notes["train_seed"], 1);
+    assert!(
+        !embed_text.contains(&key.meta.seed.to_string())
+            && embed_text.contains("drawn from the OS"),
+        "{embed_text}"
+    );
 
     let text = ok_stdout(&nnmark(
         &[
@@ -1051,6 +1060,8 @@ fn model_dependent_schemes_end_to_end() {
 
     let out = ok_stdout(&run(&[
         "embed",
+        "--key-seed",
+        "1",
         "--scheme",
         "frontier-stitching",
         "--model",
@@ -1085,6 +1096,8 @@ fn model_dependent_schemes_end_to_end() {
     // matches proves anything at 1e-6, and nothing is written.
     let refused = run(&[
         "embed",
+        "--key-seed",
+        "1",
         "--scheme",
         "frontier-stitching",
         "--param",
@@ -1117,6 +1130,8 @@ fn model_dependent_schemes_end_to_end() {
 
     let out = ok_stdout(&run(&[
         "embed",
+        "--key-seed",
+        "1",
         "--scheme",
         "aime",
         "--param",
@@ -1164,6 +1179,8 @@ fn model_dependent_schemes_end_to_end() {
     // Without shadow models an AIME key has no null to be judged by: nothing is written.
     let refused = run(&[
         "embed",
+        "--key-seed",
+        "1",
         "--scheme",
         "aime",
         "--param",
@@ -1187,6 +1204,8 @@ fn model_dependent_schemes_end_to_end() {
 
     let out = ok_stdout(&run(&[
         "embed",
+        "--key-seed",
+        "1",
         "--scheme",
         "uchida",
         "--distill",
@@ -1293,6 +1312,8 @@ fn attack_command_end_to_end() {
     ]));
     ok_stdout(&run(&[
         "embed",
+        "--key-seed",
+        "1",
         "--scheme",
         "zhang-noise",
         "--model",
@@ -1400,6 +1421,8 @@ fn attack_command_end_to_end() {
     // sizes and names the attack; the report says why the mark was not measured.
     ok_stdout(&run(&[
         "embed",
+        "--key-seed",
+        "1",
         "--scheme",
         "zhang-noise",
         "--param",

@@ -544,6 +544,7 @@ fn prepare(
                 teacher,
                 data: owner,
                 aux: aux.as_ref(),
+                key_seed: g.seed,
                 train: train_cfg,
                 dataset_name: format!("{ds} (owner 2/3)"),
                 shadow_cache: Some(models.join("shadows")),

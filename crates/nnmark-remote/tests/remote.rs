@@ -77,6 +77,7 @@ fn fixture() -> &'static Fixture {
                 teacher: None,
                 data: &train,
                 aux: None,
+                key_seed: tc.seed,
                 train: TrainConfig {
                     epochs: 3,
                     optimizer: OptimizerConfig::sgd_momentum(0.02),
@@ -1603,6 +1604,7 @@ fn default_keys_give_one_decision_locally_as_onnx_and_over_v2_labels() {
             &split,
             "fashion",
         );
+        job.key_seed = Some(1);
         job.shadows = nnmark::shadow::ShadowPlan {
             count: 2,
             epochs: 1,

@@ -86,6 +86,7 @@ fn main() {
                         teacher: None,
                         data: &fashion.train,
                         aux: None,
+                        key_seed: cfg.seed,
                         train: cfg,
                         dataset_name: "fashion".into(),
                         shadow_cache: None,

@@ -49,6 +49,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
                 teacher: None,
                 data: &mnist.train,
                 aux: None,
+                key_seed: seed,
                 train: TrainConfig {
                     epochs: if irnn { 20 } else { 10 },
                     optimizer: OptimizerConfig::sgd_momentum(0.01),

@@ -43,6 +43,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
                 teacher,
                 data: &mnist.train,
                 aux: None,
+                key_seed: seed,
                 train: recipe(seed),
                 dataset_name: "mnist10k".into(),
                 shadow_cache: None,

@@ -41,6 +41,7 @@ fn main() {
                 teacher: None,
                 data: &mnist.train,
                 aux: None,
+                key_seed: cfg.seed,
                 train: cfg,
                 dataset_name: "mnist10k".into(),
                 shadow_cache: None,

@@ -38,8 +38,13 @@ pub struct EmbedRequest<'a> {
     pub data: &'a Dataset,
     /// Data from another distribution, for schemes that need it (Zhang's unrelated triggers).
     pub aux: Option<&'a Dataset>,
-    /// Training of the embedding run; its seed also seeds key generation.
+    /// Training of the embedding run (initialisation, data order, dropout).
     pub train: TrainConfig,
+    /// Seed of key generation: trigger images and labels, the scheme's random draws, the
+    /// shadow models' recipes. Anyone who knows it and the public settings can rebuild the
+    /// trigger set, so an owner's key takes a fresh one from [`fresh_key_seed`]; tests and
+    /// the evaluation matrix fix it to be reproducible. Recorded in the key.
+    pub key_seed: u64,
     /// Name of the data set, recorded in the model and the key.
     pub dataset_name: String,
     /// Folder of cached shadow models, for schemes that train selection shadows while
@@ -66,6 +71,20 @@ pub struct Embedded {
     pub clean_extraction: Option<Extraction>,
 }
 
+/// A fresh key-generation seed from the operating system's random source (63 bits, so that
+/// it survives JSON and Python integers unchanged).
+pub fn fresh_key_seed() -> Result<u64> {
+    let mut b = [0u8; 8];
+    getrandom::fill(&mut b).map_err(|e| {
+        Error::invalid(
+            "key seed",
+            "operating system random source",
+            format!("unavailable: {e}"),
+        )
+    })?;
+    Ok(u64::from_le_bytes(b) >> 1)
+}
+
 /// Generates a key and embeds it.
 pub fn embed(
     req: EmbedRequest<'_>,
@@ -77,7 +96,7 @@ pub fn embed(
     let scheme = req.scheme;
     let params = scheme.params(&req.params)?;
     let spec = req.base.spec.clone();
-    let seed = req.train.seed;
+    let seed = req.key_seed;
     // Distillation trains on the teacher's answers instead of the true labels.
     let distilled;
     let data = match (req.mode, &req.teacher) {
@@ -165,7 +184,7 @@ pub fn embed(
         &material,
         observer,
     )?;
-    let mut wmeta = WeightsMeta::new(spec, req.dataset_name, seed);
+    let mut wmeta = WeightsMeta::new(spec, req.dataset_name, req.train.seed);
     wmeta.extra.insert(
         "train_config".into(),
         serde_json::to_string(&req.train).expect("serialises"),
@@ -175,6 +194,7 @@ pub fn embed(
     let extraction = scheme.extract(&key, &mut Suspect::Model(&model))?;
     let analytic_null = scheme.analytic_null(&key);
     let notes = &mut key.meta.notes;
+    notes.insert("train_seed".into(), req.train.seed.into());
     notes.insert("embed_epochs".into(), report.epochs.len().into());
     notes.insert("embed_steps".into(), report.steps.into());
     notes.insert("key_match_rate".into(), extraction.match_rate().into());

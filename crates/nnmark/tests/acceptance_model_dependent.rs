@@ -83,6 +83,7 @@ fn embed(
             teacher,
             data: &data.train,
             aux: None,
+            key_seed: cfg.seed,
             train: cfg,
             dataset_name: dataset.into(),
             shadow_cache: None,

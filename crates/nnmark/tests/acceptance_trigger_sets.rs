@@ -88,6 +88,7 @@ fn trigger_set_schemes_on_fashion_mnist() {
                     teacher: None,
                     data: &fashion.train,
                     aux: Some(&mnist.train),
+                    key_seed: cfg.seed,
                     train: cfg,
                     dataset_name: "fashion".into(),
                     shadow_cache: None,

@@ -522,6 +522,7 @@ fn marked(scheme_name: &str, params: serde_json::Value) -> watermark::Embedded {
             teacher: None,
             data: &split().owner,
             aux: None,
+            key_seed: TrainConfig::for_mode(true).seed,
             train: TrainConfig::for_mode(true),
             dataset_name: "mnist10k".into(),
             shadow_cache: None,

@@ -124,6 +124,7 @@ fn check_suite(split: &DataSplit, label: &str, clean_epochs: usize, count: usize
         let s = scheme::by_name(name).unwrap();
         let mut job = EmbedJob::new(s, Start::FineTune(clean.clone()), split, label);
         job.data_dir = Some(shared());
+        job.key_seed = Some(1);
         job.shadows = ShadowPlan {
             cache: Some(cache.path().to_path_buf()),
             ..ShadowPlan::default()

@@ -84,6 +84,7 @@ fn embed(
             teacher,
             data: &mnist().train,
             aux: None,
+            key_seed: cfg.seed,
             train: cfg,
             dataset_name: "mnist10k".into(),
             shadow_cache: Some(shadow_cache().to_path_buf()),
@@ -115,6 +116,7 @@ fn embed_error(
             teacher: None,
             data: &mnist().train,
             aux: None,
+            key_seed: cfg.seed,
             train: cfg,
             dataset_name: "mnist10k".into(),
             shadow_cache: Some(shadow_cache().to_path_buf()),
@@ -457,6 +459,7 @@ fn aime_on_an_mlp_grows_its_default_key_until_provable() {
         "mnist10k",
     );
     job.shadows.cache = Some(shadow_cache().to_path_buf());
+    job.key_seed = Some(1);
     let report = nnmark::workflow::embed(job, &Device::flex(), &mut Silent).unwrap();
     let repeat = report.embedded.key.meta.params["repeat"].as_u64().unwrap();
     let p = &report.provability;

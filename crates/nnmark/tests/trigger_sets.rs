@@ -125,6 +125,7 @@ fn embed(name: &str, mode: EmbedMode) -> watermark::Embedded {
             teacher: None,
             data: &mnist().train,
             aux: Some(fashion_train()),
+            key_seed: cfg.seed,
             train: cfg,
             dataset_name: "mnist10k".into(),
             shadow_cache: None,

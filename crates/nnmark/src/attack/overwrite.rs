@@ -83,6 +83,7 @@ impl Overwrite {
                 data,
                 aux: None,
                 // The attacker's key comes from its own seed.
+                key_seed: ctx.seed ^ 0x0BAD_5EED,
                 train: attacker_recipe(self.epochs, self.lr, ctx.seed ^ 0x0BAD_5EED),
                 dataset_name: data.name.clone(),
                 shadow_cache: None,

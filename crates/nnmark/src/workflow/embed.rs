@@ -157,6 +157,10 @@ pub struct EmbedJob<'a> {
     /// Shadow models that calibrate the key's null (for schemes whose analytic null is not
     /// exact; see [`crate::shadow`]).
     pub shadows: ShadowPlan,
+    /// Seed of key generation; None (the default) draws a fresh one from the operating
+    /// system, because a trigger set rebuilt from a guessable seed (the training seed, 1) is
+    /// known to anyone and proves nothing. Give one only to reproduce a key.
+    pub key_seed: Option<u64>,
 }
 
 impl<'a> EmbedJob<'a> {
@@ -179,6 +183,7 @@ impl<'a> EmbedJob<'a> {
             train,
             proof: ProofPolicy::default(),
             shadows: ShadowPlan::default(),
+            key_seed: None,
         }
     }
 }
@@ -201,6 +206,8 @@ pub struct EmbedReport {
     pub calibration: Option<ShadowCalibration>,
     /// The null the key is judged against by default.
     pub null: NullModel,
+    /// Whether the key seed was drawn from the operating system (true) or given.
+    pub key_seed_drawn: bool,
 }
 
 /// Embeds a mark and checks that it is provable; refuses (an error saying what to change)
@@ -222,6 +229,11 @@ pub fn embed(
         job.data_dir.as_deref(),
     )?;
     job.shadows.validate()?;
+    let key_seed_drawn = job.key_seed.is_none();
+    let key_seed = match job.key_seed {
+        Some(s) => s,
+        None => watermark::fresh_key_seed()?,
+    };
     let (base, teacher) = start_models(job.start, train_data, config.seed, device)?;
     let ctx = AttemptContext {
         scheme,
@@ -232,6 +244,7 @@ pub fn embed(
         config: &config,
         proof: &job.proof,
         shadows: &job.shadows,
+        key_seed,
     };
     let mut params = job.params.clone();
     let attempt = loop {
@@ -285,6 +298,7 @@ pub fn embed(
         provability,
         calibration,
         null,
+        key_seed_drawn,
     })
 }
 
@@ -307,6 +321,7 @@ struct AttemptContext<'a> {
     config: &'a TrainConfig,
     proof: &'a ProofPolicy,
     shadows: &'a ShadowPlan,
+    key_seed: u64,
 }
 
 /// Embeds with `params`, calibrates the key on shadow models where it needs them, and judges
@@ -331,6 +346,7 @@ fn embed_attempt(
             data: train_data,
             aux: job.aux,
             train: job.config.clone(),
+            key_seed: job.key_seed,
             dataset_name: job.dataset_label.to_string(),
             shadow_cache: job.shadows.cache.clone(),
         },
@@ -438,7 +454,9 @@ impl WrittenMark<'_> {
         let r = self.report;
         let e = &r.embedded;
         json!({
-            "versions": super::render::versions(), "seed": r.config.seed, "scheme": r.scheme,
+            "versions": super::render::versions(), "seed": r.config.seed,
+            "key_seed": if r.key_seed_drawn { "drawn from the operating system (recorded in the key)" } else { "given" },
+            "scheme": r.scheme,
             "mode": r.mode.name(), "params": e.key.meta.params, "config": r.config,
             "epochs": e.report.epochs, "test_accuracy": r.test_accuracy,
             "key_match_rate": e.extraction.match_rate(),
@@ -466,14 +484,19 @@ impl std::fmt::Display for WrittenMark<'_> {
         }
         writeln!(
             f,
-            "{} ({}): marked model matches {}/{} key items, test accuracy {:.2}% ({} epochs, seed {})",
+            "{} ({}): marked model matches {}/{} key items, test accuracy {:.2}% ({} epochs, training seed {}, key seed {})",
             r.scheme,
             r.mode.name(),
             e.extraction.matches,
             e.extraction.queries,
             r.test_accuracy * 100.0,
             e.report.epochs.len(),
-            r.config.seed
+            r.config.seed,
+            if r.key_seed_drawn {
+                "drawn from the OS"
+            } else {
+                "given"
+            }
         )?;
         if let Some(c) = &r.calibration {
             let m: Vec<String> = c.shadows.iter().map(|s| s.matches.to_string()).collect();
