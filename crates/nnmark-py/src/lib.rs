@@ -9,13 +9,14 @@ use std::path::{Path, PathBuf};
 
 use nnmark::KeyFile;
 use nnmark::data::{Dataset, ImageShape};
+use nnmark::external::{ExternalModel, ScoresModel};
 use nnmark::oracle::{Answer, Oracle, check_batch};
 use nnmark::scheme::Suspect;
 use nnmark::watermark;
 use nnmark_remote::verify::RemoteVerifyOptions;
 use nnmark_remote::workflow::{RemoteJob, RemoteSuspect, verify_remote};
-use numpy::{PyArray1, PyArray4, PyReadonlyArray1, PyReadonlyArray4};
-use numpy::{PyUntypedArrayMethods, ndarray};
+use numpy::{PyArray1, PyArray4, PyArrayDyn, PyReadonlyArray1, PyReadonlyArray4};
+use numpy::{PyArrayMethods, PyUntypedArrayMethods, ndarray};
 use pyo3::create_exception;
 use pyo3::exceptions::PyException;
 use pyo3::prelude::*;
@@ -90,9 +91,10 @@ struct Key {
 impl Key {
     /// Generates a key for a model trained outside nnmark (see the package docs).
     #[staticmethod]
-    #[pyo3(signature = (scheme, input_shape, classes, seed, params_json, dataset, images=None, labels=None, aux_images=None, aux_labels=None))]
+    #[pyo3(signature = (scheme, input_shape, classes, seed, params_json, dataset, images=None, labels=None, aux_images=None, aux_labels=None, model=None, gradient=None))]
     #[allow(clippy::too_many_arguments)]
     fn _generate(
+        py: Python<'_>,
         scheme: &str,
         input_shape: (usize, usize, usize),
         classes: usize,
@@ -103,6 +105,8 @@ impl Key {
         labels: Option<PyReadonlyArray1<'_, u8>>,
         aux_images: Option<PyReadonlyArray4<'_, f32>>,
         aux_labels: Option<PyReadonlyArray1<'_, u8>>,
+        model: Option<Py<PyAny>>,
+        gradient: Option<Py<PyAny>>,
     ) -> PyResult<Key> {
         let scheme = nnmark::scheme::by_name(scheme).map_err(err)?;
         let params: serde_json::Value = serde_json::from_str(params_json).map_err(|e| {
@@ -121,20 +125,38 @@ impl Key {
             .map(|i| dataset_of("aux_images", i, aux_labels.as_ref(), classes))
             .transpose()?;
         let device = nnmark::device::parse_device("cpu").map_err(err)?;
-        let key = watermark::external_key(
-            watermark::ExternalKeyRequest {
-                scheme,
-                params,
-                input: shape_of(input_shape),
-                num_classes: classes,
-                data: data.as_ref(),
-                aux: aux.as_ref(),
-                dataset_name: dataset.to_string(),
-                seed,
-            },
-            &device,
-        )
-        .map_err(err)?;
+        let input = shape_of(input_shape);
+        let py_model = model.map(|m| PyModel {
+            model: m,
+            gradient,
+            shape: input,
+            classes,
+        });
+        let scores = |px: &[f32]| py_model.as_ref().map_or(Ok(Vec::new()), |m| m.scores(px));
+        let by_differences = ScoresModel::new(&scores, input, classes);
+        let external: Option<&dyn ExternalModel> = match &py_model {
+            Some(m) if m.gradient.is_some() => Some(m),
+            Some(_) => Some(&by_differences),
+            None => None,
+        };
+        let key = py
+            .detach(|| {
+                watermark::external_key(
+                    watermark::ExternalKeyRequest {
+                        scheme,
+                        params,
+                        input,
+                        num_classes: classes,
+                        data: data.as_ref(),
+                        aux: aux.as_ref(),
+                        model: external,
+                        dataset_name: dataset.to_string(),
+                        seed,
+                    },
+                    &device,
+                )
+            })
+            .map_err(err)?;
         Ok(Key { inner: key })
     }
 
@@ -278,6 +300,114 @@ impl Verdict {
 
 /// A Python callable as a suspect: numpy batch (N, C, H, W) float32 in [0, 1] → one class per
 /// image (the package wrapper turns logits or probabilities into classes).
+/// An outside model as key generation queries it: `model` maps an (N, C, H, W) float32 batch
+/// to scores (N, classes) or classes (N,); `gradient`, when given, maps (batch, labels) to the
+/// loss's input gradient (N, C, H, W). The GIL is taken for each call.
+struct PyModel {
+    model: Py<PyAny>,
+    gradient: Option<Py<PyAny>>,
+    shape: ImageShape,
+    classes: usize,
+}
+
+impl PyModel {
+    fn batch<'py>(&self, py: Python<'py>, pixels: &[f32]) -> PyResult<Bound<'py, PyArray4<f32>>> {
+        let n = pixels.len() / self.shape.numel().max(1);
+        let s = self.shape;
+        let a =
+            ndarray::Array4::from_shape_vec((n, s.channels, s.height, s.width), pixels.to_vec())
+                .map_err(|e| NnmarkError::new_err(e.to_string()))?;
+        Ok(PyArray4::from_owned_array(py, a))
+    }
+
+    /// The model's answer as float32 values and their number of dimensions (1: classes, 2:
+    /// scores).
+    fn answer(&self, pixels: &[f32]) -> nnmark::Result<(Vec<f32>, usize)> {
+        Python::attach(|py| -> PyResult<(Vec<f32>, usize)> {
+            let out = self.model.call1(py, (self.batch(py, pixels)?,))?;
+            let np = py.import("numpy")?;
+            let arr = np.call_method1("asarray", (out, "float32"))?;
+            let arr = arr
+                .cast_into::<PyArrayDyn<f32>>()
+                .map_err(|e| NnmarkError::new_err(e.to_string()))?;
+            let ndim = arr.ndim();
+            let values = arr.readonly().as_array().iter().copied().collect();
+            Ok((values, ndim))
+        })
+        .map_err(|e| nnmark::Error::invalid("model", "Python callable", e.to_string()))
+    }
+
+    fn scores(&self, pixels: &[f32]) -> nnmark::Result<Vec<f32>> {
+        let (v, ndim) = self.answer(pixels)?;
+        if ndim != 2 {
+            return Err(nnmark::Error::invalid(
+                "model",
+                "Python callable",
+                "answers classes, not scores (N, classes): finite differences need scores; pass gradient= (the loss's input gradient) too",
+            ));
+        }
+        Ok(v)
+    }
+}
+
+impl ExternalModel for PyModel {
+    fn predict(&self, pixels: &[f32]) -> nnmark::Result<Vec<usize>> {
+        let n = pixels.len() / self.shape.numel().max(1);
+        let (v, ndim) = self.answer(pixels)?;
+        let classes: Vec<usize> = match ndim {
+            1 => v.iter().map(|&c| c as usize).collect(),
+            2 if v.len() == n * self.classes => v
+                .chunks(self.classes)
+                .map(|r| {
+                    r.iter()
+                        .enumerate()
+                        .fold(
+                            (0, f32::NEG_INFINITY),
+                            |b, (i, &x)| if x > b.1 { (i, x) } else { b },
+                        )
+                        .0
+                })
+                .collect(),
+            _ => Vec::new(),
+        };
+        if classes.len() != n || classes.iter().any(|&c| c >= self.classes) {
+            return Err(nnmark::Error::invalid(
+                "model",
+                "Python callable",
+                format!(
+                    "must answer {n} classes (N,) in 0..{} or scores (N, {}) for {n} images",
+                    self.classes, self.classes
+                ),
+            ));
+        }
+        Ok(classes)
+    }
+
+    fn loss_input_gradient(&self, pixels: &[f32], labels: &[u8]) -> nnmark::Result<Vec<f32>> {
+        let Some(gradient) = &self.gradient else {
+            return Err(nnmark::Error::invalid(
+                "gradient",
+                "none",
+                "no gradient function given",
+            ));
+        };
+        Python::attach(|py| -> PyResult<Vec<f32>> {
+            let out = gradient.call1(
+                py,
+                (self.batch(py, pixels)?, PyArray1::from_slice(py, labels)),
+            )?;
+            let np = py.import("numpy")?;
+            let arr = np.call_method1("asarray", (out, "float32"))?;
+            let arr = arr
+                .cast_into::<PyArrayDyn<f32>>()
+                .map_err(|e| NnmarkError::new_err(e.to_string()))?;
+            let values = arr.readonly().as_array().iter().copied().collect();
+            Ok(values)
+        })
+        .map_err(|e| nnmark::Error::invalid("gradient", "Python callable", e.to_string()))
+    }
+}
+
 struct PyOracle {
     predict: Py<PyAny>,
     shape: ImageShape,

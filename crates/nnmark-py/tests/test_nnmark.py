@@ -197,6 +197,68 @@ def test_callable_suspects(marked):
     assert not nnmark.verify(key, onnx_predict(marked / "other.onnx")).watermarked
 
 
+@needs_cli
+def test_frontier_keys_for_an_outside_model(marked):
+    """Frontier stitching for a model nnmark only sees through onnxruntime: gradients by
+    finite differences of its scores, the same key from the file and from the callable, items
+    near the clean model's frontier (half flipped, half not), labels drawn at random."""
+    cli("export", "--model", "clean.safetensors", "--onnx", "clean.onnx", cwd=marked)
+    (x, y), _ = nnmark.load_dataset("mnist10k")
+    x, y = x[:1000], y[:1000]
+    clean = onnx_predict(marked / "clean.onnx")
+    from_file = nnmark.Key.generate(
+        "frontier-stitching", (1, 28, 28), 10, images=x, labels=y, model=marked / "clean.onnx", seed=4
+    )
+    from_callable = nnmark.Key.generate(
+        "frontier-stitching", (1, 28, 28), 10, images=x, labels=y, model=clean, seed=4
+    )
+    tx, ty = from_file.triggers()
+    assert tx.shape == (100, 1, 28, 28) and np.array_equal(tx, from_callable.triggers()[0])
+    assert np.array_equal(ty, from_callable.triggers()[1])
+    assert from_file.meta()["params"]["labels"] == "random"
+    # Each item is a training image moved by +-epsilon (or clipped) on every pixel.
+    eps = from_file.meta()["params"]["epsilon"]
+    pred = clean(tx).argmax(axis=1)
+    flipped = 0
+    for item, label_of_item in zip(tx, pred):
+        d = np.abs(x.reshape(len(x), -1) - item.reshape(1, -1)).max(axis=1)
+        source = int(np.argmin(d))
+        assert d[source] <= eps + 1.5 / 255
+        flipped += int(label_of_item != y[source])
+    assert flipped == 50, flipped
+    # The clean model does not answer the random labels (that is what training adds).
+    assert (pred == ty).mean() < 0.3
+    # A gradient callable is used when given (here the same finite differences, in numpy),
+    # and a model answering classes alone needs one.
+    calls = []
+
+    def gradient(batch, labels):
+        calls.append(len(batch))
+        out = np.empty_like(batch)
+        h, n = 1 / 255, batch[0].size
+        for i, (image, label) in enumerate(zip(batch, labels)):
+            plus = np.repeat(image.reshape(1, -1), n, axis=0) + h * np.eye(n, dtype=np.float32)
+            minus = plus - 2 * h * np.eye(n, dtype=np.float32)
+            z = clean(np.concatenate([plus, minus]).reshape(2 * n, *image.shape)).astype(np.float64)
+            z -= z.max(axis=1, keepdims=True)
+            loss = np.log(np.exp(z).sum(axis=1)) - z[:, label]
+            out[i] = ((loss[:n] - loss[n:]) / (2 * h)).reshape(image.shape)
+        return out
+
+    with_gradient = nnmark.Key.generate(
+        "frontier-stitching", (1, 28, 28), 10, images=x, labels=y, model=clean, gradient=gradient, seed=4
+    )
+    assert calls and with_gradient.triggers()[0].shape == tx.shape
+    same = (with_gradient.triggers()[0] == tx).all(axis=(1, 2, 3)).mean()
+    assert same > 0.8, same
+    with pytest.raises(nnmark.NnmarkError, match="gradient"):
+        nnmark.Key.generate(
+            "frontier-stitching", (1, 28, 28), 10, images=x, labels=y, model=lambda b: clean(b).argmax(axis=1), seed=4
+        )
+    with pytest.raises(nnmark.NnmarkError, match="nnmark's own models only"):
+        nnmark.Key.generate("aime", (1, 28, 28), 10, images=x, labels=y, model=clean, seed=4)
+
+
 def test_errors_are_python_exceptions_with_nnmarks_messages(tmp_path):
     with pytest.raises(nnmark.NnmarkError, match="no-such.nnkey"):
         nnmark.Key.load(tmp_path / "no-such.nnkey")

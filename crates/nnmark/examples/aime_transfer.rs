@@ -47,6 +47,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
                 data: &split.train,
                 spec: &spec,
                 clean: Some(&models[0]),
+                external: None,
                 aux: None,
                 params: &params,
                 seed: 1,

@@ -74,6 +74,7 @@ pub mod data;
 pub mod demo;
 pub mod device;
 pub mod error;
+pub mod external;
 pub mod io;
 pub mod keyfile;
 pub mod model;

@@ -138,6 +138,7 @@ pub fn embed(
         data,
         spec: &spec,
         clean,
+        external: None,
         aux: req.aux,
         params: &params,
         seed,
@@ -243,7 +244,8 @@ pub fn embed(
 /// trains the trigger items into their own network, then binds the key to the exported model
 /// ([`bind_model`]) and publishes the commitment.
 pub struct ExternalKeyRequest<'a> {
-    /// The scheme: one whose key needs no model (Adi, Zhang's three kinds).
+    /// The scheme: Adi and Zhang's three kinds (no model needed), frontier stitching (with
+    /// `model`).
     pub scheme: &'static dyn Scheme,
     /// Parameter overrides (JSON object; null for the defaults).
     pub params: serde_json::Value,
@@ -256,6 +258,9 @@ pub struct ExternalKeyRequest<'a> {
     pub data: Option<&'a Dataset>,
     /// Images from another distribution (Zhang's unrelated triggers).
     pub aux: Option<&'a Dataset>,
+    /// The trained clean model, for schemes whose key depends on it (frontier stitching:
+    /// its predictions and input gradients on `data`).
+    pub model: Option<&'a dyn crate::external::ExternalModel>,
     /// The data set's name, recorded in the key (remote verification draws decoys from it
     /// when nnmark knows it).
     pub dataset_name: String,
@@ -308,6 +313,7 @@ pub fn external_key(req: ExternalKeyRequest<'_>, device: &Device) -> Result<KeyF
         data,
         spec: &spec,
         clean: None,
+        external: req.model,
         aux: req.aux,
         params: &params,
         seed: req.seed,

@@ -405,6 +405,7 @@ fn aime_screening_avoids_mispredictions_independent_models_share() {
             data: &mnist().train,
             spec: &spec(Architecture::Lenet),
             clean: Some(&models[0]),
+            external: None,
             aux: None,
             params: &params,
             seed: 11,
@@ -669,4 +670,123 @@ fn uchida_owner_derived_key_and_bad_inputs() {
             .to_string()
             .contains("no convolution")
     );
+}
+
+/// nnmark's own model seen through [`ExternalModel`], with its exact gradients: what a
+/// PyTorch user's autograd callable gives.
+struct Exact<'a>(std::sync::Mutex<&'a Model>);
+
+impl nnmark::external::ExternalModel for Exact<'_> {
+    fn predict(&self, pixels: &[f32]) -> nnmark::Result<Vec<usize>> {
+        Ok(train::predict(&self.0.lock().unwrap(), pixels, 256))
+    }
+
+    fn loss_input_gradient(&self, pixels: &[f32], labels: &[u8]) -> nnmark::Result<Vec<f32>> {
+        train::input_gradients(&self.0.lock().unwrap(), pixels, labels, 256)
+    }
+}
+
+/// Frontier stitching for a model trained outside nnmark: given exact gradients the key is
+/// the one nnmark makes for its own model; from scores alone (finite differences, as for an
+/// ONNX file) the gradient signs agree with the exact ones and the key keeps its defining
+/// property (half the items flipped by the clean model, half not), with an exact null.
+#[test]
+fn frontier_keys_for_outside_models() {
+    use nnmark::external::{ExternalModel, ScoresModel};
+    let clean = trained(Architecture::Mlp, 3, &[1]).remove(0);
+    let s = scheme("frontier-stitching");
+    let params = s.params(&serde_json::Value::Null).unwrap();
+    let own = s
+        .keygen(&scheme::KeygenContext {
+            data: &mnist().train,
+            spec: &spec(Architecture::Mlp),
+            clean: Some(&clean),
+            external: None,
+            aux: None,
+            params: &params,
+            seed: 5,
+            device: &Device::flex(),
+            shadow_cache: None,
+        })
+        .unwrap();
+    let external_key = |model: &dyn ExternalModel| {
+        watermark::external_key(
+            watermark::ExternalKeyRequest {
+                scheme: s,
+                params: serde_json::Value::Null,
+                input: ImageShape::MNIST,
+                num_classes: 10,
+                data: Some(&mnist().train),
+                aux: None,
+                model: Some(model),
+                dataset_name: "mnist10k".into(),
+                seed: 5,
+            },
+            &Device::flex(),
+        )
+        .unwrap()
+    };
+    let exact = Exact(std::sync::Mutex::new(&clean));
+    let k = external_key(&exact);
+    let t = k.triggers.as_ref().unwrap();
+    let o = own.triggers.as_ref().unwrap();
+    assert_eq!((&t.pixels, &t.labels), (&o.pixels, &o.labels));
+    assert!(s.null_is_exact(&k));
+
+    // Scores only: logits of the same model, differentiated numerically.
+    let logits = |px: &[f32]| -> nnmark::Result<Vec<f32>> {
+        let m = exact.0.lock().unwrap();
+        let x = train::images_tensor(px.to_vec(), ImageShape::MNIST, &Device::flex());
+        Ok(m.forward(x).into_data().try_into_vec::<f32>().unwrap())
+    };
+    let fd = ScoresModel::new(&logits, ImageShape::MNIST, 10);
+    let px = &mnist().train.pixels()[..20 * 784];
+    let labels = &mnist().train.labels()[..20];
+    let g_exact = exact.loss_input_gradient(px, labels).unwrap();
+    let g_fd = fd.loss_input_gradient(px, labels).unwrap();
+    let (mut same, mut counted) = (0, 0);
+    for (a, b) in g_exact.iter().zip(&g_fd) {
+        // Pixels whose exact gradient is tiny may round either way.
+        if a.abs() > 1e-4 {
+            counted += 1;
+            same += usize::from(a.signum() == b.signum());
+        }
+    }
+    let agreement = same as f64 / counted as f64;
+    eprintln!("finite differences: {same}/{counted} gradient signs agree ({agreement:.4})");
+    assert!(agreement > 0.97, "{agreement}");
+    let k = external_key(&fd);
+    let t = k.triggers.as_ref().unwrap();
+    let is_true = &k.extra["true_adversary"].values;
+    let pixels: Vec<f32> = t.pixels.iter().map(|&p| p as f32 / 255.0).collect();
+    let preds = train::predict(&clean, &pixels, 256);
+    // A true adversary is one the clean model misclassifies (its source class is not stored,
+    // but a false one is still classified as its source, which its random label is not).
+    let trues = is_true.iter().filter(|&&v| v == 1.0).count();
+    assert_eq!((trues, t.len()), (50, 100));
+    let false_items_kept_label = preds
+        .iter()
+        .zip(&t.labels)
+        .zip(is_true)
+        .filter(|((p, l), v)| **v == 0.0 && **p != **l as usize)
+        .count();
+    assert_eq!(false_items_kept_label, 50);
+    // AIME has no exact null: refused for an outside model, with the reason.
+    let e = watermark::external_key(
+        watermark::ExternalKeyRequest {
+            scheme: scheme("aime"),
+            params: serde_json::Value::Null,
+            input: ImageShape::MNIST,
+            num_classes: 10,
+            data: Some(&mnist().train),
+            aux: None,
+            model: Some(&fd),
+            dataset_name: "mnist10k".into(),
+            seed: 5,
+        },
+        &Device::flex(),
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(e.contains("nnmark's own models only"), "{e}");
 }

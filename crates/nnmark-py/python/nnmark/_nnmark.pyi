@@ -1,7 +1,7 @@
 """Type stubs of the extension module (the public API is `nnmark`, in __init__.py)."""
 
 from os import PathLike
-from typing import Callable, Optional, Tuple, Union
+from typing import Any, Callable, Optional, Tuple, Union
 
 import numpy as np
 import numpy.typing as npt
@@ -22,6 +22,10 @@ class Key:
         labels: Optional[npt.NDArray[np.uint8]] = ...,
         aux_images: Optional[npt.NDArray[np.float32]] = ...,
         aux_labels: Optional[npt.NDArray[np.uint8]] = ...,
+        model: Optional[Callable[[npt.NDArray[np.float32]], Any]] = ...,
+        gradient: Optional[
+            Callable[[npt.NDArray[np.float32], npt.NDArray[np.uint8]], npt.NDArray[np.float32]]
+        ] = ...,
     ) -> Key: ...
     @staticmethod
     def load(path: Union[str, PathLike[str]]) -> Key: ...

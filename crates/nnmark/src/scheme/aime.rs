@@ -345,11 +345,19 @@ impl TypedScheme for Aime {
             ));
         }
         let clean = ctx.clean.ok_or_else(|| {
-            Error::invalid(
-                "embedding mode",
-                "from-scratch",
-                "AIME reads its key off the trained model's mispredictions; embed by fine-tuning (--model)",
-            )
+            if ctx.external.is_some() {
+                Error::invalid(
+                    "scheme",
+                    "aime",
+                    "AIME keys are made for nnmark's own models only: their null is measured on shadow models nnmark trains; use frontier stitching or a trigger-set scheme for an outside model",
+                )
+            } else {
+                Error::invalid(
+                    "embedding mode",
+                    "from-scratch",
+                    "AIME reads its key off the trained model's mispredictions; embed by fine-tuning (--model)",
+                )
+            }
         })?;
         let data = ctx.data;
         let code = repetition_encode(&digits, p.repeat);

@@ -25,9 +25,10 @@ use serde::{Deserialize, Serialize};
 
 use super::{EmbedContext, Extraction, KeyMaterial, KeygenContext, Suspect, TypedScheme, trigger};
 use crate::error::{Error, Result};
+use crate::external::ExternalModel;
 use crate::keyfile::{KeyFile, KeyTensor, TriggerSet};
 use crate::model::Model;
-use crate::train::{TrainObserver, TrainReport, fgsm, predict};
+use crate::train::{TrainObserver, TrainReport, input_gradients, predict};
 use crate::verdict::NullModel;
 
 /// Frontier stitching's parameters.
@@ -125,6 +126,67 @@ fn to_u8(v: f32) -> u8 {
     (v * 255.0).round().clamp(0.0, 255.0) as u8
 }
 
+/// The clean model the key is built from: nnmark's own, or one trained elsewhere.
+#[derive(Clone, Copy)]
+enum Clean<'a> {
+    Own(&'a Model),
+    External(&'a dyn ExternalModel),
+}
+
+impl Clean<'_> {
+    fn predict(&self, px: &[f32]) -> Result<Vec<usize>> {
+        match self {
+            Clean::Own(m) => Ok(predict(m, px, CHUNK)),
+            Clean::External(m) => m.predict(px),
+        }
+    }
+
+    fn gradient(&self, px: &[f32], labels: &[u8]) -> Result<Vec<f32>> {
+        match self {
+            Clean::Own(m) => input_gradients(m, px, labels, CHUNK),
+            Clean::External(m) => m.loss_input_gradient(px, labels),
+        }
+    }
+}
+
+/// Sources handled at a time: gradients are computed only as far as the key needs them (an
+/// outside model's may cost thousands of queries per image) and kept across FGSM steps.
+const CHUNK: usize = 256;
+
+/// The sources' input gradients, computed chunk by chunk on demand.
+struct Sources<'a> {
+    clean: Clean<'a>,
+    px: &'a [f32],
+    labels: &'a [u8],
+    n: usize,
+    gradients: Vec<f32>,
+}
+
+impl Sources<'_> {
+    fn gradients_up_to(&mut self, end: usize) -> Result<&[f32]> {
+        let done = self.gradients.len() / self.n;
+        if end > done {
+            let g = self.clean.gradient(
+                &self.px[done * self.n..end * self.n],
+                &self.labels[done..end],
+            )?;
+            if g.len() != (end - done) * self.n {
+                return Err(Error::invalid(
+                    "input gradient",
+                    g.len(),
+                    format!(
+                        "expected {} values ({} images)",
+                        (end - done) * self.n,
+                        end - done
+                    ),
+                ));
+            }
+            self.gradients.extend(g);
+        }
+        Ok(&self.gradients[..end * self.n])
+    }
+}
+
 /// FGSM adversaries of the sources and which of them flip (true) or stay correct (false).
 struct Adversaries {
     /// 8-bit pixels, as they will be stored: classified exactly as they will be queried.
@@ -137,29 +199,48 @@ struct Adversaries {
     n_false: usize,
 }
 
-fn adversaries(
-    clean: &Model,
-    px: &[f32],
-    labels: &[u8],
-    epsilon: f32,
-    half: usize,
-) -> Result<Adversaries> {
-    let adv: Vec<u8> = fgsm(clean, px, labels, epsilon)?
-        .into_iter()
-        .map(to_u8)
-        .collect();
-    let adv_f: Vec<f32> = adv.iter().map(|&v| v as f32 / 255.0).collect();
-    let preds = predict(clean, &adv_f, 256);
-    let (mut trues, mut falses) = (Vec::new(), Vec::new());
-    let mut n_true = 0;
-    for (j, (&pred, &label)) in preds.iter().zip(labels).enumerate() {
-        if pred != label as usize {
-            n_true += 1;
-            if trues.len() < half {
-                trues.push(j);
+/// FGSM at `epsilon` (x' = clip(x + ε·sign(∇x loss), 0, 1), stored as 8 bits) over the
+/// sources in order, until `half` of each kind are found or the sources run out.
+fn adversaries(sources: &mut Sources<'_>, epsilon: f32, half: usize) -> Result<Adversaries> {
+    let (n, total) = (sources.n, sources.labels.len());
+    let (mut adv, mut trues, mut falses) = (Vec::new(), Vec::new(), Vec::new());
+    let (mut n_true, mut n_false) = (0, 0);
+    for start in (0..total).step_by(CHUNK) {
+        let end = (start + CHUNK).min(total);
+        let px = sources.px;
+        let grads = &sources.gradients_up_to(end)?[start * n..];
+        let chunk: Vec<u8> = px[start * n..end * n]
+            .iter()
+            .zip(grads)
+            .map(|(&x, &g)| {
+                let step = if g > 0.0 {
+                    epsilon
+                } else if g < 0.0 {
+                    -epsilon
+                } else {
+                    0.0
+                };
+                to_u8((x + step).clamp(0.0, 1.0))
+            })
+            .collect();
+        let chunk_f: Vec<f32> = chunk.iter().map(|&v| v as f32 / 255.0).collect();
+        let preds = sources.clean.predict(&chunk_f)?;
+        for (k, (&pred, &label)) in preds.iter().zip(&sources.labels[start..end]).enumerate() {
+            if pred != label as usize {
+                n_true += 1;
+                if trues.len() < half {
+                    trues.push(start + k);
+                }
+            } else {
+                n_false += 1;
+                if falses.len() < half {
+                    falses.push(start + k);
+                }
             }
-        } else if falses.len() < half {
-            falses.push(j);
+        }
+        adv.extend(chunk);
+        if trues.len() >= half && falses.len() >= half {
+            break;
         }
     }
     Ok(Adversaries {
@@ -167,7 +248,7 @@ fn adversaries(
         trues,
         falses,
         n_true,
-        n_false: preds.len() - n_true,
+        n_false,
     })
 }
 
@@ -191,13 +272,17 @@ impl TypedScheme for FrontierStitching {
     }
 
     fn keygen(&self, p: &FrontierParams, ctx: &KeygenContext<'_>) -> Result<KeyMaterial> {
-        let clean = ctx.clean.ok_or_else(|| {
-            Error::invalid(
-                "embedding mode",
-                "from-scratch",
-                "frontier stitching builds its key from the trained clean model's frontier; embed by fine-tuning (--model)",
-            )
-        })?;
+        let clean = match (ctx.clean, ctx.external) {
+            (Some(m), _) => Clean::Own(m),
+            (None, Some(m)) => Clean::External(m),
+            (None, None) => {
+                return Err(Error::invalid(
+                    "embedding mode",
+                    "from-scratch",
+                    "frontier stitching builds its key from the trained clean model's frontier; embed by fine-tuning (--model)",
+                ));
+            }
+        };
         let data = ctx.data;
         let n = data.shape.numel();
         // Sources: correctly classified training inputs, in a seeded order.
@@ -208,7 +293,7 @@ impl TypedScheme for FrontierStitching {
                 .iter()
                 .flat_map(|&i| data.image(i).iter().copied())
                 .collect();
-            for (&i, pred) in chunk.iter().zip(predict(clean, &px, 256)) {
+            for (&i, pred) in chunk.iter().zip(clean.predict(&px)?) {
                 if pred == data.labels()[i] as usize && sources.len() < p.pool {
                     sources.push(i);
                 }
@@ -216,6 +301,18 @@ impl TypedScheme for FrontierStitching {
             if sources.len() == p.pool {
                 break;
             }
+        }
+        if sources.len() < p.items {
+            return Err(Error::invalid(
+                "frontier-stitching key",
+                format!("pool={}", p.pool),
+                format!(
+                    "only {} of {} training images are classified correctly; the key needs at least {} (more images, or a trained model)",
+                    sources.len(),
+                    data.len(),
+                    p.items
+                ),
+            ));
         }
         let labels: Vec<u8> = sources.iter().map(|&i| data.labels()[i]).collect();
         let px: Vec<f32> = sources
@@ -228,9 +325,16 @@ impl TypedScheme for FrontierStitching {
             .position(|&e| e == 0.25)
             .expect("0.25 is on the ladder");
         let mut step = start;
+        let mut pool = Sources {
+            clean,
+            px: &px,
+            labels: &labels,
+            n,
+            gradients: Vec::new(),
+        };
         let (epsilon, adv, trues, falses) = loop {
             let epsilon = p.epsilon.unwrap_or(EPSILON_LADDER[step]);
-            let a = adversaries(clean, &px, &labels, epsilon, half)?;
+            let a = adversaries(&mut pool, epsilon, half)?;
             let short_of_false = a.falses.len() < half;
             if a.trues.len() >= half && !short_of_false {
                 break (epsilon, a.adv, a.trues, a.falses);

@@ -139,6 +139,9 @@ pub struct KeygenContext<'a> {
     /// The trained clean model: the one being fine-tuned, or the teacher when distilling
     /// (model-dependent schemes need it).
     pub clean: Option<&'a Model>,
+    /// The trained clean model when nnmark does not build it (a model marked in another
+    /// framework): model-dependent schemes that support it query it instead of `clean`.
+    pub external: Option<&'a dyn crate::external::ExternalModel>,
     /// Data from another distribution (Zhang's unrelated triggers).
     pub aux: Option<&'a Dataset>,
     /// The scheme's parameters, complete (see [`Scheme::params`]).
