@@ -195,6 +195,15 @@ impl Key {
         serde_json::to_string_pretty(&c).map_err(|e| NnmarkError::new_err(e.to_string()))
     }
 
+    /// Writes the public verification key (commitments and their Merkle root; Adi keys) to
+    /// `path` and returns it as JSON text: what a judge needs to check revealed items without
+    /// the key.
+    fn _export_verification_key(&self, path: PathBuf) -> PyResult<String> {
+        let vk = nnmark::commit::VerificationKey::from_key(&self.inner).map_err(err)?;
+        vk.save(&path).map_err(err)?;
+        serde_json::to_string(&vk).map_err(|e| NnmarkError::new_err(e.to_string()))
+    }
+
     /// The key's metadata as JSON text (no secret material).
     fn _meta_json(&self) -> PyResult<String> {
         serde_json::to_string(&self.inner.meta).map_err(|e| NnmarkError::new_err(e.to_string()))
@@ -671,6 +680,47 @@ fn _new_signing_key(path: PathBuf) -> PyResult<(PathBuf, String)> {
     nnmark_remote::evidence::generate_keypair(&path).map_err(err)
 }
 
+/// Runs an attack on an nnmark model file the way `nnmark attack` does (the attacker gets the
+/// last third of `dataset`'s training split) and writes the attacked model to `out`; returns
+/// the report as JSON text. The GIL is released while it runs.
+#[pyfunction]
+#[pyo3(signature = (model, attack, out, dataset, seed, key=None, data_dir=None))]
+#[allow(clippy::too_many_arguments)]
+fn _attack(
+    py: Python<'_>,
+    model: PathBuf,
+    attack: &str,
+    out: PathBuf,
+    dataset: &str,
+    seed: u64,
+    key: Option<PathBuf>,
+    data_dir: Option<PathBuf>,
+) -> PyResult<String> {
+    let report = py
+        .detach(|| -> nnmark::Result<serde_json::Value> {
+            nnmark::attack::parse(attack)?;
+            let split = nnmark::data::load(
+                &nnmark::data::DataSource::Named(dataset.to_string()),
+                data_dir.as_deref(),
+            )?;
+            let device = nnmark::device::parse_device("cpu")?;
+            let report = nnmark::workflow::attack(
+                &nnmark::workflow::AttackJob {
+                    attack,
+                    model: &model,
+                    key: key.as_deref(),
+                    split: &split,
+                    seed,
+                    out: &out,
+                },
+                &device,
+            )?;
+            Ok(report.json())
+        })
+        .map_err(err)?;
+    Ok(report.to_string())
+}
+
 /// nnmark's version and the burn version it was built with.
 #[pyfunction]
 fn versions() -> (String, String) {
@@ -693,6 +743,7 @@ fn _nnmark(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(_load_dataset, m)?)?;
     m.add_function(wrap_pyfunction!(_check_evidence, m)?)?;
     m.add_function(wrap_pyfunction!(_new_signing_key, m)?)?;
+    m.add_function(wrap_pyfunction!(_attack, m)?)?;
     m.add_function(wrap_pyfunction!(schemes, m)?)?;
     m.add("NnmarkError", m.py().get_type::<NnmarkError>())?;
     Ok(())

@@ -259,6 +259,35 @@ def test_frontier_keys_for_an_outside_model(marked):
         nnmark.Key.generate("aime", (1, 28, 28), 10, images=x, labels=y, model=clean, seed=4)
 
 
+@needs_cli
+def test_attack_and_verification_key(marked, tmp_path):
+    """nnmark.attack runs the CLI's attack (the same accuracy and verdict after it, for the same
+    seed); the verification key equals `nnmark vk export`'s."""
+    report = nnmark.attack(
+        marked / "marked.safetensors", "prune:0.5", tmp_path / "py.safetensors", key=marked / "owner.nnkey", seed=3
+    )
+    assert report["attack"] and 0.0 < report["accuracy_after"] <= 1.0
+    assert report["watermark"]["before"]["watermarked"]
+    cli_report = json.loads(
+        cli("attack", "--model", "marked.safetensors", "--attack", "prune:0.5", "--key", "owner.nnkey",
+            "--seed", "3", "--out", str(tmp_path / "cli.safetensors"), "--json", cwd=marked)
+    )
+    assert cli_report["accuracy_after"] == report["accuracy_after"]
+    assert cli_report["watermark"]["after"]["p_value"] == report["watermark"]["after"]["p_value"]
+    with pytest.raises(nnmark.NnmarkError, match="no-such-attack"):
+        nnmark.attack(marked / "marked.safetensors", "no-such-attack", tmp_path / "x.safetensors")
+    assert not (tmp_path / "x.safetensors").exists()
+    key = nnmark.Key.load(marked / "owner.nnkey")
+    vk = key.export_verification_key(tmp_path / "vk.json")
+    cli("vk", "export", "--key", "owner.nnkey", "--out", str(tmp_path / "cli-vk.json"), cwd=marked)
+    from_cli = json.loads((tmp_path / "cli-vk.json").read_text())
+    assert json.loads((tmp_path / "vk.json").read_text()) == vk
+    assert {k: v for k, v in from_cli.items() if k != "created"} == {k: v for k, v in vk.items() if k != "created"}
+    assert len(vk["commitments"]) == 100
+    with pytest.raises(nnmark.NnmarkError):
+        nnmark.Key.generate("zhang-noise", (1, 28, 28), 10, images=np.zeros((20, 1, 28, 28)), labels=np.arange(20) % 10, seed=1).export_verification_key(tmp_path / "z.json")
+
+
 def test_errors_are_python_exceptions_with_nnmarks_messages(tmp_path):
     with pytest.raises(nnmark.NnmarkError, match="no-such.nnkey"):
         nnmark.Key.load(tmp_path / "no-such.nnkey")

@@ -29,13 +29,14 @@ import numpy as np
 
 from ._nnmark import Key as _Key
 from ._nnmark import NnmarkError, Verdict, schemes, versions
-from ._nnmark import _check_evidence, _load_dataset, _new_signing_key
+from ._nnmark import _attack, _check_evidence, _load_dataset, _new_signing_key
 from ._nnmark import _verify_callable, _verify_remote
 
 __all__ = [
     "Key",
     "NnmarkError",
     "TriggerMixer",
+    "attack",
     "Verdict",
     "check_evidence",
     "load_dataset",
@@ -187,6 +188,13 @@ class Key:
         afterwards: the binding is part of it."""
         return json.loads(self._inner._bind_model(os.fspath(path)))
 
+    def export_verification_key(self, path: Union[str, os.PathLike]) -> dict:
+        """Writes the public verification key (Adi keys: the items' commitments and their
+        Merkle root, and how many items may ever be revealed) to ``path``, as ``nnmark vk
+        export`` does, and returns it. Publish it with the commitment: judges check revealed
+        items against it without the key."""
+        return json.loads(self._inner._export_verification_key(os.fspath(path)))
+
     def meta(self) -> dict:
         """The key's metadata (no secret material)."""
         return json.loads(self._inner._meta_json())
@@ -290,6 +298,34 @@ def verify(
         None if decoys is None else _images(decoys, "decoys"),
         None if data_dir is None else os.fspath(data_dir),
         None if signing_key is None else os.fspath(signing_key),
+    )
+
+
+def attack(
+    model: Union[str, os.PathLike],
+    attack: str,
+    out: Union[str, os.PathLike],
+    *,
+    key: Optional[Union[str, os.PathLike]] = None,
+    dataset: str = "mnist10k",
+    data_dir: Optional[Union[str, os.PathLike]] = None,
+    seed: int = 1,
+) -> dict:
+    """Runs a removal attack on an nnmark model file (``nnmark attack``; attacks stay in Rust
+    and apply to nnmark's own models): ``attack`` is ``name[:value][,key=value...]``, stages
+    joined by ``+`` (``"prune:0.5+ftal:epochs=2"``); the attacker gets the last third of
+    ``dataset``'s training split. Writes the attacked model to ``out`` and returns the report:
+    accuracy before and after and, with ``key``, the mark's verdict before and after."""
+    return json.loads(
+        _attack(
+            os.fspath(model),
+            attack,
+            os.fspath(out),
+            dataset,
+            int(seed),
+            None if key is None else os.fspath(key),
+            None if data_dir is None else os.fspath(data_dir),
+        )
     )
 
 
