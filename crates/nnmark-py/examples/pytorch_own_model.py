@@ -2,16 +2,20 @@
 
 A small CNN with batch normalisation and global average pooling is trained in a plain PyTorch
 loop on the MNIST sample, with nnmark's key items mixed into every batch; an independent copy
-(another seed, no key) is trained the same way. Both are checked locally as callables, exported
+(another seed, no key) is trained the same way. With `--scheme adi` (default) the key needs no
+model and the mark is trained in from the start; with `--scheme frontier-stitching` a clean
+model is trained first, the key is built from its decision frontier (its gradients come from
+PyTorch's autograd) and the mark is fine-tuned in. Both are checked locally as callables, exported
 to ONNX, served with `nnmark serve` and checked with `nnmark verify --endpoint`: the marked one
 must be accused at false-positive rate 1e-6, the independent one not.
 
-    python crates/nnmark-py/examples/pytorch_own_model.py --nnmark target/release/nnmark --out /tmp/byom
+    python crates/nnmark-py/examples/pytorch_own_model.py --nnmark target/release/nnmark --out /tmp/byom [--scheme frontier-stitching]
 
 Needs torch and the nnmark package (`tools/setup-python-package.sh torch` makes such a venv).
 """
 
 import argparse
+import copy
 import json
 import socket
 import subprocess
@@ -50,10 +54,10 @@ class SmallBnCnn(nn.Module):
         return self.head(self.features(x).mean(dim=(2, 3)))
 
 
-def train(seed, x, y, key=None, epochs=4, per_batch=16):
+def train(seed, x, y, key=None, epochs=4, per_batch=16, start=None, lr=2e-3):
     torch.manual_seed(seed)
-    model = SmallBnCnn()
-    opt = torch.optim.Adam(model.parameters(), lr=2e-3)
+    model = SmallBnCnn() if start is None else copy.deepcopy(start)
+    opt = torch.optim.Adam(model.parameters(), lr=lr)
     rng = np.random.default_rng(seed)
     mixer = nnmark.TriggerMixer(key, per_batch=per_batch, seed=seed) if key else None
     for _ in range(epochs):
@@ -77,6 +81,19 @@ def predictor(model):
             return model(torch.from_numpy(batch)).numpy()
 
     return predict
+
+
+def loss_gradient(model):
+    """The cross-entropy loss's gradient with respect to the input, by autograd: what
+    frontier stitching's FGSM needs."""
+
+    def gradient(batch, labels):
+        x = torch.from_numpy(batch).requires_grad_(True)
+        loss = nn.functional.cross_entropy(model(x), torch.from_numpy(labels.astype(np.int64)), reduction="sum")
+        (g,) = torch.autograd.grad(loss, x)
+        return g.numpy()
+
+    return gradient
 
 
 def free_port():
@@ -118,6 +135,7 @@ def main():
     ap.add_argument("--nnmark", required=True, help="the nnmark binary")
     ap.add_argument("--out", required=True, help="output folder")
     ap.add_argument("--epochs", type=int, default=4)
+    ap.add_argument("--scheme", default="adi", choices=["adi", "frontier-stitching"])
     a = ap.parse_args()
     out = Path(a.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -125,11 +143,19 @@ def main():
 
     (x, y), (tx, ty) = nnmark.load_dataset("mnist10k")
     # dataset="mnist10k": remote verification draws its decoys from the sample's test images.
-    key = nnmark.Key.generate("adi", input_shape=(1, 28, 28), classes=10, seed=11, dataset="mnist10k")
-    marked = train(1, x, y, key=key, epochs=a.epochs)
+    if a.scheme == "adi":
+        key = nnmark.Key.generate("adi", input_shape=(1, 28, 28), classes=10, seed=11, dataset="mnist10k")
+        marked = train(1, x, y, key=key, epochs=a.epochs)
+    else:
+        clean = train(1, x, y, epochs=a.epochs)
+        key = nnmark.Key.generate("frontier-stitching", input_shape=(1, 28, 28), classes=10, seed=11,
+                                  dataset="mnist10k", images=x, labels=y, model=predictor(clean),
+                                  gradient=loss_gradient(clean))
+        marked = train(3, x, y, key=key, epochs=2, start=clean, lr=1e-3)
     independent = train(2, x, y, epochs=a.epochs)
 
-    report = {"torch": torch.__version__, "nnmark": nnmark.__version__, "epochs": a.epochs}
+    report = {"torch": torch.__version__, "nnmark": nnmark.__version__, "epochs": a.epochs,
+              "scheme": a.scheme, "key_items": len(key.triggers()[1])}
     for name, model in [("marked", marked), ("independent", independent)]:
         predict = predictor(model)
         acc = float((predict(tx).argmax(1) == ty).mean())
