@@ -227,7 +227,13 @@ if len(sys.argv) > 3:
         adv = torch.round(torch.cat(adv) * 255) / 255
         wrong = predict(model, adv).argmax(1) != ytr[src]
         assert wrong.sum() >= 50 and (~wrong).sum() >= 50
-        return mixed_fine_tune(model, xkey, ykey, k["params"]["per_batch"], k["epochs"])
+        # Unset per_batch: nnmark's rule (scheme::trigger::auto_per_batch, at least 8 for
+        # frontier stitching): 16 exposures of every item per epoch, spread over the batches.
+        per_batch = k["params"]["per_batch"]
+        if per_batch is None:
+            batches = max(-(-len(xtr) // 64), 1)
+            per_batch = max(8, min(max(-(-len(xkey) * 16 // batches), 2), 64))
+        return mixed_fine_tune(model, xkey, ykey, per_batch, k["epochs"])
 
     def aime():
         k, xkey, ykey = load_key("aime")
