@@ -13,6 +13,22 @@ if sys.argv[1] == "--sweep":
             print(f"{round(x['epsilon'], 4):>8}{x['items']:>6}{x['epochs']:>7}{x['key_match']*100:>5.0f}%{x['accuracy_change_pp']:>+8.2f}{x['independent_match']*100:>7.0f}%{x['seconds']:>7.1f}")
     sys.exit(0)
 
+if sys.argv[1] == "--many":
+    ours, theirs = json.loads(sys.argv[2]), json.loads(sys.argv[3])
+    print(f"nnmark {ours['version']} (burn {ours['burn']}, {ours['device']})  vs  PyTorch {theirs['version']} ({theirs['threads']} threads, {theirs['device']})")
+    print(f"{'K models, 2 epochs each (8k, batch 64)':<40}{'s':>8}{'vs PyTorch one by one':>23}{'vs PyTorch vmap':>17}")
+    for name in ("lenet", "mlp"):
+        a, b = ours["results"][f"many_{name}"], theirs["results"][f"many_{name}"]
+        k = a["k"]
+        rows = [(f"{k} {name}: nnmark one after another", a["sequential_s"]),
+                (f"{k} {name}: nnmark together", a["together_s"]),
+                (f"{k} {name}: PyTorch one after another", b["sequential_s"]),
+                (f"{k} {name}: PyTorch torch.func vmap", b["vmap_s"])]
+        for label, t in rows:
+            print(f"{label:<40}{t:>8.2f}{t / b['sequential_s']:>22.2f}x{t / b['vmap_s']:>16.2f}x")
+        print(f"  mean test accuracy: nnmark {a['mean_test_accuracy']*100:.2f}%, PyTorch {b['sequential_accuracy']*100:.2f}% / vmap {b['vmap_accuracy']*100:.2f}%")
+    sys.exit(0)
+
 ours, theirs = json.loads(sys.argv[1]), json.loads(sys.argv[2])
 print(f"nnmark {ours['version']} (burn {ours['burn']}, {ours['device']})  vs  PyTorch {theirs['version']} ({theirs['threads']} threads, {theirs['device']})")
 print(f"{'work':<34}{'nnmark s':>10}{'PyTorch s':>11}{'ratio':>8}   accuracy nnmark / PyTorch")

@@ -208,6 +208,64 @@ fn recipe() -> TrainConfig {
 
 const EPOCHS: usize = 3;
 
+/// Epochs of each model in the rows of many models.
+const MANY_EPOCHS: usize = 2;
+
+/// K models of `arch` (seeds 0..K, the recipe above, MANY_EPOCHS each): wall time trained one
+/// after another with `train` and together with `train_many`, whose results must be the same.
+fn many(
+    arch: Architecture,
+    k: usize,
+    split: &data::DataSplit,
+    device: &nnmark::Device,
+) -> serde_json::Value {
+    let spec = ModelSpec {
+        architecture: arch,
+        input: split.train.shape,
+        num_classes: 10,
+        normalization: Normalization::identity(1),
+    };
+    let jobs = || -> Vec<(Model, TrainConfig)> {
+        (0..k as u64)
+            .map(|seed| {
+                let cfg = TrainConfig {
+                    epochs: MANY_EPOCHS,
+                    seed,
+                    ..recipe()
+                };
+                (Model::seeded(spec.clone(), seed, device).unwrap(), cfg)
+            })
+            .collect()
+    };
+    let accuracy = |models: &[Model]| -> f64 {
+        models
+            .iter()
+            .map(|m| train::evaluate(m, &split.test, 256).unwrap().accuracy)
+            .sum::<f64>()
+            / models.len() as f64
+    };
+    let t = Instant::now();
+    let alone: Vec<Model> = jobs()
+        .into_iter()
+        .map(|(m, cfg)| {
+            train::train(m, &split.train, &cfg, device, &mut Silent)
+                .unwrap()
+                .0
+        })
+        .collect();
+    let sequential_s = t.elapsed().as_secs_f64();
+    let t = Instant::now();
+    let together: Vec<Model> = train::train_many(jobs(), &split.train, device)
+        .unwrap()
+        .into_iter()
+        .map(|(m, _)| m)
+        .collect();
+    let together_s = t.elapsed().as_secs_f64();
+    let (a, b) = (accuracy(&alone), accuracy(&together));
+    assert_eq!(a, b, "train_many must give the models train gives");
+    json!({ "k": k, "epochs": MANY_EPOCHS, "sequential_s": sequential_s, "together_s": together_s, "mean_test_accuracy": a })
+}
+
 fn main() {
     let args: Vec<String> = std::env::args().collect();
     let device_name = args
@@ -239,6 +297,25 @@ fn main() {
         .map(|i| args[i + 1].clone());
     let mut clean = std::collections::BTreeMap::new();
     let mut results = serde_json::Map::new();
+    // `--many K`: only the rows of K models trained one after another and together.
+    if let Some(k) = args
+        .iter()
+        .position(|a| a == "--many")
+        .and_then(|i| args.get(i + 1))
+        .and_then(|v| v.parse::<usize>().ok())
+    {
+        for arch in [Architecture::Lenet, Architecture::Mlp] {
+            results.insert(
+                format!("many_{}", arch.name()),
+                many(arch, k, &split, &device),
+            );
+        }
+        println!(
+            "{}",
+            json!({ "version": nnmark::VERSION, "burn": nnmark::BURN_VERSION, "device": device_name, "results": results })
+        );
+        return;
+    }
     for arch in [Architecture::Lenet, Architecture::Mlp] {
         if train_only
             .as_deref()

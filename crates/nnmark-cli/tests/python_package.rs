@@ -71,13 +71,22 @@ fn the_pytorch_example_marks_its_own_model_and_proves_it_remotely() {
         let out = Command::new(&python)
             .args(["-W", "ignore"])
             .arg(repo().join("crates/nnmark-py/examples/pytorch_own_model.py"))
-            .args(["--nnmark", env!("CARGO_BIN_EXE_nnmark"), "--scheme", scheme, "--out"])
+            .args([
+                "--nnmark",
+                env!("CARGO_BIN_EXE_nnmark"),
+                "--scheme",
+                scheme,
+                "--out",
+            ])
             .arg(out_dir.path())
             .output()
             .expect("the venv's python runs");
         let report = String::from_utf8_lossy(&out.stdout).to_string();
         eprintln!("{report}{}", String::from_utf8_lossy(&out.stderr));
-        assert!(out.status.success(), "{scheme}: the example's checks failed");
+        assert!(
+            out.status.success(),
+            "{scheme}: the example's checks failed"
+        );
         let r: serde_json::Value = serde_json::from_str(&report).expect("the example prints JSON");
         assert_eq!(r["marked"]["remote"]["watermarked"], true, "{scheme}");
         assert_eq!(r["independent"]["remote"]["watermarked"], false, "{scheme}");

@@ -562,15 +562,42 @@ fn prepare(
         (e.model, e.key, secs)
     };
     let marked_key = key_result(&sc.extract(&key, &mut Suspect::Model(&marked))?);
+    // Reference models: cached ones loaded, the others trained together (the same models as
+    // one by one) and cached.
+    let ref_seeds: Vec<u64> = (0..cfg.references).map(|j| 10_001 + j as u64).collect();
+    let ref_path = |seed: u64| models.join(format!("clean-{}.safetensors", clean_id(seed)));
+    let missing: Vec<u64> = ref_seeds
+        .iter()
+        .copied()
+        .filter(|&s| !ref_path(s).exists())
+        .collect();
+    if !missing.is_empty() {
+        progress.stage(&format!(
+            "{} reference {arch} models on {ds}, seeds {missing:?}",
+            missing.len()
+        ));
+        let label = format!("{ds} (owner 2/3)");
+        let reqs: Vec<CleanTraining<'_>> = missing
+            .iter()
+            .map(|&seed| {
+                CleanTraining::new(
+                    arch,
+                    owner,
+                    clean_recipe(g.model.epochs, seed, arch),
+                    label.clone(),
+                )
+            })
+            .collect();
+        for (seed, c) in missing
+            .iter()
+            .zip(workflow::train_clean_many(&reqs, device)?)
+        {
+            weights::save(&c.model, &c.meta, &ref_path(*seed))?;
+        }
+    }
     let mut refs = Vec::new();
-    for j in 0..cfg.references {
-        let seed = 10_001 + j as u64;
-        progress.stage(&format!("reference {arch} on {ds}, seed {seed}"));
-        refs.push(cached_model(
-            &models.join(format!("clean-{}.safetensors", clean_id(seed))),
-            device,
-            || train_clean(seed),
-        )?);
+    for &seed in &ref_seeds {
+        refs.push(cached_model(&ref_path(seed), device, || train_clean(seed))?);
     }
     let mut null_matches = Vec::new();
     for r in &refs {

@@ -279,47 +279,86 @@ fn cache_name(spec: &ModelSpec, recipe: &ShadowRecipe, data_digest: &str) -> Str
     format!("{}.safetensors", crate::io::sha256_hex(id.as_bytes()))
 }
 
-/// Trains one shadow, or loads it from `cache` when it was trained before.
-pub fn train_shadow(
-    recipe: &ShadowRecipe,
+/// Trains shadows, or loads them from `cache` where they were trained before: cached ones
+/// are loaded (a damaged file is retrained and replaced, not trusted), the others trained
+/// together ([`train::train_many`]: bit for bit what training each alone gives) and cached.
+pub fn train_shadows(
+    recipes: &[ShadowRecipe],
     data: &Dataset,
     data_digest: &str,
     cache: Option<&Path>,
     device: &Device,
-    observer: &mut dyn TrainObserver,
-) -> Result<Model> {
-    let spec = ModelSpec {
+) -> Result<Vec<Model>> {
+    let spec_of = |recipe: &ShadowRecipe| ModelSpec {
         architecture: recipe.architecture,
         input: data.shape,
         num_classes: data.num_classes,
         normalization: Normalization::from_dataset(data),
     };
-    let cached = cache.map(|dir| dir.join(cache_name(&spec, recipe, data_digest)));
-    if let Some(path) = &cached
-        && path.exists()
-    {
-        match weights::load(path, Some(&spec), device) {
-            Ok(loaded) => return Ok(loaded.model),
-            // A damaged cache entry is retrained and replaced, not trusted.
-            Err(e) => {
-                tracing::warn!(file = %path.display(), error = %e, "retraining a shadow model whose cache file does not load")
-            }
+    let mut models: Vec<Option<Model>> = Vec::with_capacity(recipes.len());
+    let mut missing = Vec::new();
+    for (i, recipe) in recipes.iter().enumerate() {
+        let spec = spec_of(recipe);
+        let path = cache.map(|dir| dir.join(cache_name(&spec, recipe, data_digest)));
+        let loaded = match &path {
+            Some(p) if p.exists() => match weights::load(p, Some(&spec), device) {
+                Ok(l) => Some(l.model),
+                Err(e) => {
+                    tracing::warn!(file = %p.display(), error = %e, "retraining a shadow model whose cache file does not load");
+                    None
+                }
+            },
+            _ => None,
+        };
+        if loaded.is_none() {
+            missing.push(i);
         }
+        models.push(loaded);
     }
-    let model = Model::seeded(spec.clone(), recipe.config.seed, device)?;
-    let (model, _) = train::train(model, data, &recipe.config, device, observer)?;
-    if let Some(path) = &cached {
-        if let Some(dir) = path.parent() {
-            std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
-        }
-        let mut meta = WeightsMeta::new(spec, data.name.clone(), recipe.config.seed);
-        meta.extra.insert(
-            "train_config".into(),
-            serde_json::to_string(&recipe.config).expect("serialises"),
+    if !missing.is_empty() {
+        tracing::info!(
+            count = missing.len(),
+            of = recipes.len(),
+            "training shadow models together"
         );
-        weights::save(&model, &meta, path)?;
+        let jobs = missing
+            .iter()
+            .map(|&i| {
+                let r = &recipes[i];
+                Ok((
+                    Model::seeded(spec_of(r), r.config.seed, device)?,
+                    r.config.clone(),
+                ))
+            })
+            .collect::<Result<Vec<_>>>()?;
+        for (&i, (model, _)) in missing.iter().zip(train::train_many(jobs, data, device)?) {
+            let recipe = &recipes[i];
+            let spec = spec_of(recipe);
+            if let Some(dir) = cache {
+                std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
+                let mut meta =
+                    WeightsMeta::new(spec.clone(), data.name.clone(), recipe.config.seed);
+                meta.extra.insert(
+                    "train_config".into(),
+                    serde_json::to_string(&recipe.config).expect("serialises"),
+                );
+                weights::save(
+                    &model,
+                    &meta,
+                    &dir.join(cache_name(&spec, recipe, data_digest)),
+                )?;
+            }
+            models[i] = Some(model);
+        }
     }
-    Ok(model)
+    models
+        .into_iter()
+        .map(|m| {
+            m.ok_or_else(|| {
+                Error::invalid("shadow models", "training", "a shadow model is missing")
+            })
+        })
+        .collect()
 }
 
 /// One shadow model's answers on a key.
@@ -403,16 +442,17 @@ pub fn calibrate_key(
 ) -> Result<ShadowCalibration> {
     plan.validate()?;
     let digest = dataset_digest(data);
-    let mut shadows = Vec::with_capacity(plan.count);
-    for (j, recipe) in recipes(
+    let recipes = recipes(
         key.meta.spec.architecture,
         plan.count,
         plan.epochs,
         key.meta.seed,
-    )
-    .into_iter()
-    .enumerate()
-    {
+    );
+    // Trained together where the architectures allow: the same models as one by one.
+    let _ = observer;
+    let models = train_shadows(&recipes, data, &digest, plan.cache.as_deref(), device)?;
+    let mut shadows = Vec::with_capacity(plan.count);
+    for (j, (recipe, model)) in recipes.into_iter().zip(models).enumerate() {
         let name = format!(
             "{} {} #{}",
             recipe.architecture,
@@ -423,14 +463,6 @@ pub fn calibrate_key(
             j + 1
         );
         tracing::info!(shadow = %name, of = plan.count, "shadow model");
-        let model = train_shadow(
-            &recipe,
-            data,
-            &digest,
-            plan.cache.as_deref(),
-            device,
-            observer,
-        )?;
         let x = scheme.extract(key, &mut Suspect::Model(&model))?;
         let test_accuracy = match test {
             Some(t) => Some(train::evaluate(&model, t, 256)?.accuracy),

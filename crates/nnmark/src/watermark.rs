@@ -601,7 +601,7 @@ pub fn train_references(
     seeds: &[u64],
     device: &Device,
 ) -> Result<Vec<Model>> {
-    seeds
+    let jobs = seeds
         .iter()
         .map(|&seed| {
             let model = Model::seeded(spec.clone(), seed, device)?;
@@ -610,9 +610,14 @@ pub fn train_references(
                 ..cfg.clone()
             }
             .fitted_to(spec.architecture);
-            Ok(train::train(model, data, &cfg, device, &mut train::Silent)?.0)
+            Ok((model, cfg))
         })
-        .collect()
+        .collect::<Result<Vec<_>>>()?;
+    // Together where the architecture allows: the same models as one by one.
+    Ok(train::train_many(jobs, data, device)?
+        .into_iter()
+        .map(|(m, _)| m)
+        .collect())
 }
 
 /// Loads reference models: files, or every `.safetensors` file in a folder (sorted by name).

@@ -117,6 +117,82 @@ fn convolutional_training_is_identical_across_runs_and_thread_counts() {
     }
 }
 
+/// Several models trained together (`train_many`: side by side on the cores) are bit for bit
+/// the models trained alone from the same seeds and recipes, in the order given; a mix with an
+/// architecture that draws from the global generator while training (mnist_cnn's dropout)
+/// falls back to one after another and is equal too.
+#[test]
+fn models_trained_together_equal_models_trained_alone() {
+    let split = data::embedded_mnist10k().unwrap();
+    let train_set = split.train.take(1500);
+    let device = Device::flex();
+    let recipe = |seed: u64, optimizer: Option<train::OptimizerConfig>, batch_size: usize| {
+        let base = TrainConfig {
+            epochs: 2,
+            seed,
+            batch_size,
+            ..TrainConfig::default()
+        };
+        TrainConfig {
+            optimizer: optimizer.unwrap_or(base.optimizer.clone()),
+            ..base
+        }
+    };
+    let adam = Some(train::OptimizerConfig::Adam {
+        lr: 0.001,
+        weight_decay: 0.0,
+    });
+    let hash = |m: &Model, seed: u64| {
+        nnmark::io::sha256_hex(
+            &weights::to_bytes(m, &WeightsMeta::new(m.spec.clone(), "mnist10k", seed)).unwrap(),
+        )
+    };
+    for jobs in [
+        vec![
+            (Architecture::Lenet, recipe(3, None, 64)),
+            (Architecture::Mlp, recipe(4, adam.clone(), 64)),
+            (Architecture::Lenet, recipe(5, adam.clone(), 32)),
+            (Architecture::Mlp, recipe(6, None, 128)),
+            (Architecture::Lenet, recipe(7, None, 64)),
+        ],
+        vec![
+            (Architecture::Mlp, recipe(8, None, 64)),
+            (Architecture::MnistCnn, recipe(9, None, 64)),
+        ],
+    ] {
+        let start = |(arch, cfg): &(Architecture, TrainConfig)| {
+            Model::seeded(spec_for(*arch, &split), cfg.seed, &device).unwrap()
+        };
+        let alone: Vec<(String, Vec<f64>)> = jobs
+            .iter()
+            .map(|job| {
+                let (m, report) =
+                    train::train(start(job), &train_set, &job.1, &device, &mut Silent).unwrap();
+                (
+                    hash(&m, job.1.seed),
+                    report.epochs.iter().map(|e| e.train_loss).collect(),
+                )
+            })
+            .collect();
+        let together: Vec<(String, Vec<f64>)> = train::train_many(
+            jobs.iter().map(|job| (start(job), job.1.clone())).collect(),
+            &train_set,
+            &device,
+        )
+        .unwrap()
+        .into_iter()
+        .zip(&jobs)
+        .map(|((m, report), job)| {
+            (
+                hash(&m, job.1.seed),
+                report.epochs.iter().map(|e| e.train_loss).collect(),
+            )
+        })
+        .collect();
+        assert_eq!(alone, together);
+    }
+}
+
 #[test]
 fn mnist_cnn_and_resnet_learn() {
     // One short epoch each on a slice of the data: the point is that gradients flow through

@@ -42,6 +42,14 @@ pub enum Architecture {
 }
 
 impl Architecture {
+    /// Whether training this architecture may draw from burn's process-global random number
+    /// generator (dropout), so that two runs at once would interleave their draws. Only the
+    /// architectures whose concurrent training is tested bit for bit against training alone
+    /// (the MLP and LeNet: no dropout) answer false; the others are treated as drawing.
+    pub fn draws_while_training(&self) -> bool {
+        !matches!(self, Architecture::Mlp | Architecture::Lenet)
+    }
+
     /// Every architecture nnmark builds, for help texts (not [`Architecture::External`]).
     pub const ALL: [Architecture; 5] = [
         Architecture::Mlp,
@@ -274,12 +282,31 @@ pub struct Model {
 }
 
 impl Model {
-    /// A freshly initialised model drawn from `seed`: the same seed gives the same weights,
-    /// whatever other threads draw (see [`crate::train::rng_guard`]).
+    /// A freshly initialised model drawn from `seed` (see [`crate::train::rng_guard`]).
+    ///
+    /// burn initialises parameters lazily, at their first use: a model handed straight to
+    /// [`crate::train::train`] draws its weights there, just after the run seeds the generator
+    /// with the training seed (nnmark's flows use one seed for both, so the weights follow
+    /// it). Call [`Model::materialise`] under the guard to fix them here instead.
     pub fn seeded(spec: ModelSpec, seed: u64, device: &Device) -> Result<Self> {
         let _rng = crate::train::rng_guard();
         device.seed(seed);
         Self::new(spec, device)
+    }
+
+    /// Draws every parameter that is still lazily initialised, in the order the module
+    /// declares them. burn initialises parameters at their first use, not when the network is
+    /// built, so the values a fresh model gets are drawn from burn's global generator as it
+    /// stands at that first use (in [`crate::train::train`]: just after it seeds the run).
+    pub fn materialise(&self) {
+        struct Touch;
+        impl burn::module::ModuleVisitor for Touch {
+            fn visit_float<const D: usize>(&mut self, param: &burn::module::Param<Tensor<D>>) {
+                let _ = param.val();
+            }
+        }
+        use burn::module::Module;
+        self.net.visit(&mut Touch);
     }
 
     /// A freshly initialised model, drawn from burn's random number generator as it stands

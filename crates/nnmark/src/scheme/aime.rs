@@ -163,33 +163,26 @@ impl Default for AimeParams {
 /// Each selection shadow's predicted class for every training input.
 fn selection_predictions(ctx: &KeygenContext<'_>, count: usize) -> Result<Vec<Vec<usize>>> {
     let digest = crate::shadow::dataset_digest(ctx.data);
-    crate::shadow::recipes(
+    let recipes = crate::shadow::recipes(
         ctx.spec.architecture,
         count,
         SCREEN_EPOCHS,
         ctx.seed ^ SCREEN_SEED_SALT,
-    )
-    .iter()
-    .map(|recipe| {
-        let model = crate::shadow::train_shadow(
-            recipe,
-            ctx.data,
-            &digest,
-            ctx.shadow_cache,
-            ctx.device,
-            &mut crate::train::Silent,
-        )?;
-        Ok(predict_proba(&model, ctx.data.pixels(), 256)
-            .iter()
-            .map(|row| {
-                row.iter()
-                    .enumerate()
-                    .max_by(|a, b| a.1.total_cmp(b.1))
-                    .map_or(0, |(i, _)| i)
-            })
-            .collect())
-    })
-    .collect()
+    );
+    crate::shadow::train_shadows(&recipes, ctx.data, &digest, ctx.shadow_cache, ctx.device)?
+        .iter()
+        .map(|model| {
+            Ok(predict_proba(model, ctx.data.pixels(), 256)
+                .iter()
+                .map(|row| {
+                    row.iter()
+                        .enumerate()
+                        .max_by(|a, b| a.1.total_cmp(b.1))
+                        .map_or(0, |(i, _)| i)
+                })
+                .collect())
+        })
+        .collect()
 }
 
 /// Text → digits, `width` digits per ASCII code.

@@ -9,7 +9,9 @@
 //! once in one process would draw in an unpredictable interleaving. Every seeded sequence of
 //! draws in nnmark (seed and initialise, a whole training run) therefore holds
 //! [`rng_guard`], so trainings in one process run one at a time and the same seed gives the
-//! same model whatever other threads do.
+//! same model whatever other threads do. [`train_many`] runs several trainings side by side
+//! where none draws while training (the MLP and LeNet), drawing their lazily initialised
+//! weights first under the guard: bit for bit the models [`train`] gives (tested).
 
 mod batch;
 mod eval;
@@ -434,6 +436,108 @@ pub fn train_with(
     check_inputs(&model, data, cfg, &extras)?;
     // Seeding and every dropout draw of the run, with no other thread drawing in between.
     let _rng = rng_guard();
+    device.seed(cfg.seed);
+    run_training(model, data, cfg, device, observer, extras)
+}
+
+/// Trains several models on the same data at once, each with its own recipe (seed, data
+/// order, optimiser state), and returns each result in order: **bit for bit** what [`train`]
+/// returns for it alone (tested), because each run is the same computation and nnmark's
+/// kernels give the same result on any number of threads.
+///
+/// Small models cannot keep the cores busy one at a time (a LeNet step at batch 64 is a
+/// handful of small operations, each its own parallel region); running several side by side
+/// fills them. Up to `available_parallelism` runs go at once. Architectures that draw from
+/// burn's process-global random number generator while training (dropout: mnist_cnn) are
+/// trained one after another instead, since concurrent draws would interleave.
+pub fn train_many(
+    jobs: Vec<(Model, TrainConfig)>,
+    data: &Dataset,
+    device: &Device,
+) -> Result<Vec<(Model, TrainReport)>> {
+    for (model, cfg) in &jobs {
+        cfg.validate()?;
+        check_inputs(model, data, cfg, &TrainExtras::default())?;
+    }
+    let draws_while_training = jobs
+        .iter()
+        .any(|(m, _)| m.spec.architecture.draws_while_training());
+    let workers = std::thread::available_parallelism()
+        .map_or(1, |n| n.get())
+        .min(jobs.len());
+    if draws_while_training || workers <= 1 {
+        return jobs
+            .into_iter()
+            .map(|(m, cfg)| train(m, data, &cfg, device, &mut Silent))
+            .collect();
+    }
+    {
+        // What `train` does before its first step: seed burn's generator with the run's seed.
+        // A fresh model's parameters draw their values at first use, so they are drawn here,
+        // under the lock, before the runs go their own ways (each run then draws nothing).
+        let _rng = rng_guard();
+        for (model, cfg) in &jobs {
+            device.seed(cfg.seed);
+            model.materialise();
+        }
+    }
+    let slots: Vec<parking_lot::Mutex<Option<(Model, TrainConfig)>>> = jobs
+        .into_iter()
+        .map(|j| parking_lot::Mutex::new(Some(j)))
+        .collect();
+    type Slot<T> = parking_lot::Mutex<Option<T>>;
+    let results: Vec<Slot<Result<(Model, TrainReport)>>> = slots
+        .iter()
+        .map(|_| parking_lot::Mutex::new(None))
+        .collect();
+    let next = std::sync::atomic::AtomicUsize::new(0);
+    std::thread::scope(|scope| {
+        for _ in 0..workers {
+            scope.spawn(|| {
+                loop {
+                    let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    let Some(slot) = slots.get(i) else { break };
+                    let Some((model, cfg)) = slot.lock().take() else {
+                        continue;
+                    };
+                    // No seeding: these runs draw nothing from burn's generator.
+                    let r = run_training(
+                        model,
+                        data,
+                        &cfg,
+                        device,
+                        &mut Silent,
+                        TrainExtras::default(),
+                    );
+                    *results[i].lock() = Some(r);
+                }
+            });
+        }
+    });
+    results
+        .into_iter()
+        .map(|r| {
+            r.into_inner().unwrap_or_else(|| {
+                Err(Error::invalid(
+                    "training run",
+                    "worker",
+                    "ended without a result",
+                ))
+            })
+        })
+        .collect()
+}
+
+/// One training run, the random number generator already seeded where the model draws from
+/// it.
+fn run_training(
+    model: Model,
+    data: &Dataset,
+    cfg: &TrainConfig,
+    device: &Device,
+    observer: &mut dyn TrainObserver,
+    extras: TrainExtras<'_>,
+) -> Result<(Model, TrainReport)> {
     let (train_set, val_set) = match &cfg.early_stopping {
         Some(es) => {
             let (t, v) = data.split_stratified(es.val_fraction, cfg.seed ^ 0x5EED_0001)?;
@@ -441,7 +545,6 @@ pub fn train_with(
         }
         None => (data.clone(), None),
     };
-    device.seed(cfg.seed);
     let ad = device.clone().autodiff();
     let mut model = model.to_device(&ad);
     model.net = model.net.train();

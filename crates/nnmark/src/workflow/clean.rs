@@ -92,6 +92,47 @@ pub fn train_clean(
     })
 }
 
+/// [`train_clean`] for several requests on the same data, trained together where the
+/// architectures allow ([`train::train_many`]): each result is the model [`train_clean`]
+/// gives for its request.
+pub fn train_clean_many(reqs: &[CleanTraining<'_>], device: &Device) -> Result<Vec<CleanModel>> {
+    let Some(first) = reqs.first() else {
+        return Ok(Vec::new());
+    };
+    if reqs.iter().any(|r| !std::ptr::eq(r.data, first.data)) {
+        return reqs
+            .iter()
+            .map(|r| train_clean(r, device, &mut crate::train::Silent))
+            .collect();
+    }
+    let jobs = reqs
+        .iter()
+        .map(|r| {
+            let config = r.config.clone().fitted_to(r.arch);
+            config.validate()?;
+            Ok((Model::seeded(r.spec(), config.seed, device)?, config))
+        })
+        .collect::<Result<Vec<_>>>()?;
+    let configs: Vec<TrainConfig> = jobs.iter().map(|(_, c)| c.clone()).collect();
+    train::train_many(jobs, first.data, device)?
+        .into_iter()
+        .zip(reqs.iter().zip(configs))
+        .map(|((model, report), (req, config))| {
+            let mut meta = WeightsMeta::new(req.spec(), req.dataset_label.clone(), config.seed);
+            meta.extra.insert(
+                "train_config".into(),
+                serde_json::to_string(&config).expect("a training config serialises"),
+            );
+            Ok(CleanModel {
+                model,
+                meta,
+                config,
+                report,
+            })
+        })
+        .collect()
+}
+
 /// A clean model trained, evaluated on the test split and written: what `nnmark train` reports.
 pub struct TrainedFile {
     /// The training (recipe, report, metadata).

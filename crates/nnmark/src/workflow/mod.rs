@@ -41,7 +41,9 @@ mod timestamps;
 mod verify;
 
 pub use attack::{AttackJob, AttackReport, attack};
-pub use clean::{CleanModel, CleanTraining, TrainedFile, train_and_save, train_clean};
+pub use clean::{
+    CleanModel, CleanTraining, TrainedFile, train_and_save, train_clean, train_clean_many,
+};
 pub use embed::{
     EmbedJob, EmbedReport, ProofPolicy, Start, WrittenMark, aux_data_for, embed, start_models,
 };
