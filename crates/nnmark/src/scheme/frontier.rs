@@ -28,7 +28,7 @@ use crate::error::{Error, Result};
 use crate::external::ExternalModel;
 use crate::keyfile::{KeyFile, KeyTensor, TriggerSet};
 use crate::model::Model;
-use crate::train::{TrainObserver, TrainReport, input_gradients, predict};
+use crate::train::{TrainObserver, TrainReport, fgsm_step, input_gradients, predict};
 use crate::verdict::NullModel;
 
 /// Frontier stitching's parameters.
@@ -212,16 +212,7 @@ fn adversaries(sources: &mut Sources<'_>, epsilon: f32, half: usize) -> Result<A
         let chunk: Vec<u8> = px[start * n..end * n]
             .iter()
             .zip(grads)
-            .map(|(&x, &g)| {
-                let step = if g > 0.0 {
-                    epsilon
-                } else if g < 0.0 {
-                    -epsilon
-                } else {
-                    0.0
-                };
-                to_u8((x + step).clamp(0.0, 1.0))
-            })
+            .map(|(&x, &g)| to_u8(fgsm_step(x, g, epsilon)))
             .collect();
         let chunk_f: Vec<f32> = chunk.iter().map(|&v| v as f32 / 255.0).collect();
         let preds = sources.clean.predict(&chunk_f)?;

@@ -79,15 +79,18 @@ pub fn fgsm(model: &Model, pixels: &[f32], labels: &[u8], epsilon: f32) -> Resul
     Ok(pixels
         .iter()
         .zip(grads)
-        .map(|(&x, g)| {
-            let step = if g > 0.0 {
-                epsilon
-            } else if g < 0.0 {
-                -epsilon
-            } else {
-                0.0
-            };
-            (x + step).clamp(0.0, 1.0)
-        })
+        .map(|(&x, g)| fgsm_step(x, g, epsilon))
         .collect())
+}
+
+/// One pixel's FGSM step: x + ε·sign(g), clipped to [0, 1] (no step where g is 0).
+pub fn fgsm_step(x: f32, g: f32, epsilon: f32) -> f32 {
+    let step = if g > 0.0 {
+        epsilon
+    } else if g < 0.0 {
+        -epsilon
+    } else {
+        0.0
+    };
+    (x + step).clamp(0.0, 1.0)
 }

@@ -27,7 +27,7 @@ use serde::{Deserialize, Serialize};
 pub use batch::images_tensor;
 pub(crate) use eval::model_device;
 pub use eval::{Evaluation, evaluate, predict, predict_proba};
-pub use grad::{fgsm, input_gradients};
+pub use grad::{fgsm, fgsm_step, input_gradients};
 
 use crate::data::Dataset;
 use crate::error::{Error, Result};

@@ -79,17 +79,23 @@ pub fn train_clean(
     let spec = req.spec();
     let model = Model::seeded(spec.clone(), config.seed, device)?;
     let (model, report) = train::train(model, req.data, &config, device, observer)?;
-    let mut meta = WeightsMeta::new(spec, req.dataset_label.clone(), config.seed);
-    meta.extra.insert(
-        "train_config".into(),
-        serde_json::to_string(&config).expect("a training config serialises"),
-    );
+    let meta = clean_meta(req, &config);
     Ok(CleanModel {
         model,
         meta,
         config,
         report,
     })
+}
+
+/// The metadata a clean model's file carries: spec, data set, seed and the recipe.
+fn clean_meta(req: &CleanTraining<'_>, config: &TrainConfig) -> WeightsMeta {
+    let mut meta = WeightsMeta::new(req.spec(), req.dataset_label.clone(), config.seed);
+    meta.extra.insert(
+        "train_config".into(),
+        serde_json::to_string(config).expect("a training config serialises"),
+    );
+    meta
 }
 
 /// [`train_clean`] for several requests on the same data, trained together where the
@@ -118,14 +124,9 @@ pub fn train_clean_many(reqs: &[CleanTraining<'_>], device: &Device) -> Result<V
         .into_iter()
         .zip(reqs.iter().zip(configs))
         .map(|((model, report), (req, config))| {
-            let mut meta = WeightsMeta::new(req.spec(), req.dataset_label.clone(), config.seed);
-            meta.extra.insert(
-                "train_config".into(),
-                serde_json::to_string(&config).expect("a training config serialises"),
-            );
             Ok(CleanModel {
                 model,
-                meta,
+                meta: clean_meta(req, &config),
                 config,
                 report,
             })
