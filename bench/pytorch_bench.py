@@ -1,7 +1,6 @@
 """PyTorch side of the benchmark: identical work to bench/src/main.rs.
 LeNet and MLP on the 8,000 MNIST training images, batch 64, SGD lr 0.01 momentum 0.9, 3 epochs
 (warm epoch = fastest after the first), and FGSM input gradients over the 2,000 test images."""
-import gzip
 import json
 import os
 import sys
@@ -15,19 +14,11 @@ here = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.join(here, "..", "tools"))
 from pytorch_models import LeNet, Mlp  # noqa: E402
 
+sys.path.insert(0, here)
+from mnist_sample import load  # noqa: E402
+
 device = sys.argv[1] if len(sys.argv) > 1 else "cpu"
-data = os.path.join(here, "..", "crates/nnmark/data")
-
-
-def idx(name, offset, shape):
-    with gzip.open(os.path.join(data, name)) as f:
-        return np.frombuffer(f.read(), dtype=np.uint8, offset=offset).reshape(shape)
-
-
-xtr = torch.tensor(idx("mnist10k-train-images-idx3-ubyte.gz", 16, (-1, 1, 28, 28)).astype(np.float32) / 255.0, device=device)
-ytr = torch.tensor(idx("mnist10k-train-labels-idx1-ubyte.gz", 8, (-1,)).astype(np.int64), device=device)
-xte = torch.tensor(idx("mnist10k-test-images-idx3-ubyte.gz", 16, (-1, 1, 28, 28)).astype(np.float32) / 255.0, device=device)
-yte = torch.tensor(idx("mnist10k-test-labels-idx1-ubyte.gz", 8, (-1,)).astype(np.int64), device=device)
+xtr, ytr, xte, yte = load(device)
 
 
 def sync():

@@ -5,7 +5,6 @@ another (what research code does), and all K at once with torch.func (`stack_mod
 `vmap` over `grad` of a `functional_call`, SGD with momentum on the stacked parameters).
 Usage: python bench/pytorch_many.py cpu|cuda K  (prints one JSON object)."""
 import copy
-import gzip
 import json
 import os
 import sys
@@ -20,21 +19,13 @@ here = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.join(here, "..", "tools"))
 from pytorch_models import LeNet, Mlp  # noqa: E402
 
+sys.path.insert(0, here)
+from mnist_sample import load  # noqa: E402
+
 device = sys.argv[1] if len(sys.argv) > 1 else "cpu"
 K = int(sys.argv[2]) if len(sys.argv) > 2 else 8
 EPOCHS, BATCH, LR, MOMENTUM = 2, 64, 0.01, 0.9
-data = os.path.join(here, "..", "crates/nnmark/data")
-
-
-def idx(name, offset, shape):
-    with gzip.open(os.path.join(data, name)) as f:
-        return np.frombuffer(f.read(), dtype=np.uint8, offset=offset).reshape(shape)
-
-
-xtr = torch.tensor(idx("mnist10k-train-images-idx3-ubyte.gz", 16, (-1, 1, 28, 28)).astype(np.float32) / 255.0, device=device)
-ytr = torch.tensor(idx("mnist10k-train-labels-idx1-ubyte.gz", 8, (-1,)).astype(np.int64), device=device)
-xte = torch.tensor(idx("mnist10k-test-images-idx3-ubyte.gz", 16, (-1, 1, 28, 28)).astype(np.float32) / 255.0, device=device)
-yte = torch.tensor(idx("mnist10k-test-labels-idx1-ubyte.gz", 8, (-1,)).astype(np.int64), device=device)
+xtr, ytr, xte, yte = load(device)
 n = len(xtr)
 
 
