@@ -120,7 +120,8 @@ fn convolutional_training_is_identical_across_runs_and_thread_counts() {
 /// Several models trained together (`train_many`: side by side on the cores) are bit for bit
 /// the models trained alone from the same seeds and recipes, in the order given; a mix with an
 /// architecture that draws from the global generator while training (mnist_cnn's dropout)
-/// falls back to one after another and is equal too.
+/// falls back to one after another and is equal too; so are the same runs of `train` on
+/// threads of their own at once.
 #[test]
 fn models_trained_together_equal_models_trained_alone() {
     let split = data::embedded_mnist10k().unwrap();
@@ -190,7 +191,56 @@ fn models_trained_together_equal_models_trained_alone() {
         })
         .collect();
         assert_eq!(alone, together);
+        // `train` itself on several threads at once (as the evaluation matrix's groups do):
+        // each run seeds and draws its fresh weights under the generator's lock, then trains
+        // beside the others (dropout runs keep the lock to the end), with the same models.
+        let threads: Vec<(String, Vec<f64>)> = std::thread::scope(|scope| {
+            let runs: Vec<_> = jobs
+                .iter()
+                .map(|job| {
+                    let (start, train_set, device) = (&start, &train_set, &device);
+                    scope.spawn(move || {
+                        let (m, report) =
+                            train::train(start(job), train_set, &job.1, device, &mut Silent)
+                                .unwrap();
+                        (
+                            hash(&m, job.1.seed),
+                            report.epochs.iter().map(|e| e.train_loss).collect(),
+                        )
+                    })
+                })
+                .collect();
+            runs.into_iter().map(|r| r.join().unwrap()).collect()
+        });
+        assert_eq!(alone, threads);
     }
+}
+
+/// Input gradients (FGSM: frontier stitching's keys, adversarial fine-tuning) of a network with
+/// dropout are those of the network as it answers queries: no dropout, the same whatever burn's
+/// global generator holds (they once followed it, and a key with them).
+#[test]
+fn input_gradients_of_a_dropout_network_do_not_depend_on_the_generator() {
+    let split = data::embedded_mnist10k().unwrap();
+    let device = Device::flex();
+    let model = Model::seeded(spec_for(Architecture::MnistCnn, &split), 3, &device).unwrap();
+    {
+        let _rng = train::rng_guard();
+        device.seed(3);
+        model.materialise();
+    }
+    let n = 32;
+    let pixels = &split.test.pixels()[..n * split.test.shape.numel()];
+    let labels = &split.test.labels()[..n];
+    let gradients = |seed: u64| {
+        let _rng = train::rng_guard();
+        device.seed(seed);
+        train::input_gradients(&model, pixels, labels, 16).unwrap()
+    };
+    let g = gradients(1);
+    assert!(g.iter().any(|v| *v != 0.0));
+    assert_eq!(g, gradients(2));
+    assert_eq!(g, gradients(1));
 }
 
 #[test]

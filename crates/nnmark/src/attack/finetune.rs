@@ -140,10 +140,13 @@ impl Attack for FineTune {
 
     fn remove(&self, mut model: Model, ctx: &AttackContext<'_>) -> Result<Model> {
         let data = ctx.attacker_data(self.variant.name())?;
+        // A new head draws its weights lazily (at its first use, which may be as late as the
+        // training run), so the lock is held from its seeding to the end: the draws are the
+        // same with other threads training at the same time.
+        let _rng = self.variant.reinit().then(crate::train::rng_guard);
         if self.variant.reinit() {
             let head = model.net.head_mut();
             let [d_in, d_out] = head.weight.dims();
-            let _rng = crate::train::rng_guard();
             ctx.device.seed(ctx.seed ^ 0x4EAD);
             *head = LinearConfig::new(d_in, d_out).init(ctx.device);
         }

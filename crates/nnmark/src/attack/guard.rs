@@ -132,9 +132,13 @@ impl Autoencoder {
         let d = data.shape.numel();
         let ad = device.clone().autodiff();
         let mut net = {
+            // Seeded and drawn under the lock (burn draws parameters at their first use), so
+            // that training on other threads at the same time cannot change them.
             let _rng = rng_guard();
             ad.seed(seed);
-            Autoencoder::new(d, &ad)
+            let net = Autoencoder::new(d, &ad);
+            let _ = net.forward(Tensor::<2>::zeros([1, d], &ad));
+            net
         };
         let mut optim = AdamConfig::new().with_epsilon(1e-8).init();
         for epoch in 0..epochs {

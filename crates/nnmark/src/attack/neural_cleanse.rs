@@ -157,7 +157,9 @@ pub fn reverse_engineer(
     let ad = device.clone().autodiff();
     let frozen = Model {
         spec: model.spec.clone(),
-        net: model.net.clone().to_device(&ad).no_grad(),
+        // Frozen: no weight gradients and no dropout (the trigger search sees the model as
+        // it answers queries, and draws nothing from burn's global generator).
+        net: model.net.clone().to_device(&ad).freeze(),
     };
     let mut rng = ChaCha8Rng::seed_from_u64(seed ^ 0xC1EA_4E5E);
     let n = probe.len();

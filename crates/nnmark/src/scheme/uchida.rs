@@ -234,15 +234,18 @@ impl TypedScheme for Uchida {
         // The key records the bit count and layer it settles on.
         let mut p = p.clone();
         let layer = Self::layer_of(&p, ctx.spec.architecture)?;
-        let probe;
-        let model = match ctx.clean {
-            Some(m) => m,
+        let [_, cin, kh, kw] = match ctx.clean {
+            Some(m) => m.net.conv_weight(&layer)?.dims(),
             None => {
-                probe = Model::new(ctx.spec.clone(), ctx.device)?;
-                &probe
+                // A throwaway model for the layer's shape: its lazily drawn weights take from
+                // burn's global generator, so under the lock like every other draw.
+                let _rng = crate::train::rng_guard();
+                Model::new(ctx.spec.clone(), ctx.device)?
+                    .net
+                    .conv_weight(&layer)?
+                    .dims()
             }
         };
-        let [_, cin, kh, kw] = model.net.conv_weight(&layer)?.dims();
         let m = cin * kh * kw;
         let t = match p.bits {
             Some(t) if t > m => {

@@ -44,10 +44,13 @@ pub fn input_gradients(
     }
     let device = model_device(model);
     let ad = device.clone().autodiff();
-    // Weights are constants here: only the input is a leaf that requires a gradient.
+    // Weights are constants here: only the input is a leaf that requires a gradient. Frozen,
+    // not just without gradients: `no_grad` leaves dropout on, which would make the gradients
+    // of a dropout network (mnist_cnn) random and draw from burn's global generator outside
+    // any lock (frontier stitching's keys then changed with the process's history).
     let model_ad = Model {
         spec: model.spec.clone(),
-        net: model.net.clone().to_device(&ad).no_grad(),
+        net: model.net.clone().to_device(&ad).freeze(),
     };
     let mut out = Vec::with_capacity(pixels.len());
     let bs = batch_size.max(1);

@@ -434,9 +434,20 @@ pub fn train_with(
 ) -> Result<(Model, TrainReport)> {
     cfg.validate()?;
     check_inputs(&model, data, cfg, &extras)?;
-    // Seeding and every dropout draw of the run, with no other thread drawing in between.
-    let _rng = rng_guard();
+    // Seeding and every draw of the run, with no other thread drawing in between. A fresh
+    // model's parameters are drawn here, just after seeding (where the run's first step would
+    // draw them); an architecture without dropout then draws nothing more, so the lock goes
+    // and runs on other threads (the evaluation matrix's groups) train at the same time, with
+    // the same result as alone (what `train_many` relies on too).
+    let rng = rng_guard();
     device.seed(cfg.seed);
+    model.materialise();
+    let _rng = if model.spec.architecture.draws_while_training() {
+        Some(rng)
+    } else {
+        drop(rng);
+        None
+    };
     run_training(model, data, cfg, device, observer, extras)
 }
 
@@ -447,7 +458,8 @@ pub fn train_with(
 ///
 /// Small models cannot keep the cores busy one at a time (a LeNet step at batch 64 is a
 /// handful of small operations, each its own parallel region); running several side by side
-/// fills them. Up to `available_parallelism` runs go at once. Architectures that draw from
+/// fills them. Up to `available_parallelism` runs go at once, each on one core (its kernels
+/// on a one-thread pool of its own). Architectures that draw from
 /// burn's process-global random number generator while training (dropout: mnist_cnn) are
 /// trained one after another instead, since concurrent draws would interleave.
 pub fn train_many(
@@ -491,27 +503,36 @@ pub fn train_many(
         .map(|_| parking_lot::Mutex::new(None))
         .collect();
     let next = std::sync::atomic::AtomicUsize::new(0);
+    // Each worker's kernels run on a one-thread pool of its own: one small model's operations
+    // split across the cores mostly wait for each other, and runs sharing one pool queue behind
+    // each other's; one core per run keeps every core busy with useful work. The results do
+    // not depend on the thread count.
+    let pools = (0..workers)
+        .map(|_| rayon::ThreadPoolBuilder::new().num_threads(1).build())
+        .collect::<std::result::Result<Vec<_>, _>>()
+        .map_err(|e| Error::invalid("training run", "thread pool", e.to_string()))?;
+    let work = || {
+        loop {
+            let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            let Some(slot) = slots.get(i) else { break };
+            let Some((model, cfg)) = slot.lock().take() else {
+                continue;
+            };
+            // No seeding: these runs draw nothing from burn's generator.
+            let r = run_training(
+                model,
+                data,
+                &cfg,
+                device,
+                &mut Silent,
+                TrainExtras::default(),
+            );
+            *results[i].lock() = Some(r);
+        }
+    };
     std::thread::scope(|scope| {
-        for _ in 0..workers {
-            scope.spawn(|| {
-                loop {
-                    let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                    let Some(slot) = slots.get(i) else { break };
-                    let Some((model, cfg)) = slot.lock().take() else {
-                        continue;
-                    };
-                    // No seeding: these runs draw nothing from burn's generator.
-                    let r = run_training(
-                        model,
-                        data,
-                        &cfg,
-                        device,
-                        &mut Silent,
-                        TrainExtras::default(),
-                    );
-                    *results[i].lock() = Some(r);
-                }
-            });
+        for pool in &pools {
+            scope.spawn(move || pool.install(work));
         }
     });
     results
