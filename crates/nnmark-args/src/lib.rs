@@ -703,6 +703,10 @@ pub struct EvalArgs {
     /// JOB_COMPLETION_INDEX.
     #[arg(long, requires = "config")]
     pub shard: Option<String>,
+    /// Groups (model, scheme, seed) of the matrix run at once; 0 runs one per core. The
+    /// records are the same for any number.
+    #[arg(long, default_value_t = 0, requires = "config")]
+    pub jobs: usize,
     /// Architecture of a foreign weights file without nnmark metadata.
     #[arg(long)]
     pub arch: Option<Architecture>,

@@ -77,6 +77,7 @@ pub fn run(a: EvalArgs, device: &Device) -> Result<()> {
         &a.out,
         a.data.data_dir.as_deref(),
         a.shard.as_deref(),
+        a.jobs,
         device,
         &mut Bar { bar: None, quiet },
     )?;

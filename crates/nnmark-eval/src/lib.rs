@@ -93,6 +93,8 @@ pub struct EvalOptions<'a> {
     pub shard: Shard,
     /// Compute device.
     pub device: &'a Device,
+    /// Groups run at once; 0 runs one per core.
+    pub jobs: usize,
 }
 
 /// Told about progress (the CLI draws a bar).
@@ -295,11 +297,59 @@ fn key_result(x: &scheme::Extraction) -> KeyResult {
     }
 }
 
+/// The progress sink shared by the threads that run groups.
+struct SharedProgress<'p>(std::sync::Mutex<&'p mut (dyn EvalProgress + Send)>);
+
+impl SharedProgress<'_> {
+    fn with(&self, f: impl FnOnce(&mut dyn EvalProgress)) {
+        // A panicking observer elsewhere must not stop the matrix from reporting.
+        let mut p = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        f(&mut **p)
+    }
+}
+
+/// One group as planned: what it is, its cells, whether any must be computed.
+struct Plan<'c> {
+    group: &'c Group<'c>,
+    dataset: &'static str,
+    arch: Architecture,
+    scheme: &'static dyn scheme::Scheme,
+    mode: EmbedMode,
+    group_hash: String,
+    attacks: &'c [Option<Box<dyn attack::Attack>>],
+    cell_ids: Vec<String>,
+    missing: bool,
+}
+
+/// The cache file of the clean model of one recipe.
+fn clean_path(
+    models: &Path,
+    dataset: &str,
+    arch: Architecture,
+    epochs: usize,
+    seed: u64,
+) -> PathBuf {
+    let id = digest(&serde_json::json!({
+        "dataset": dataset, "arch": arch, "epochs": epochs, "seed": seed, "nnmark": nnmark::VERSION,
+    }));
+    models.join(format!("clean-{id}.safetensors"))
+}
+
+/// The seeds of a group's independent reference models.
+fn reference_seeds(cfg: &EvalConfig) -> Vec<u64> {
+    (0..cfg.references).map(|j| 10_001 + j as u64).collect()
+}
+
 /// Runs this shard of the matrix; returns what was done.
+///
+/// Groups (model × scheme × seed) run [`EvalOptions::jobs`] at a time after every clean and
+/// reference model they need is trained (together, see [`train::train_many`]); a group's
+/// records are the same whether it ran alone or beside others (tested), and the results file
+/// lists them in the matrix's order.
 pub fn run(
     cfg: &EvalConfig,
     opts: &EvalOptions<'_>,
-    progress: &mut dyn EvalProgress,
+    progress: &mut (dyn EvalProgress + Send),
 ) -> Result<EvalSummary> {
     cfg.check()?;
     // None stands for the unattacked baseline.
@@ -354,18 +404,14 @@ pub fn run(
     for sub in ["models", "cells"] {
         std::fs::create_dir_all(out.join(sub)).map_err(|e| Error::io(out.join(sub), e))?;
     }
-    progress.start(mine.iter().map(|g| attacks_of(g).len()).sum());
-    let mut datasets: HashMap<String, (DataSplit, Dataset, Dataset)> = HashMap::new();
-    let mut records = Vec::new();
-    let (mut computed, mut cached) = (0usize, 0usize);
+    let models = out.join("models");
+    let progress = SharedProgress(std::sync::Mutex::new(progress));
+    progress.with(|p| p.start(mine.iter().map(|g| attacks_of(g).len()).sum()));
+
+    // Plan every group: its cells and which of them the cache lacks.
+    let mut plans = Vec::new();
     for g in mine {
         let ds = data::canonical_name(&g.model.dataset).expect("checked");
-        if !datasets.contains_key(ds) {
-            let split = data::load(&DataSource::Named(ds.into()), opts.data_dir)?;
-            let (owner, attacker) = attack::owner_attacker_split(&split.train)?;
-            datasets.insert(ds.into(), (split, owner, attacker));
-        }
-        let (split, owner, attacker) = &datasets[ds];
         let arch: Architecture = g.model.arch.parse()?;
         let sc = scheme::by_name(&g.scheme.name)?;
         let params = sc.params(g.scheme.params.as_ref().unwrap_or(&serde_json::Value::Null))?;
@@ -375,64 +421,130 @@ pub fn run(
             "scheme": sc.name(), "params": params, "mode": mode.name(),
             "embed_epochs": g.scheme.epochs, "lr": g.scheme.lr, "aux": g.scheme.aux_dataset, "nnmark": nnmark::VERSION,
         });
-        let group_hash = digest(&group_id);
         let attacks = attacks_of(g);
-        // Which cells are missing decides whether the group's models are needed at all.
-        let cell_ids: Vec<(String, serde_json::Value)> = attacks
+        let cell_ids: Vec<String> = attacks
             .iter()
             .map(|a| {
                 let desc = a.as_ref().map_or("none".to_string(), |a| a.describe());
-                let id = serde_json::json!({
+                digest(&serde_json::json!({
                     "group": group_id, "attack": desc, "fpr": cfg.fpr,
                     "plausible_drop_pp": cfg.plausible_drop_pp, "references": cfg.references,
-                });
-                (digest(&id), id)
+                }))
             })
             .collect();
         let missing = cell_ids
             .iter()
-            .any(|(h, _)| !out.join("cells").join(format!("{h}.json")).exists());
-        let prepared = if missing {
-            Some(
-                prepare(
-                    cfg,
-                    opts,
-                    g,
-                    split,
+            .any(|h| !out.join("cells").join(format!("{h}.json")).exists());
+        plans.push(Plan {
+            group: g,
+            dataset: ds,
+            arch,
+            scheme: sc,
+            mode,
+            group_hash: digest(&group_id),
+            attacks: attacks.as_slice(),
+            cell_ids,
+            missing,
+        });
+    }
+
+    // The data sets the groups to compute need, each loaded once.
+    let mut datasets: HashMap<&'static str, (DataSplit, Dataset, Dataset)> = HashMap::new();
+    for p in plans.iter().filter(|p| p.missing) {
+        if !datasets.contains_key(p.dataset) {
+            let split = data::load(&DataSource::Named(p.dataset.into()), opts.data_dir)?;
+            let (owner, attacker) = attack::owner_attacker_split(&split.train)?;
+            datasets.insert(p.dataset, (split, owner, attacker));
+        }
+    }
+
+    // Every clean and reference model those groups need and the cache lacks, trained together
+    // per model family (the same models as one by one) and cached.
+    // (data set, architecture, clean epochs): a model family.
+    type Family = (&'static str, Architecture, usize);
+    let mut wanted: Vec<(Family, Vec<u64>)> = Vec::new();
+    for p in plans.iter().filter(|p| p.missing) {
+        let family = (p.dataset, p.arch, p.group.model.epochs);
+        let at = match wanted.iter().position(|(f, _)| *f == family) {
+            Some(i) => i,
+            None => {
+                wanted.push((family, Vec::new()));
+                wanted.len() - 1
+            }
+        };
+        for seed in std::iter::once(p.group.seed).chain(reference_seeds(cfg)) {
+            let seeds = &mut wanted[at].1;
+            if !seeds.contains(&seed)
+                && !clean_path(&models, p.dataset, p.arch, family.2, seed).exists()
+            {
+                seeds.push(seed);
+            }
+        }
+    }
+    for ((ds, arch, epochs), seeds) in wanted.iter().filter(|(_, s)| !s.is_empty()) {
+        progress.with(|p| {
+            p.stage(&format!(
+                "{} clean {arch} models on {ds}, seeds {seeds:?}",
+                seeds.len()
+            ))
+        });
+        let owner = &datasets[ds].1;
+        let label = format!("{ds} (owner 2/3)");
+        let reqs: Vec<CleanTraining<'_>> = seeds
+            .iter()
+            .map(|&seed| {
+                CleanTraining::new(
+                    *arch,
                     owner,
-                    arch,
-                    sc,
-                    mode,
-                    &group_hash,
-                    progress,
+                    clean_recipe(*epochs, seed, *arch),
+                    label.clone(),
                 )
-                .map_err(|e| in_group(g, e))?,
-            )
+            })
+            .collect();
+        for (&seed, c) in seeds
+            .iter()
+            .zip(workflow::train_clean_many(&reqs, opts.device)?)
+        {
+            weights::save(
+                &c.model,
+                &c.meta,
+                &clean_path(&models, ds, *arch, *epochs, seed),
+            )?;
+        }
+    }
+
+    // The groups, `jobs` at a time; each writes its cells as they are done.
+    type GroupResult = Result<Vec<(CellRecord, bool)>>;
+    let run_group = |plan: &Plan<'_>| -> GroupResult {
+        let g = plan.group;
+        let cell_path = |h: &str| out.join("cells").join(format!("{h}.json"));
+        let prepared = if plan.missing {
+            let (split, owner, _) = &datasets[plan.dataset];
+            Some(prepare(cfg, opts, plan, split, owner, &progress).map_err(|e| in_group(g, e))?)
         } else {
             None
         };
-        for ((cell_hash, _), att) in cell_ids.iter().zip(attacks) {
-            let path = out.join("cells").join(format!("{cell_hash}.json"));
+        let mut done = Vec::new();
+        for (cell_hash, att) in plan.cell_ids.iter().zip(plan.attacks) {
+            let path = cell_path(cell_hash);
             if path.exists() {
                 let text = std::fs::read_to_string(&path).map_err(|e| Error::io(&path, e))?;
                 let rec: CellRecord = serde_json::from_str(&text).map_err(|e| Error::Data {
                     source_name: path.display().to_string(),
                     problem: format!("not a cell record ({e}); delete it to recompute"),
                 })?;
-                progress.cell(&rec, true);
-                records.push(rec);
-                cached += 1;
+                progress.with(|p| p.cell(&rec, true));
+                done.push((rec, true));
                 continue;
             }
             let p = prepared.as_ref().expect("prepared when a cell is missing");
+            let (split, _, attacker) = &datasets[plan.dataset];
             let rec = run_cell(
                 cfg,
                 opts,
-                g,
+                plan,
                 split,
                 attacker,
-                sc,
-                mode,
                 p,
                 att.as_deref(),
                 cell_hash,
@@ -440,9 +552,69 @@ pub fn run(
             .map_err(|e| in_group(g, e))?;
             let text = serde_json::to_string_pretty(&rec).expect("serialises");
             nnmark::io::write_atomic(&path, text.as_bytes(), Some(0o644))?;
-            progress.cell(&rec, false);
+            progress.with(|p| p.cell(&rec, false));
+            done.push((rec, false));
+        }
+        Ok(done)
+    };
+    let to_compute = plans.iter().filter(|p| p.missing).count();
+    let jobs = match opts.jobs {
+        0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
+        n => n,
+    }
+    .min(to_compute.max(1));
+    let results: Vec<std::sync::Mutex<Option<GroupResult>>> =
+        plans.iter().map(|_| std::sync::Mutex::new(None)).collect();
+    let next = std::sync::atomic::AtomicUsize::new(0);
+    let failed = std::sync::atomic::AtomicBool::new(false);
+    let worker = || {
+        use std::sync::atomic::Ordering;
+        loop {
+            // After a failure no new group starts; those running finish their cell.
+            if failed.load(Ordering::Relaxed) {
+                break;
+            }
+            let i = next.fetch_add(1, Ordering::Relaxed);
+            let Some(plan) = plans.get(i) else { break };
+            let r = run_group(plan);
+            if r.is_err() {
+                failed.store(true, Ordering::Relaxed);
+            }
+            *results[i].lock().unwrap_or_else(|e| e.into_inner()) = Some(r);
+        }
+    };
+    if jobs <= 1 {
+        worker();
+    } else {
+        // Each group's kernels run on a one-thread pool of its own: a small model's operations
+        // split across the cores spend much of their time waiting for each other, and groups
+        // sharing one pool would only queue behind each other's (measured: two groups at once on
+        // the shared pool were no faster than one at a time). nnmark's results do not depend on
+        // the thread count.
+        let pools = (0..jobs)
+            .map(|_| rayon::ThreadPoolBuilder::new().num_threads(1).build())
+            .collect::<std::result::Result<Vec<_>, _>>()
+            .map_err(|e| Error::invalid("evaluation", "thread pool", e.to_string()))?;
+        std::thread::scope(|scope| {
+            for pool in &pools {
+                scope.spawn(move || pool.install(worker));
+            }
+        });
+    }
+    let mut records = Vec::new();
+    let (mut computed, mut cached) = (0usize, 0usize);
+    for r in results {
+        // A group never started (after another failed) has no result; the failure comes first.
+        let Some(r) = r.into_inner().unwrap_or_else(|e| e.into_inner()) else {
+            continue;
+        };
+        for (rec, was_cached) in r? {
+            if was_cached {
+                cached += 1;
+            } else {
+                computed += 1;
+            }
             records.push(rec);
-            computed += 1;
         }
     }
     let name = if opts.shard.count == 1 {
@@ -460,46 +632,39 @@ pub fn run(
     })
 }
 
-#[allow(clippy::too_many_arguments)]
 fn prepare(
     cfg: &EvalConfig,
     opts: &EvalOptions<'_>,
-    g: &Group<'_>,
+    plan: &Plan<'_>,
     split: &DataSplit,
     owner: &Dataset,
-    arch: Architecture,
-    sc: &'static dyn scheme::Scheme,
-    mode: EmbedMode,
-    group_hash: &str,
-    progress: &mut dyn EvalProgress,
+    progress: &SharedProgress<'_>,
 ) -> Result<Prepared> {
     let device = opts.device;
     let models = opts.out_dir.join("models");
-    let ds = data::canonical_name(&g.model.dataset).expect("checked");
-    let train_clean = |seed: u64| -> Result<(Model, WeightsMeta)> {
-        let c = workflow::train_clean(
-            &CleanTraining::new(
-                arch,
-                owner,
-                clean_recipe(g.model.epochs, seed, arch),
-                format!("{ds} (owner 2/3)"),
-            ),
+    let (g, ds, arch, sc, mode) = (plan.group, plan.dataset, plan.arch, plan.scheme, plan.mode);
+    let group_hash = &plan.group_hash;
+    // Trained before the groups start; trained here only if the cache lost it since.
+    let clean_model = |seed: u64| {
+        cached_model(
+            &clean_path(&models, ds, arch, g.model.epochs, seed),
             device,
-            &mut Silent,
-        )?;
-        Ok((c.model, c.meta))
+            || {
+                let c = workflow::train_clean(
+                    &CleanTraining::new(
+                        arch,
+                        owner,
+                        clean_recipe(g.model.epochs, seed, arch),
+                        format!("{ds} (owner 2/3)"),
+                    ),
+                    device,
+                    &mut Silent,
+                )?;
+                Ok((c.model, c.meta))
+            },
+        )
     };
-    let clean_id = |seed: u64| {
-        digest(&serde_json::json!({
-            "dataset": ds, "arch": arch, "epochs": g.model.epochs, "seed": seed, "nnmark": nnmark::VERSION,
-        }))
-    };
-    progress.stage(&format!("clean {arch} on {ds}, seed {}", g.seed));
-    let clean = cached_model(
-        &models.join(format!("clean-{}.safetensors", clean_id(g.seed))),
-        device,
-        || train_clean(g.seed),
-    )?;
+    let clean = clean_model(g.seed)?;
     let marked_path = models.join(format!("marked-{group_hash}.safetensors"));
     let key_path = models.join(format!("key-{group_hash}.nnkey"));
     let (marked, key, embed_seconds) = if marked_path.exists() && key_path.exists() {
@@ -512,7 +677,7 @@ fn prepare(
             .unwrap_or(0.0);
         (weights::load(&marked_path, None, device)?.model, key, secs)
     } else {
-        progress.stage(&format!("embed {} into {arch}, seed {}", sc.name(), g.seed));
+        progress.with(|p| p.stage(&format!("embed {} into {arch}, seed {}", sc.name(), g.seed)));
         let started = std::time::Instant::now();
         let train_cfg = match (mode, g.scheme.lr) {
             // The same SGD recipe the attacks fine-tune with.
@@ -562,43 +727,10 @@ fn prepare(
         (e.model, e.key, secs)
     };
     let marked_key = key_result(&sc.extract(&key, &mut Suspect::Model(&marked))?);
-    // Reference models: cached ones loaded, the others trained together (the same models as
-    // one by one) and cached.
-    let ref_seeds: Vec<u64> = (0..cfg.references).map(|j| 10_001 + j as u64).collect();
-    let ref_path = |seed: u64| models.join(format!("clean-{}.safetensors", clean_id(seed)));
-    let missing: Vec<u64> = ref_seeds
-        .iter()
-        .copied()
-        .filter(|&s| !ref_path(s).exists())
-        .collect();
-    if !missing.is_empty() {
-        progress.stage(&format!(
-            "{} reference {arch} models on {ds}, seeds {missing:?}",
-            missing.len()
-        ));
-        let label = format!("{ds} (owner 2/3)");
-        let reqs: Vec<CleanTraining<'_>> = missing
-            .iter()
-            .map(|&seed| {
-                CleanTraining::new(
-                    arch,
-                    owner,
-                    clean_recipe(g.model.epochs, seed, arch),
-                    label.clone(),
-                )
-            })
-            .collect();
-        for (seed, c) in missing
-            .iter()
-            .zip(workflow::train_clean_many(&reqs, device)?)
-        {
-            weights::save(&c.model, &c.meta, &ref_path(*seed))?;
-        }
-    }
-    let mut refs = Vec::new();
-    for &seed in &ref_seeds {
-        refs.push(cached_model(&ref_path(seed), device, || train_clean(seed))?);
-    }
+    let refs = reference_seeds(cfg)
+        .into_iter()
+        .map(clean_model)
+        .collect::<Result<Vec<_>>>()?;
     let mut null_matches = Vec::new();
     for r in &refs {
         null_matches.push(sc.extract(&key, &mut Suspect::Model(r))?.matches);
@@ -645,16 +777,15 @@ fn prepare(
 fn run_cell(
     cfg: &EvalConfig,
     opts: &EvalOptions<'_>,
-    g: &Group<'_>,
+    plan: &Plan<'_>,
     split: &DataSplit,
     attacker: &Dataset,
-    sc: &'static dyn scheme::Scheme,
-    mode: EmbedMode,
     p: &Prepared,
     att: Option<&dyn attack::Attack>,
     cell_hash: &str,
 ) -> Result<CellRecord> {
     let started = std::time::Instant::now();
+    let (g, sc, mode) = (plan.group, plan.scheme, plan.mode);
     let ctx = AttackContext {
         data: Some(attacker),
         device: opts.device,

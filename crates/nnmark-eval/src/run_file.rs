@@ -23,14 +23,15 @@ pub struct MatrixRun {
 }
 
 /// Runs the matrix of the TOML config at `path` into `out`; `shard` is `i/n`, `n` (index from
-/// the environment), or None for everything.
+/// the environment), or None for everything; `jobs` groups at once (0: one per core).
 pub fn run_config_file(
     path: &Path,
     out: &Path,
     data_dir: Option<&Path>,
     shard: Option<&str>,
+    jobs: usize,
     device: &Device,
-    progress: &mut dyn EvalProgress,
+    progress: &mut (dyn EvalProgress + Send),
 ) -> Result<MatrixRun> {
     let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
     let config = EvalConfig::from_toml(&text, &path.display().to_string())?;
@@ -45,6 +46,7 @@ pub fn run_config_file(
             data_dir,
             shard,
             device,
+            jobs,
         },
         progress,
     )?;

@@ -31,6 +31,15 @@ lr = 0.01
 "#;
 
 fn run(cfg: &EvalConfig, out: &std::path::Path, shard: Shard) -> eval::EvalSummary {
+    run_jobs(cfg, out, shard, 0)
+}
+
+fn run_jobs(
+    cfg: &EvalConfig,
+    out: &std::path::Path,
+    shard: Shard,
+    jobs: usize,
+) -> eval::EvalSummary {
     eval::run(
         cfg,
         &EvalOptions {
@@ -38,6 +47,7 @@ fn run(cfg: &EvalConfig, out: &std::path::Path, shard: Shard) -> eval::EvalSumma
             data_dir: None,
             shard,
             device: &Device::flex(),
+            jobs,
         },
         &mut Quiet,
     )
@@ -311,6 +321,64 @@ lr = 0.01
     assert_ne!(
         acc("budget:0.1+ftll:epochs=1,lr=0.01"),
         acc("ftll:epochs=1,lr=0.01")
+    );
+}
+
+/// Groups run side by side (two threads, whatever the machine has) give the records of the
+/// groups run one at a time, wall times aside, in the same order: LeNets and MLPs trained at
+/// once, attacks that re-initialise a layer (drawing from burn's global generator) or train a
+/// new model beside others that train.
+#[test]
+fn groups_run_at_once_give_the_records_of_one_at_a_time() {
+    let text = r#"
+name = "jobs"
+seeds = [1, 2]
+fpr = 1e-3
+references = 1
+attacks = ["none", "rtal:epochs=1", "ftll:epochs=1", "distill:epochs=1", "prune:0.5"]
+
+[[models]]
+dataset = "mnist10k"
+arch = "lenet"
+epochs = 1
+
+[[models]]
+dataset = "mnist10k"
+arch = "mlp"
+epochs = 2
+
+[[schemes]]
+name = "adi"
+epochs = 1
+lr = 0.01
+"#;
+    let cfg = EvalConfig::from_toml(text, "jobs.toml").unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let one = run_jobs(&cfg, &dir.path().join("one"), Shard::ALL, 1);
+    let two = run_jobs(&cfg, &dir.path().join("two"), Shard::ALL, 2);
+    assert_eq!((one.computed, two.computed), (20, 20));
+    let without_times = |path: &std::path::Path| -> Vec<String> {
+        eval::read_jsonl(path)
+            .unwrap()
+            .into_iter()
+            .map(|mut r| {
+                r.seconds = 0.0;
+                r.embed_seconds = 0.0;
+                serde_json::to_string(&r).unwrap()
+            })
+            .collect()
+    };
+    let (a, b) = (without_times(&one.results), without_times(&two.results));
+    assert_eq!(a.len(), 20);
+    for (x, y) in a.iter().zip(&b) {
+        assert_eq!(x, y, "one group at a time vs two at once");
+    }
+    // The attacks did something: the re-initialised head and the student are other models.
+    let records = eval::read_jsonl(&one.results).unwrap();
+    assert!(
+        records
+            .iter()
+            .any(|r| r.attack.starts_with("rtal") && r.attacked_accuracy != r.marked_accuracy)
     );
 }
 
