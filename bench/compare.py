@@ -2,6 +2,12 @@
 import json
 import sys
 
+
+def mib_text(v):
+    """A row's peak resident memory (MiB), or "-" where the side did not measure it."""
+    return "-" if v is None else f"{v:.0f}"
+
+
 if sys.argv[1] == "--sweep":
     r = json.loads(sys.argv[2])
     print(f"frontier stitching, epsilon x key size on the MLP (nnmark only); clean accuracy {r['clean_accuracy']*100:.2f}%")
@@ -16,29 +22,29 @@ if sys.argv[1] == "--sweep":
 if sys.argv[1] == "--many":
     ours, theirs = json.loads(sys.argv[2]), json.loads(sys.argv[3])
     print(f"nnmark {ours['version']} (burn {ours['burn']}, {ours['device']})  vs  PyTorch {theirs['version']} ({theirs['threads']} threads, {theirs['device']})")
-    print(f"{'K models, 2 epochs each (8k, batch 64)':<40}{'s':>8}{'vs PyTorch one by one':>23}{'vs PyTorch vmap':>17}")
+    print(f"{'K models, 2 epochs each (8k, batch 64)':<40}{'s':>8}{'vs PyTorch one by one':>23}{'vs PyTorch vmap':>17}{'peak MiB':>10}")
     for name in ("lenet", "mlp"):
         a, b = ours["results"][f"many_{name}"], theirs["results"][f"many_{name}"]
         k = a["k"]
-        rows = [(f"{k} {name}: nnmark one after another", a["sequential_s"]),
-                (f"{k} {name}: nnmark together", a["together_s"]),
-                (f"{k} {name}: PyTorch one after another", b["sequential_s"]),
-                (f"{k} {name}: PyTorch torch.func vmap", b["vmap_s"])]
-        for label, t in rows:
-            print(f"{label:<40}{t:>8.2f}{t / b['sequential_s']:>22.2f}x{t / b['vmap_s']:>16.2f}x")
+        rows = [(f"{k} {name}: nnmark one after another", a["sequential_s"], a.get("sequential_peak_rss_mib")),
+                (f"{k} {name}: nnmark together", a["together_s"], a.get("together_peak_rss_mib")),
+                (f"{k} {name}: PyTorch one after another", b["sequential_s"], b.get("sequential_peak_rss_mib")),
+                (f"{k} {name}: PyTorch torch.func vmap", b["vmap_s"], b.get("vmap_peak_rss_mib"))]
+        for label, t, mib in rows:
+            print(f"{label:<40}{t:>8.2f}{t / b['sequential_s']:>22.2f}x{t / b['vmap_s']:>16.2f}x{mib_text(mib):>10}")
         print(f"  mean test accuracy: nnmark {a['mean_test_accuracy']*100:.2f}%, PyTorch {b['sequential_accuracy']*100:.2f}% / vmap {b['vmap_accuracy']*100:.2f}%")
     sys.exit(0)
 
 ours, theirs = json.loads(sys.argv[1]), json.loads(sys.argv[2])
 print(f"nnmark {ours['version']} (burn {ours['burn']}, {ours['device']})  vs  PyTorch {theirs['version']} ({theirs['threads']} threads, {theirs['device']})")
-print(f"{'work':<34}{'nnmark s':>10}{'PyTorch s':>11}{'ratio':>8}   accuracy nnmark / PyTorch")
+print(f"{'work':<34}{'nnmark s':>10}{'PyTorch s':>11}{'ratio':>8}{'peak MiB':>14}   accuracy nnmark / PyTorch")
 rows = [("LeNet warm epoch (8k, batch 64)", "lenet", "warm_epoch_s"),
         ("MLP warm epoch (8k, batch 64)", "mlp", "warm_epoch_s"),
         ("FGSM input gradients (2k, LeNet)", "lenet", "fgsm_2000_s"),
         ("Adi embedding, 3 epochs total", "embed_adi", "total_s"),
         ("Adi embedding, warm epoch", "embed_adi", "warm_epoch_s"),
         ("Frontier stitching embedding (MLP)", "embed_frontier", "total_s"),
-        ("AIME embedding (LeNet, 10 digits)", "embed_aime", "total_s"),
+        ("AIME embedding, 3 sel. shadows", "embed_aime", "total_s"),
         ("Uchida embedding (LeNet, scratch)", "embed_uchida", "total_s")]
 for label, model, key in rows:
     if model not in theirs["results"]:
@@ -49,4 +55,5 @@ for label, model, key in rows:
         accs = f"{ours['results'][model]['test_accuracy']*100:.2f}% / {theirs['results'][model]['test_accuracy']*100:.2f}% ({ours['results'][model]['epochs']} epochs)"
     if model == "embed_adi" and key == "total_s":
         accs = f"key match {ours['results'][model]['key_match']*100:.0f}% / {theirs['results'][model]['key_match']*100:.0f}%"
-    print(f"{label:<34}{a:>10.3f}{b:>11.3f}{a / b:>7.2f}x   {accs}")
+    peaks = f"{mib_text(ours['results'][model].get('peak_rss_mib'))} / {mib_text(theirs['results'][model].get('peak_rss_mib'))}"
+    print(f"{label:<34}{a:>10.3f}{b:>11.3f}{a / b:>7.2f}x{peaks:>14}   {accs}")

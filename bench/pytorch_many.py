@@ -21,6 +21,7 @@ from pytorch_models import LeNet, Mlp  # noqa: E402
 
 sys.path.insert(0, here)
 from mnist_sample import load  # noqa: E402
+import peak  # noqa: E402
 
 device = sys.argv[1] if len(sys.argv) > 1 else "cpu"
 K = int(sys.argv[2]) if len(sys.argv) > 2 else 8
@@ -90,9 +91,13 @@ def vmapped(cls):
 
 results = {}
 for name, cls in [("lenet", LeNet), ("mlp", Mlp)]:
+    peak.reset()
     seq_s, seq_acc = sequential(cls)
+    seq_peak = peak.mib()
+    peak.reset()
     vm_s, vm_acc = vmapped(cls)
     results[f"many_{name}"] = {"k": K, "epochs": EPOCHS, "sequential_s": seq_s, "sequential_accuracy": seq_acc,
-                               "vmap_s": vm_s, "vmap_accuracy": vm_acc}
+                               "vmap_s": vm_s, "vmap_accuracy": vm_acc,
+                               "sequential_peak_rss_mib": seq_peak, "vmap_peak_rss_mib": peak.mib()}
 print(json.dumps({"tool": "pytorch", "version": torch.__version__, "threads": torch.get_num_threads(),
                   "device": device, "results": results}))

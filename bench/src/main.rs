@@ -8,6 +8,32 @@ use nnmark::model::{Architecture, Model, ModelSpec, Normalization};
 use nnmark::train::{self, LrSchedule, OptimizerConfig, Silent, TrainConfig};
 use serde_json::json;
 
+/// Peak resident memory per row (Linux): the kernel's high-water mark (VmHWM) is reset before
+/// a row and read after it, so each row reports the peak of its own work (with what the process
+/// already held: the data, the allocator's pools). The PyTorch side does the same (bench/peak.py).
+mod peak {
+    /// Starts a row.
+    pub fn reset() {
+        let _ = std::fs::write("/proc/self/clear_refs", "5");
+    }
+
+    /// Peak resident set since the last reset, MiB; None where /proc is not there.
+    pub fn mib() -> Option<f64> {
+        let status = std::fs::read_to_string("/proc/self/status").ok()?;
+        let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+        let kb: f64 = line.split_whitespace().nth(1)?.parse().ok()?;
+        Some(kb / 1024.0)
+    }
+
+    /// Runs a row and adds its peak to the JSON object it returns.
+    pub fn measured(row: impl FnOnce() -> serde_json::Value) -> serde_json::Value {
+        reset();
+        let mut v = row();
+        v["peak_rss_mib"] = serde_json::json!(mib());
+        v
+    }
+}
+
 /// Adi et al.'s embedding from scratch: LeNet, 3 epochs of the 8k sample with 2 of the 100
 /// trigger images appended to every batch (the official code's recipe), same optimiser as
 /// above. Writes the triggers (u8 pixels, then labels) for the PyTorch side to train on.
@@ -244,6 +270,7 @@ fn many(
             .sum::<f64>()
             / models.len() as f64
     };
+    peak::reset();
     let t = Instant::now();
     let alone: Vec<Model> = jobs()
         .into_iter()
@@ -254,6 +281,8 @@ fn many(
         })
         .collect();
     let sequential_s = t.elapsed().as_secs_f64();
+    let sequential_peak = peak::mib();
+    peak::reset();
     let t = Instant::now();
     let together: Vec<Model> = train::train_many(jobs(), &split.train, device)
         .unwrap()
@@ -261,9 +290,14 @@ fn many(
         .map(|(m, _)| m)
         .collect();
     let together_s = t.elapsed().as_secs_f64();
+    let together_peak = peak::mib();
     let (a, b) = (accuracy(&alone), accuracy(&together));
     assert_eq!(a, b, "train_many must give the models train gives");
-    json!({ "k": k, "epochs": MANY_EPOCHS, "sequential_s": sequential_s, "together_s": together_s, "mean_test_accuracy": a })
+    json!({
+        "k": k, "epochs": MANY_EPOCHS, "sequential_s": sequential_s, "together_s": together_s,
+        "mean_test_accuracy": a, "sequential_peak_rss_mib": sequential_peak,
+        "together_peak_rss_mib": together_peak,
+    })
 }
 
 fn main() {
@@ -329,6 +363,7 @@ fn main() {
             num_classes: 10,
             normalization: Normalization::identity(1),
         };
+        peak::reset();
         device.seed(0);
         let model = Model::new(spec, &device).unwrap();
         let cfg = recipe();
@@ -355,6 +390,7 @@ fn main() {
             assert_eq!(g.len(), test.pixels().len());
             entry["fgsm_2000_s"] = json!(fgsm_s);
         }
+        entry["peak_rss_mib"] = json!(peak::mib());
         results.insert(arch.name().to_string(), entry);
         clean.insert(arch.name(), model);
     }
@@ -367,48 +403,54 @@ fn main() {
     // The three model-dependent schemes, each from its paper's starting point.
     results.insert(
         "embed_frontier".into(),
-        embed_model_dependent(
-            "frontier-stitching",
-            json!({ "epsilon": 0.1 }),
-            EmbedMode::FineTune,
-            clean["mlp"].clone(),
-            &split,
-            fine_tune(10),
-            &device,
-            keys_out.as_deref(),
-        ),
+        peak::measured(|| {
+            embed_model_dependent(
+                "frontier-stitching",
+                json!({ "epsilon": 0.1 }),
+                EmbedMode::FineTune,
+                clean["mlp"].clone(),
+                &split,
+                fine_tune(10),
+                &device,
+                keys_out.as_deref(),
+            )
+        }),
     );
     results.insert(
         "embed_aime".into(),
-        embed_model_dependent(
-            "aime",
-            json!({ "digits": "2718281828" }),
-            EmbedMode::FineTune,
-            clean["lenet"].clone(),
-            &split,
-            fine_tune(5),
-            &device,
-            keys_out.as_deref(),
-        ),
+        peak::measured(|| {
+            embed_model_dependent(
+                "aime",
+                json!({ "digits": "2718281828" }),
+                EmbedMode::FineTune,
+                clean["lenet"].clone(),
+                &split,
+                fine_tune(5),
+                &device,
+                keys_out.as_deref(),
+            )
+        }),
     );
     let lenet_spec = clean["lenet"].spec.clone();
-    device.seed(0);
     results.insert(
         "embed_uchida".into(),
-        embed_model_dependent(
-            "uchida",
-            json!({}),
-            EmbedMode::FromScratch,
-            Model::new(lenet_spec, &device).unwrap(),
-            &split,
-            recipe(),
-            &device,
-            keys_out.as_deref(),
-        ),
+        peak::measured(|| {
+            device.seed(0);
+            embed_model_dependent(
+                "uchida",
+                json!({}),
+                EmbedMode::FromScratch,
+                Model::new(lenet_spec, &device).unwrap(),
+                &split,
+                recipe(),
+                &device,
+                keys_out.as_deref(),
+            )
+        }),
     );
     results.insert(
         "embed_adi".into(),
-        embed_adi(&split, &device, trigger_out.as_deref()),
+        peak::measured(|| embed_adi(&split, &device, trigger_out.as_deref())),
     );
     println!(
         "{}",
