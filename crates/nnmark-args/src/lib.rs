@@ -331,11 +331,54 @@ pub struct TrainArgs {
     /// Do not normalise inputs by the training set's mean and standard deviation.
     #[arg(long)]
     pub no_normalize: bool,
-    /// Output weights file.
+    /// Output weights file; with --seeds, a pattern with `{seed}` in it (one file per seed).
     #[arg(long, default_value = "model.safetensors")]
     pub out: PathBuf,
+    /// Train one model per seed instead of one (`1-8`, `1,4,9`, or both: `1-3,10`), side by
+    /// side on the cores: each file is the one `--seed N` alone writes, byte for byte.
+    #[arg(long, value_parser = parse_seed_list, conflicts_with = "seed")]
+    pub seeds: Option<SeedList>,
     #[command(flatten)]
     pub output: OutputArgs,
+}
+
+/// The most models one `train --seeds` trains.
+pub const MAX_SEEDS: usize = 1024;
+
+/// Distinct seeds in the order given (`--seeds`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SeedList(pub Vec<u64>);
+
+/// Parses `1-8`, `1,4,9` or `1-3,10`: distinct seeds, in the order given.
+pub fn parse_seed_list(text: &str) -> Result<SeedList, String> {
+    let number = |t: &str| {
+        t.trim()
+            .parse::<u64>()
+            .map_err(|_| format!("'{t}' is not a seed (a whole number)"))
+    };
+    let mut seeds: Vec<u64> = Vec::new();
+    for part in text.split(',') {
+        let (first, last) = match part.split_once('-') {
+            Some((a, b)) => (number(a)?, number(b)?),
+            None => {
+                let n = number(part)?;
+                (n, n)
+            }
+        };
+        if first > last {
+            return Err(format!("the range '{part}' runs backwards"));
+        }
+        if last - first >= MAX_SEEDS as u64 || seeds.len() + (last - first) as usize >= MAX_SEEDS {
+            return Err(format!("more than {MAX_SEEDS} seeds"));
+        }
+        for seed in first..=last {
+            if seeds.contains(&seed) {
+                return Err(format!("seed {seed} is given twice"));
+            }
+            seeds.push(seed);
+        }
+    }
+    Ok(SeedList(seeds))
 }
 
 /// Training options shared by `train` and `embed`.
@@ -797,6 +840,16 @@ mod tests {
     #[test]
     fn the_flag_definitions_are_consistent() {
         Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn seed_lists_parse_ranges_and_refuse_repeats() {
+        assert_eq!(parse_seed_list("1-3,10").unwrap().0, vec![1, 2, 3, 10]);
+        assert_eq!(parse_seed_list("7").unwrap().0, vec![7]);
+        assert!(parse_seed_list("3-1").unwrap_err().contains("backwards"));
+        assert!(parse_seed_list("1,2,2").unwrap_err().contains("twice"));
+        assert!(parse_seed_list("1,,2").is_err());
+        assert!(parse_seed_list("0-5000").unwrap_err().contains("1024"));
     }
 
     #[test]

@@ -12,11 +12,61 @@ use crate::{emit, load_data, observer};
 pub fn train(a: TrainArgs, device: &Device) -> Result<()> {
     let split = load_data(&a.data)?;
     let label = a.data.source()?.label();
+    if let Some(seeds) = &a.seeds {
+        return train_seeds(&a, &seeds.0, &split, &label, device);
+    }
     let mut req = CleanTraining::new(a.model, &split.train, a.train.config(false), label);
     req.normalize = !a.no_normalize;
     let mut obs = observer(&a.output);
     let trained = workflow::train_and_save(&req, &split.test, &a.out, device, obs.as_mut())?;
     emit(a.output.json, || trained.json(), &trained);
+    Ok(())
+}
+
+/// `train --seeds`: one model per seed, trained side by side, one file each.
+fn train_seeds(
+    a: &TrainArgs,
+    seeds: &[u64],
+    split: &data::DataSplit,
+    label: &str,
+    device: &Device,
+) -> Result<()> {
+    let pattern = a.out.to_string_lossy();
+    if seeds.len() > 1 && !pattern.contains("{seed}") {
+        anyhow::bail!(
+            "--out {pattern}: with {} seeds the file name needs {{seed}} in it (e.g. models/{}-{{seed}}.safetensors)",
+            seeds.len(),
+            a.model
+        );
+    }
+    let reqs: Vec<CleanTraining<'_>> = seeds
+        .iter()
+        .map(|&seed| {
+            let mut config = a.train.config(false);
+            config.seed = seed;
+            let mut req = CleanTraining::new(a.model, &split.train, config, label.to_string());
+            req.normalize = !a.no_normalize;
+            req
+        })
+        .collect();
+    let outs: Vec<std::path::PathBuf> = seeds
+        .iter()
+        .map(|seed| pattern.replace("{seed}", &seed.to_string()).into())
+        .collect();
+    if !a.output.quiet && !a.output.json {
+        eprintln!(
+            "training {} {} models side by side, seeds {seeds:?}",
+            seeds.len(),
+            a.model
+        );
+    }
+    let trained = workflow::train_and_save_many(&reqs, &split.test, &outs, device)?;
+    let text: Vec<String> = trained.iter().map(|t| t.to_string()).collect();
+    emit(
+        a.output.json,
+        || json!(trained.iter().map(|t| t.json()).collect::<Vec<_>>()),
+        text.join("\n"),
+    );
     Ok(())
 }
 

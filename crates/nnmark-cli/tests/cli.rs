@@ -99,6 +99,57 @@ fn bad_inputs_are_one_line_errors() {
     assert_clean_error(&nnmark(&["--device", "tpu", "demo"], d), &["tpu"]);
 }
 
+/// `train --seeds`: one file per seed, trained side by side, each the file `--seed N` writes
+/// alone (the same SHA-256); an output name without `{seed}` and bad seed lists are refused
+/// before any training.
+#[test]
+fn train_with_several_seeds_writes_the_single_seed_files() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let train = |extra: &[&str]| {
+        let mut args = vec!["train", "--model", "mlp", "--epochs", "1", "--json"];
+        args.extend_from_slice(extra);
+        let out = nnmark(&args, d);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        serde_json::from_slice::<serde_json::Value>(&out.stdout).unwrap()
+    };
+    let many = train(&["--seeds", "3-4", "--out", "mlp-{seed}.safetensors"]);
+    let many = many.as_array().unwrap();
+    assert_eq!(many.len(), 2);
+    assert_eq!(
+        (many[0]["seed"].as_u64(), many[1]["seed"].as_u64()),
+        (Some(3), Some(4))
+    );
+    assert!(d.join("mlp-3.safetensors").exists() && d.join("mlp-4.safetensors").exists());
+    assert_ne!(many[0]["sha256"], many[1]["sha256"]);
+    let alone = train(&["--seed", "4", "--out", "alone.safetensors"]);
+    assert_eq!(alone["sha256"], many[1]["sha256"], "side by side = alone");
+    assert_eq!(alone["test_accuracy"], many[1]["test_accuracy"]);
+
+    assert_clean_error(
+        &nnmark(&["train", "--seeds", "1-2", "--out", "m.safetensors"], d),
+        &["{seed}", "m.safetensors"],
+    );
+    assert!(!d.join("m.safetensors").exists());
+    assert_clean_error(
+        &nnmark(&["train", "--seeds", "5-2"], d),
+        &["5-2", "backwards"],
+    );
+    assert_clean_error(&nnmark(&["train", "--seeds", "1,x"], d), &["'x'"]);
+    assert_clean_error(&nnmark(&["train", "--seeds", "1,2,1"], d), &["twice"]);
+    // A usage error: clap's own rendering (with the usage line), not a one-liner.
+    let both = nnmark(&["train", "--seeds", "1", "--seed", "2"], d);
+    let err = String::from_utf8_lossy(&both.stderr);
+    assert!(
+        !both.status.success() && err.contains("cannot be used with"),
+        "{err}"
+    );
+}
+
 #[test]
 fn train_eval_and_model_mismatches() {
     let dir = tempfile::tempdir().unwrap();

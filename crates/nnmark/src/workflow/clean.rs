@@ -155,7 +155,49 @@ pub fn train_and_save(
     device: &Device,
     observer: &mut dyn TrainObserver,
 ) -> Result<TrainedFile> {
-    let mut clean = train_clean(req, device, observer)?;
+    let clean = train_clean(req, device, observer)?;
+    save_trained(clean, test, out)
+}
+
+/// [`train_and_save`] for several models at once (one file each, `outs[i]` for `reqs[i]`),
+/// trained side by side ([`train_clean_many`]): each file is byte for byte the one
+/// [`train_and_save`] writes for its request alone. Nothing is written before every model
+/// has trained.
+pub fn train_and_save_many(
+    reqs: &[CleanTraining<'_>],
+    test: &Dataset,
+    outs: &[std::path::PathBuf],
+    device: &Device,
+) -> Result<Vec<TrainedFile>> {
+    if reqs.len() != outs.len() {
+        return Err(crate::error::Error::invalid(
+            "output files",
+            outs.len(),
+            format!("one per model: {} models", reqs.len()),
+        ));
+    }
+    for (i, out) in outs.iter().enumerate() {
+        if outs[..i].contains(out) {
+            return Err(crate::error::Error::invalid(
+                "output file",
+                out.display(),
+                "named for two models",
+            ));
+        }
+    }
+    train_clean_many(reqs, device)?
+        .into_iter()
+        .zip(outs)
+        .map(|(clean, out)| save_trained(clean, test, out))
+        .collect()
+}
+
+/// Evaluates a trained model on `test` and writes it, its test accuracy in the metadata.
+fn save_trained(
+    mut clean: CleanModel,
+    test: &Dataset,
+    out: &std::path::Path,
+) -> Result<TrainedFile> {
     let eval = train::evaluate(&clean.model, test, 256)?;
     clean
         .meta

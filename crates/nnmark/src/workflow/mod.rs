@@ -42,7 +42,8 @@ mod verify;
 
 pub use attack::{AttackJob, AttackReport, attack};
 pub use clean::{
-    CleanModel, CleanTraining, TrainedFile, train_and_save, train_clean, train_clean_many,
+    CleanModel, CleanTraining, TrainedFile, train_and_save, train_and_save_many, train_clean,
+    train_clean_many,
 };
 pub use embed::{
     EmbedJob, EmbedReport, ProofPolicy, Start, WrittenMark, aux_data_for, embed, start_models,
